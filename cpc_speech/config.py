@@ -1,0 +1,299 @@
+"""Typed configuration: model, loss, data and training settings as dataclasses.
+
+Every run writes its resolved :class:`PretrainConfig` next to its checkpoints (``config.yaml``) and
+inside them, so a run folder alone is enough to resume training or to extract features.
+
+Presets for the model (:func:`preset`):
+
+* ``paper``: the CPC paper (512 encoder channels, batch norm, GRU 256, linear heads);
+* ``default``: the "modified CPC" encoder (256 channels, channel norm) with GRU 256, linear heads;
+* ``tiny``: 64 channels, GRU 64, for tests and quick demos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+ENCODER_NORMS = ("channel", "batch", "instance", "none")
+CONTEXT_KINDS = ("gru", "lstm", "transformer")
+PREDICTOR_KINDS = ("linear", "transformer")
+
+
+@dataclass
+class EncoderConfig:
+    """Strided 1-D CNN on 16 kHz waveform. Lengths are in samples."""
+
+    channels: int = 256
+    kernels: Tuple[int, ...] = (10, 8, 4, 4, 4)
+    strides: Tuple[int, ...] = (5, 4, 2, 2, 2)
+    paddings: Tuple[int, ...] = (3, 2, 1, 1, 1)
+    norm: str = "channel"
+
+    def validate(self) -> None:
+        if not (len(self.kernels) == len(self.strides) == len(self.paddings)) or not self.kernels:
+            raise ValueError("encoder.kernels, encoder.strides and encoder.paddings need equal, non-zero lengths")
+        if self.norm not in ENCODER_NORMS:
+            raise ValueError(f"encoder.norm must be one of {ENCODER_NORMS}, got {self.norm!r}")
+        if self.channels < 1:
+            raise ValueError("encoder.channels must be positive")
+
+
+@dataclass
+class ContextConfig:
+    """Causal context network over encoder frames (c_t sees z_1..z_t only)."""
+
+    kind: str = "gru"
+    hidden: int = 256
+    layers: int = 1
+    heads: int = 4  # transformer only
+    window: int = 128  # transformer only: attention span in frames (keeps streaming exact)
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        if self.kind not in CONTEXT_KINDS:
+            raise ValueError(f"context.kind must be one of {CONTEXT_KINDS}, got {self.kind!r}")
+        if self.kind == "transformer" and self.hidden % self.heads:
+            raise ValueError("context.hidden must be divisible by context.heads")
+        if self.layers < 1 or self.hidden < 1 or self.window < 1:
+            raise ValueError("context.layers, context.hidden and context.window must be positive")
+
+
+@dataclass
+class PredictorConfig:
+    """One prediction head per future step k = 1..steps."""
+
+    kind: str = "linear"
+    steps: int = 12
+    heads: int = 4  # transformer only
+    window: int = 128  # transformer only: attention span in frames
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        if self.kind not in PREDICTOR_KINDS:
+            raise ValueError(f"predictor.kind must be one of {PREDICTOR_KINDS}, got {self.kind!r}")
+        if self.steps < 1:
+            raise ValueError("predictor.steps must be at least 1")
+
+
+@dataclass
+class CPCConfig:
+    """Everything needed to build a :class:`cpc_speech.model.cpc.CPCModel`."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    sample_rate: int = 16000
+
+    def validate(self) -> "CPCConfig":
+        self.encoder.validate()
+        self.context.validate()
+        self.predictor.validate()
+        if self.predictor.kind == "transformer" and self.context.hidden % self.predictor.heads:
+            raise ValueError("context.hidden must be divisible by predictor.heads")
+        return self
+
+
+@dataclass
+class LossConfig:
+    """InfoNCE settings.
+
+    ``sampling`` names the negative pools and their shares, e.g. ``"same_utterance:0.5,cross_batch:0.5"``
+    (modes: ``same_utterance``, ``same_speaker``, ``cross_batch``). ``temperature`` divides the dot
+    product score; ``None`` means the encoder dimension (score = dot / dim).
+    """
+
+    negatives: int = 128
+    sampling: str = "cross_batch"
+    temperature: Optional[float] = None
+    gather_across_ranks: bool = False  # distributed: cross_batch pool spans all ranks
+
+
+@dataclass
+class DataConfig:
+    """Windowing and batching. Lengths in samples at 16 kHz."""
+
+    window_samples: int = 20480
+    batch_size: int = 8
+    sampler: str = "uniform"  # uniform | same_speaker | same_utterance
+    windows_per_group: int = 4  # same_speaker / same_utterance: windows per speaker or utterance
+    num_workers: int = 2
+    cache_mb: int = 0  # per worker LRU cache of decoded audio; 0 = off
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, logging and checkpointing."""
+
+    max_steps: int = 1000
+    lr: float = 2e-4
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | step | constant
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only)
+    seed: int = 0
+    log_every: int = 10
+    valid_every: int = 200
+    valid_batches: int = 20
+    checkpoint_every: int = 200
+    keep_last: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
+
+
+@dataclass
+class PretrainConfig:
+    """A whole pretraining run: model + loss + data + training."""
+
+    model: CPCConfig = field(default_factory=CPCConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "PretrainConfig":
+        self.model.validate()
+        from cpc_speech.loss.negatives import parse_sampling
+
+        parse_sampling(self.loss.sampling, self.loss.negatives)
+        if self.data.sampler not in ("uniform", "same_speaker", "same_utterance"):
+            raise ValueError(f"data.sampler must be uniform, same_speaker or same_utterance, got {self.data.sampler!r}")
+        if self.data.sampler != "uniform" and self.data.batch_size % self.data.windows_per_group:
+            raise ValueError("data.batch_size must be a multiple of data.windows_per_group")
+        if self.train.amp not in ("none", "bf16", "fp16"):
+            raise ValueError("train.amp must be none, bf16 or fp16")
+        if self.train.schedule not in ("cosine", "step", "constant"):
+            raise ValueError("train.schedule must be cosine, step or constant")
+        return self
+
+
+# --------------------------------------------------------------------------------------- presets
+
+
+def preset(name: str) -> CPCConfig:
+    """Model presets: ``paper``, ``default`` or ``tiny``."""
+    if name == "default":
+        return CPCConfig()
+    if name == "paper":
+        return CPCConfig(encoder=EncoderConfig(channels=512, norm="batch"), context=ContextConfig(hidden=256))
+    if name == "tiny":
+        return CPCConfig(encoder=EncoderConfig(channels=64), context=ContextConfig(hidden=64))
+    raise ValueError(f"unknown preset {name!r}; choose paper, default or tiny")
+
+
+PRESETS = ("paper", "default", "tiny")
+
+
+# ------------------------------------------------------------------------- dict / YAML round trip
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """A plain, JSON/YAML-safe dict (tuples become lists)."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(cfg)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        (item_tp, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, where) for v in value)
+    if origin in (list, List):
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, where) for v in value]
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, where)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: Any, data: Optional[Dict[str, Any]], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are an error."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key.path=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write a config as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+    path = Path(path)
+    data = to_dict(cfg)
+    text = yaml.safe_dump(data, sort_keys=False) if path.suffix in (".yaml", ".yml") else json.dumps(data, indent=2)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def load_config(cls: Any, path: str | Path, overrides: Optional[List[str]] = None) -> Any:
+    """Read a YAML or JSON config file into dataclass ``cls``, applying ``key=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML/JSON: {exc}") from None
+    return config_from_dict(cls, data, overrides, where=str(path))
+
+
+def config_from_dict(cls: Any, data: Dict[str, Any], overrides: Optional[List[str]] = None, where: str = "config") -> Any:
+    """Build ``cls`` from a dict; a ``model.preset`` key starts from that preset."""
+    data = json.loads(json.dumps(data))  # deep copy
+    apply_overrides(data, overrides or [])
+    if cls is PretrainConfig and isinstance(data.get("model"), dict) and "preset" in data["model"]:
+        base = to_dict(preset(data["model"].pop("preset")))
+        data["model"] = _deep_merge(base, data["model"])
+    cfg = from_dict(cls, data, where)
+    return cfg.validate() if hasattr(cfg, "validate") else cfg
+
+
+def _deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,161 @@
+"""Manifests: one row per utterance.
+
+File format (TSV, UTF-8, with a header line)::
+
+    id	path	speaker	num_samples	sample_rate
+    1089-134686-0000	train-clean-100/1089/134686/1089-134686-0000.flac	1089	166960	16000
+
+``num_samples`` and ``sample_rate`` are the file's own (before resampling to 16 kHz); a relative
+``path`` is relative to the manifest's folder. Lines starting with ``#`` are comments.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, resampled_length
+
+COLUMNS = ("id", "path", "speaker", "num_samples", "sample_rate")
+
+
+class ManifestError(ValueError):
+    """A malformed manifest; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One manifest row. ``num_samples`` at the file's ``sample_rate`` (Hz)."""
+
+    id: str
+    path: str
+    speaker: str
+    num_samples: int
+    sample_rate: int
+
+    @property
+    def num_samples_16k(self) -> int:
+        return resampled_length(self.num_samples, self.sample_rate, SAMPLE_RATE)
+
+    @property
+    def duration(self) -> float:
+        """Seconds."""
+        return self.num_samples / self.sample_rate
+
+
+def write_manifest(rows: Iterable[Utterance], path: Union[str, Path], relative: bool = True) -> Path:
+    """Write rows as TSV (atomically). With ``relative`` paths under the manifest folder are stored
+    relative to it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        f.write("\t".join(COLUMNS) + "\n")
+        for u in rows:
+            p = u.path
+            if relative:
+                try:
+                    p = os.path.relpath(Path(p).resolve(), base) if Path(p).is_absolute() else p
+                except ValueError:
+                    pass
+            for value in (u.id, p, u.speaker):
+                if "\t" in value or "\n" in value:
+                    raise ManifestError(f"{path}: tab or newline in field {value!r}")
+            f.write(f"{u.id}\t{p}\t{u.speaker}\t{u.num_samples}\t{u.sample_rate}\n")
+    tmp.replace(path)
+    return path
+
+
+def read_manifest(path: Union[str, Path]) -> List[Utterance]:
+    """Read a TSV manifest; relative paths are resolved against the manifest's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    base = path.parent
+    rows: List[Utterance] = []
+    seen = set()
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if tuple(header[: len(COLUMNS)]) != COLUMNS:
+            raise ManifestError(f"{path}: line 1: expected header {'<TAB>'.join(COLUMNS)}, got {header}")
+        for lineno, line in enumerate(f, start=2):
+            line = line.rstrip("\n")
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) < len(COLUMNS):
+                raise ManifestError(f"{path}: line {lineno}: expected {len(COLUMNS)} tab-separated fields, got {len(parts)}")
+            uid, p, spk, n, sr = parts[:5]
+            try:
+                n_i, sr_i = int(n), int(sr)
+            except ValueError:
+                raise ManifestError(f"{path}: line {lineno}: num_samples and sample_rate must be integers") from None
+            if uid in seen:
+                raise ManifestError(f"{path}: line {lineno}: duplicate utterance id {uid!r}")
+            seen.add(uid)
+            full = p if os.path.isabs(p) else str(base / p)
+            rows.append(Utterance(uid, full, spk, n_i, sr_i))
+    if not rows:
+        raise ManifestError(f"{path}: manifest has no utterances")
+    return rows
+
+
+def utterance_from_file(uid: str, path: Union[str, Path], speaker: str) -> Utterance:
+    """A row from an audio file's header (no decoding)."""
+    info = audio_info(path)
+    return Utterance(uid, str(path), speaker, info.frames, info.sample_rate)
+
+
+def scan_files(
+    items: Sequence[Tuple[str, Union[str, Path], str]],
+    workers: int = 8,
+    on_error: Optional[Callable[[str], None]] = None,
+    progress: bool = False,
+) -> List[Utterance]:
+    """Build rows for ``(id, path, speaker)`` items by reading headers in parallel threads.
+
+    Unreadable files are skipped with one message each to ``on_error`` (default: a warning); the
+    order of ``items`` is kept.
+    """
+    import warnings
+
+    def one(item):
+        uid, p, spk = item
+        try:
+            return utterance_from_file(uid, p, spk)
+        except AudioError as exc:
+            return exc
+
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        iterator = pool.map(one, items)
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, total=len(items), desc="reading headers", unit="file")
+        for r in iterator:
+            results.append(r)
+    rows, skipped = [], 0
+    for r in results:
+        if isinstance(r, Exception):
+            skipped += 1
+            (on_error or (lambda m: warnings.warn(m, stacklevel=3)))(f"skipping {r}")
+        else:
+            rows.append(r)
+    if skipped:
+        (on_error or (lambda m: warnings.warn(m, stacklevel=3)))(f"skipped {skipped} unreadable file(s) of {len(items)}")
+    return rows
+
+
+def read_id_list(path: Union[str, Path]) -> List[str]:
+    """A split file: one utterance id per line (blank lines and ``#`` comments ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"split file not found: {path}")
+    ids = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    return ids
