@@ -1,0 +1,118 @@
+"""Checkpoints: atomic, versioned, loadable without unpickling arbitrary objects.
+
+A checkpoint file is a ``torch.save`` of a dict holding only tensors and plain Python values
+(``format_version``, ``config`` as a plain dict, ``model`` state dict, and for training
+``optimizer``, ``scheduler``, ``rng`` states, ``step``, ``epoch``...). It is read with
+``torch.load(weights_only=True)``. A run folder holds ``config.yaml``, ``checkpoints/step-*.pt``,
+``checkpoints/last.pt`` (copy of the newest) and ``checkpoints/best.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict, from_dict, to_dict
+
+FORMAT_VERSION = 1
+PathLike = Union[str, Path]
+
+
+class CheckpointError(ValueError):
+    """A missing, corrupt or incompatible checkpoint; the message names the file."""
+
+
+def atomic_save(obj: Dict[str, Any], path: PathLike) -> Path:
+    """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a
+    half-written checkpoint under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra: Any) -> Path:
+    """Save model weights + config (a dataclass) + ``extra`` plain values/tensors."""
+    state = {
+        "format_version": FORMAT_VERSION,
+        "config": to_dict(config),
+        "config_type": type(config).__name__,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    state.update(extra)
+    return atomic_save(state, path)
+
+
+def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint dict safely (``weights_only=True``) and check its format version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable cpc_speech checkpoint ({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or "format_version" not in state or "model" not in state:
+        raise CheckpointError(f"{path}: not a cpc_speech checkpoint (no format_version/model)")
+    if state["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {state['format_version']} is newer than this cpc_speech understands ({FORMAT_VERSION}); upgrade cpc_speech"
+        )
+    return state
+
+
+def resolve_checkpoint(path: PathLike, which: str = "best") -> Path:
+    """A checkpoint file, or a run folder (its ``best.pt``, else ``last.pt``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in ([which] if which != "best" else []) + ["best", "last"]:
+            candidate = path / "checkpoints" / f"{name}.pt"
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"{path}: run folder has no checkpoints/best.pt or checkpoints/last.pt")
+    raise CheckpointError(f"no checkpoint file or run folder at {path}")
+
+
+def model_config_from_state(state: Dict[str, Any]) -> CPCConfig:
+    cfg = state["config"]
+    if state.get("config_type") == "PretrainConfig" or "model" in cfg:
+        return config_from_dict(PretrainConfig, cfg).model
+    return from_dict(CPCConfig, cfg).validate()
+
+
+def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None, which: str = "best"):
+    """Load an eval-mode :class:`CPCModel` from a checkpoint file or a run folder."""
+    from cpc_speech.model.cpc import CPCModel
+
+    ckpt = resolve_checkpoint(path, which)
+    state = read_checkpoint(ckpt)
+    model = CPCModel(model_config_from_state(state))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{ckpt}: weights do not fit the saved config ({str(exc).splitlines()[0]})") from None
+    model.checkpoint_path = str(ckpt)
+    return model.to(device or "cpu").eval()
+
+
+def update_link(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` atomically (hard link when possible)."""
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

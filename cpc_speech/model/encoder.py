@@ -1,0 +1,113 @@
+"""Raw-waveform strided CNN encoder: (batch, samples) at 16 kHz -> (batch, frames, channels).
+
+With the default kernels 10,8,4,4,4, strides 5,4,2,2,2 and paddings 3,2,1,1,1 the encoder emits
+one frame per 160 samples (10 ms) and 20480 samples give exactly 128 frames; each frame sees 465
+samples (its receptive field).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cpc_speech.config import EncoderConfig
+
+
+class ChannelNorm(nn.Module):
+    """Per-frame normalisation over channels with a learned per-channel affine.
+
+    Input and output (batch, channels, frames). Each frame is normalised on its own, so the result
+    does not depend on the other frames (streaming-safe).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1, channels, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "channel":
+        return ChannelNorm(channels)
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm1d(channels, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown encoder norm {kind!r}")
+
+
+class Encoder(nn.Module):
+    """Strided 1-D CNN. ``forward``: (batch, samples) -> (batch, frames, channels)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        layers = []
+        in_ch = 1
+        for k, s, p in zip(cfg.kernels, cfg.strides, cfg.paddings):
+            layers += [nn.Conv1d(in_ch, cfg.channels, k, stride=s, padding=p), make_norm(cfg.norm, cfg.channels), nn.ReLU()]
+            in_ch = cfg.channels
+        self.layers = nn.Sequential(*layers)
+
+    @property
+    def dim(self) -> int:
+        return self.cfg.channels
+
+    @property
+    def downsampling(self) -> int:
+        """Samples per output frame (160 by default: 10 ms at 16 kHz)."""
+        out = 1
+        for s in self.cfg.strides:
+            out *= s
+        return out
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples seen by one output frame (465 by default)."""
+        rf, jump = 1, 1
+        for k, s in zip(self.cfg.kernels, self.cfg.strides):
+            rf += (k - 1) * jump
+            jump *= s
+        return rf
+
+    @property
+    def left_padding(self) -> int:
+        """Samples of zero padding before sample 0 seen by frame 0 (153 by default): frame t covers
+        samples [t * downsampling - left_padding, ... + receptive_field)."""
+        pad, jump = 0, 1
+        for p, s in zip(self.cfg.paddings, self.cfg.strides):
+            pad += p * jump
+            jump *= s
+        return pad
+
+    def num_frames(self, num_samples: int) -> int:
+        """Exact number of frames the encoder yields for ``num_samples`` samples (0 if too short)."""
+        n = int(num_samples)
+        for k, s, p in zip(self.cfg.kernels, self.cfg.strides, self.cfg.paddings):
+            n = (n + 2 * p - k) // s + 1
+            if n <= 0:
+                return 0
+        return n
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest accepted input in samples: one receptive field (465 samples, ~29 ms)."""
+        return self.receptive_field
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.dim() != 2:
+            raise ValueError(f"encoder input must be (batch, samples), got shape {tuple(wav.shape)}")
+        if wav.shape[-1] < self.min_samples:
+            raise ValueError(
+                f"input of {wav.shape[-1]} samples is shorter than the encoder needs ({self.min_samples} samples "
+                f"at 16 kHz; receptive field {self.receptive_field})"
+            )
+        return self.layers(wav.unsqueeze(1)).transpose(1, 2)
