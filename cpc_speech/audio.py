@@ -37,7 +37,8 @@ def resampled_length(num_samples: int, rate_in: int, rate_out: int = SAMPLE_RATE
     """Exact output length of :func:`resample` (what soxr yields for a whole buffer)."""
     if rate_in == rate_out:
         return int(num_samples)
-    return int(round(num_samples * rate_out / rate_in))
+    # soxr rounds half up; Python's round() rounds half to even (wrong for e.g. 32 kHz, odd lengths)
+    return (2 * int(num_samples) * int(rate_out) + int(rate_in)) // (2 * int(rate_in))
 
 
 def audio_info(path: Union[str, Path]) -> AudioInfo:
@@ -123,14 +124,18 @@ def load_waveform(wav, sample_rate: Optional[int] = None, min_samples: int = 1, 
         if sample_rate is not None:
             raise AudioError(f"{wav}: sample_rate is read from the file; do not pass it with a path")
         return read_audio(wav, min_samples=min_samples)
-    if hasattr(wav, "detach"):  # torch tensor
-        wav = wav.detach().cpu().float().numpy()
+    if hasattr(wav, "detach"):  # torch tensor (keep integer dtypes so they are scaled below)
+        wav = wav.detach().cpu()
+        wav = (wav.float() if wav.is_floating_point() else wav).numpy()
     wav = np.asarray(wav)
     if sample_rate is None:
         raise AudioError(f"{name}: an array needs sample_rate= (in Hz)")
     if not np.issubdtype(wav.dtype, np.floating):
-        if np.issubdtype(wav.dtype, np.integer):
-            wav = wav.astype(np.float32) / float(np.iinfo(wav.dtype).max)
+        if np.issubdtype(wav.dtype, np.signedinteger):  # PCM full scale is 2**(bits-1), as soundfile reads it
+            wav = wav.astype(np.float32) / float(-np.iinfo(wav.dtype).min)
+        elif np.issubdtype(wav.dtype, np.unsignedinteger):  # offset binary (8-bit PCM): midpoint is silence
+            half = float(np.iinfo(wav.dtype).max // 2 + 1)
+            wav = (wav.astype(np.float64) - half).astype(np.float32) / half
         else:
             raise AudioError(f"{name}: unsupported dtype {wav.dtype}")
     wav = to_mono(wav.astype(np.float32, copy=False), name)

@@ -162,7 +162,9 @@ class PretrainConfig:
         self.model.validate()
         from cpc_speech.loss.negatives import parse_sampling
 
-        parse_sampling(self.loss.sampling, self.loss.negatives)
+        modes = {m for m, _ in parse_sampling(self.loss.sampling, self.loss.negatives)}
+        if "same_speaker" in modes and self.data.sampler != "same_speaker":
+            raise ValueError("loss.sampling uses same_speaker negatives: set data.sampler=same_speaker so batches hold several windows per speaker")
         if self.data.sampler not in ("uniform", "same_speaker", "same_utterance"):
             raise ValueError(f"data.sampler must be uniform, same_speaker or same_utterance, got {self.data.sampler!r}")
         if self.data.sampler != "uniform" and self.data.batch_size % self.data.windows_per_group:
@@ -224,6 +226,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return None if value is None else _coerce(args[0], value, where)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp):

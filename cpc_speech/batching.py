@@ -1,0 +1,245 @@
+"""Fixed-length training windows and batch samplers matching the negative-sampling modes.
+
+A window is ``(row, offset)``: ``window_samples`` samples of utterance ``rows[row]`` from 16 kHz
+sample ``offset``. Every epoch each utterance of ``n`` samples gives ``n // window`` windows at a
+fresh random phase. Utterances shorter than one window are skipped (counted and reported once).
+
+Batch samplers (``DataConfig.sampler``):
+
+* ``uniform``: windows shuffled over the whole corpus;
+* ``same_speaker``: ``batch_size // windows_per_group`` speakers x ``windows_per_group`` windows each;
+* ``same_utterance``: groups of ``windows_per_group`` windows (random offsets, may overlap) of one utterance.
+
+Batches are a deterministic function of (seed, epoch); in distributed runs every rank builds the
+same global list and takes every ``world_size``-th batch, so ranks see disjoint data. Audio is read
+lazily in DataLoader workers: memory does not grow with the corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from cpc_speech.audio import AudioError, read_audio
+from cpc_speech.config import DataConfig
+from cpc_speech.corpora.manifest import Utterance
+
+log = logging.getLogger(__name__)
+Window = Tuple[int, int]  # (row index, start offset in 16 kHz samples)
+
+
+@dataclass
+class Batch:
+    """wav (batch, samples) float32 at 16 kHz; speaker and utterance (batch,) int64 ids;
+    windows: the (row, offset) of each window."""
+
+    wav: torch.Tensor
+    speaker: torch.Tensor
+    utterance: torch.Tensor
+    windows: List[Window]
+
+    def to(self, device, non_blocking: bool = True) -> "Batch":
+        return Batch(
+            self.wav.to(device, non_blocking=non_blocking),
+            self.speaker.to(device, non_blocking=non_blocking),
+            self.utterance.to(device, non_blocking=non_blocking),
+            self.windows,
+        )
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.wav.pin_memory(), self.speaker.pin_memory(), self.utterance.pin_memory(), self.windows)
+
+
+class WindowBatchSampler:
+    """Yields lists of windows (one list per batch). ``set_epoch`` picks the epoch's shuffle;
+    ``start_batch`` skips the first batches of the epoch (for exact resume)."""
+
+    def __init__(
+        self,
+        rows: Sequence[Utterance],
+        cfg: DataConfig,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ):
+        self.cfg, self.seed, self.rank, self.world_size, self.shuffle = cfg, seed, rank, world_size, shuffle
+        self.lengths = np.array([r.num_samples_16k for r in rows], dtype=np.int64)
+        self.usable = np.nonzero(self.lengths >= cfg.window_samples)[0]
+        self.skipped_short = len(rows) - len(self.usable)
+        if len(self.usable) == 0:
+            raise ValueError(
+                f"no utterance is at least one window long ({cfg.window_samples} samples = "
+                f"{cfg.window_samples / 16000:.2f} s); lower data.window_samples"
+            )
+        speakers = sorted({r.speaker for r in rows})
+        self.speaker_index = {s: i for i, s in enumerate(speakers)}
+        self.speaker_ids = np.array([self.speaker_index[r.speaker] for r in rows], dtype=np.int64)
+        self.epoch = 0
+        self.start_batch = 0
+        if cfg.sampler == "same_speaker":
+            per_speaker = np.bincount(self.speaker_ids[self.usable], minlength=len(speakers))
+            if (per_speaker > 0).sum() < 1:
+                raise ValueError("same_speaker batches need at least one speaker")
+        if len(self) == 0:
+            raise ValueError(
+                f"the corpus is too small for one batch of {cfg.batch_size} windows per rank "
+                f"({len(self.usable)} usable utterances, {world_size} rank(s))"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rng(self, epoch: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch, 7919])
+
+    def _windows(self, rng: np.random.Generator) -> List[Window]:
+        w = self.cfg.window_samples
+        out: List[Window] = []
+        for row in self.usable:
+            n = int(self.lengths[row])
+            count = n // w
+            phase = int(rng.integers(0, n - count * w + 1)) if self.shuffle else 0
+            out.extend((int(row), phase + i * w) for i in range(count))
+        return out
+
+    def global_batches(self, epoch: int) -> List[List[Window]]:
+        """All batches of an epoch (before splitting across ranks)."""
+        rng = self._rng(epoch)
+        bs, per = self.cfg.batch_size, self.cfg.windows_per_group
+        kind = self.cfg.sampler
+        if kind == "uniform":
+            windows = self._windows(rng)
+            order = rng.permutation(len(windows)) if self.shuffle else np.arange(len(windows))
+            windows = [windows[i] for i in order]
+            batches = [windows[i : i + bs] for i in range(0, len(windows) - bs + 1, bs)]
+        else:
+            if kind == "same_speaker":
+                windows = self._windows(rng)
+                by_key: Dict[int, List[Window]] = {}
+                for win in windows:
+                    by_key.setdefault(int(self.speaker_ids[win[0]]), []).append(win)
+            else:  # same_utterance: groups of `per` random windows of one utterance
+                w = self.cfg.window_samples
+                by_key = {}
+                for row in self.usable:
+                    n = int(self.lengths[row])
+                    reps = max(1, n // (w * per))
+                    by_key[int(row)] = [(int(row), int(o)) for o in rng.integers(0, n - w + 1, size=reps * per)]
+            groups: List[List[Window]] = []
+            for key in sorted(by_key):
+                wins = by_key[key]
+                order = rng.permutation(len(wins)) if self.shuffle else np.arange(len(wins))
+                wins = [wins[i] for i in order]
+                groups.extend(wins[i : i + per] for i in range(0, len(wins) - per + 1, per))
+            order = rng.permutation(len(groups)) if self.shuffle else np.arange(len(groups))
+            groups = [groups[i] for i in order]
+            g = bs // per
+            batches = [sum(groups[i : i + g], []) for i in range(0, len(groups) - g + 1, g)]
+        usable = len(batches) - len(batches) % self.world_size
+        return batches[:usable]
+
+    def __iter__(self) -> Iterator[List[Window]]:
+        batches = self.global_batches(self.epoch)[self.rank :: self.world_size]
+        yield from batches[self.start_batch :]
+
+    def __len__(self) -> int:
+        return len(self.global_batches(0)) // self.world_size
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Reads one window per item. Item = (row, offset) -> (wav (samples,) float32, row) or None when
+    the file cannot be decoded (one warning per file)."""
+
+    def __init__(self, rows: Sequence[Utterance], window_samples: int, cache_mb: int = 0):
+        self.rows = list(rows)
+        self.window = window_samples
+        self.cache_bytes = cache_mb * 2**20
+        self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self._cached = 0
+        self._bad: set = set()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _read(self, row: int, offset: int) -> np.ndarray:
+        r = self.rows[row]
+        if self.cache_bytes and r.sample_rate != 16000:  # whole-file decode + resample: keep it
+            wav = self._cache.get(row)
+            if wav is None:
+                wav = read_audio(r.path)
+                self._cache[row] = wav
+                self._cached += wav.nbytes
+                while self._cached > self.cache_bytes and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._cached -= old.nbytes
+            else:
+                self._cache.move_to_end(row)
+            return wav[offset : offset + self.window]
+        return read_audio(r.path, start=offset, stop=offset + self.window)
+
+    def __getitem__(self, item: Window):
+        row, offset = item
+        if row in self._bad:
+            return None
+        try:
+            wav = self._read(row, offset)
+        except AudioError as exc:
+            self._bad.add(row)
+            warnings.warn(f"skipping unreadable audio: {exc}")
+            return None
+        if len(wav) < self.window:  # header said longer than the decoded audio
+            wav = np.pad(wav, (0, self.window - len(wav)))
+        return torch.from_numpy(np.ascontiguousarray(wav[: self.window])), row, offset
+
+
+class Collate:
+    """Stacks windows into a :class:`Batch`, dropping unreadable ones (and, for speaker-grouped
+    batches, windows left without another window of their speaker)."""
+
+    def __init__(self, speaker_ids: np.ndarray, need_pairs: bool = False):
+        self.speaker_ids = speaker_ids
+        self.need_pairs = need_pairs
+
+    def __call__(self, items) -> Optional[Batch]:
+        items = [it for it in items if it is not None]
+        if self.need_pairs:
+            spk = [int(self.speaker_ids[row]) for _, row, _ in items]
+            items = [it for it, s in zip(items, spk) if spk.count(s) > 1]
+        if not items:
+            return None
+        wav = torch.stack([it[0] for it in items])
+        rows = torch.tensor([it[1] for it in items], dtype=torch.long)
+        return Batch(wav, torch.from_numpy(self.speaker_ids[rows.numpy()]), rows, [(it[1], it[2]) for it in items])
+
+
+def make_loader(
+    rows: Sequence[Utterance],
+    cfg: DataConfig,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    pin_memory: bool = False,
+    num_workers: Optional[int] = None,
+) -> Tuple[torch.utils.data.DataLoader, WindowBatchSampler]:
+    """A DataLoader of :class:`Batch` (or None for an all-unreadable batch) and its sampler."""
+    sampler = WindowBatchSampler(rows, cfg, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle)
+    dataset = WindowDataset(rows, cfg.window_samples, cfg.cache_mb)
+    workers = cfg.num_workers if num_workers is None else num_workers
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=Collate(sampler.speaker_ids, need_pairs=cfg.sampler == "same_speaker"),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )
+    return loader, sampler

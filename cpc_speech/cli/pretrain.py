@@ -1,0 +1,55 @@
+"""``cpc-speech pretrain``: CPC pretraining on a manifest of untranscribed audio.
+
+Single process: ``cpc-speech pretrain --config conf.yaml --train-manifest M --output-dir DIR``.
+Several processes/GPUs/nodes: ``torchrun --nproc-per-node N -m cpc_speech.cli pretrain ...``.
+Re-running with the same DIR resumes from ``DIR/checkpoints/last.pt``.
+"""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pretrain", help="pretrain a CPC model on untranscribed audio (resumable, distributed with torchrun)")
+    p.add_argument("--config", help="YAML/JSON PretrainConfig (sections model/loss/data/train; model.preset picks a preset)")
+    p.add_argument("--preset", help="model preset when no config names one: paper | default | tiny")
+    p.add_argument("--train-manifest", required=True, help="manifest TSV of training audio")
+    p.add_argument("--valid-manifest", help="manifest TSV of held-out audio for validation loss/accuracy")
+    p.add_argument("--output-dir", required=True, help="run folder (config, logs, checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir (also the default when it has a checkpoint)")
+    p.add_argument("--restart", action="store_true", help="delete the checkpoints and log in --output-dir and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=5e-4 data.batch_size=16")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from cpc_speech.config import PretrainConfig, config_from_dict
+    from cpc_speech.train.trainer import pretrain
+
+    data = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+    if args.preset:
+        data.setdefault("model", {}).setdefault("preset", args.preset)
+    cfg = config_from_dict(PretrainConfig, data, args.overrides, where=args.config or "config")
+    out = Path(args.output_dir)
+    if args.restart and out.exists():
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        for name in ("log.jsonl", "tensorboard"):
+            target = out / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    if args.resume and not (out / "checkpoints" / "last.pt").is_file():
+        print(f"note: nothing to resume in {out}; starting a new run")
+    summary = pretrain(cfg, args.train_manifest, str(out), args.valid_manifest, progress=not args.no_progress)
+    if summary.get("rank", 0) == 0:
+        print(f"pretraining {'finished' if summary['finished'] else 'stopped'} at step {summary['step']}; run folder {out}")
+    return 0

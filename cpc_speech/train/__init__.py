@@ -1,0 +1,1 @@
+"""Pretraining: the training loop, learning-rate schedules, distributed helpers."""
