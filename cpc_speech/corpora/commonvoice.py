@@ -30,7 +30,7 @@ Warn = Optional[Callable[[str], None]]
 
 
 def _warner(on_warning: Warn) -> Callable[[str], None]:
-    return on_warning or (lambda msg: warnings.warn(msg, stacklevel=3))
+    return on_warning if on_warning is not None else (lambda msg: warnings.warn(msg, stacklevel=3))
 
 
 def _split_names(names) -> Optional[List[str]]:
@@ -113,8 +113,8 @@ def load_commonvoice(
     rows of the ``splits`` TSVs (``validated``, ``train``, ``dev``, ``test``, ...).
 
     ``root`` is the release folder (holding ``<locale>/clips``) or one locale folder. A clip listed
-    in several splits is kept once. Rows whose clip is missing are skipped with one warning each,
-    then a warning with the count. MP3 headers are read in ``workers`` threads. With
+    in several splits is kept once. Rows whose clip is missing are skipped with one warning per
+    clip, then a warning with the count. MP3 headers are read in ``workers`` threads. With
     ``with_transcripts`` returns ``(rows, {id: sentence})``.
     """
     warn = _warner(on_warning)
@@ -141,6 +141,7 @@ def load_commonvoice(
     items: List[Tuple[str, str, str]] = []
     sentences: Dict[str, str] = {}
     seen = set()
+    missing_clips: set = set()
     missing = listed = 0
     for loc in wanted:
         loc_dir = (root / loc).resolve()
@@ -161,14 +162,16 @@ def load_commonvoice(
                     continue
                 if not clip.is_file():
                     missing += 1
-                    warn(f"{tsv.name}: clip not found, skipping: {clip}")
+                    if uid not in missing_clips:  # one warning per clip, even when listed in several splits
+                        missing_clips.add(uid)
+                        warn(f"{tsv.name}: clip not found, skipping: {clip}")
                     continue
                 seen.add(uid)
                 items.append((uid, str(clip), spk or "unknown"))
                 if with_transcripts:
                     sentences[uid] = row.get("sentence", "")
     if missing:
-        warn(f"skipped {missing} row(s) of {listed} whose clip is missing")
+        warn(f"skipped {missing} row(s) of {listed} whose clip is missing ({len(missing_clips)} clip(s))")
     if not items:
         raise ValueError(f"no Common Voice clips found for locales {', '.join(wanted)} and splits {', '.join(split_names)} in {root}")
     rows = scan_files(items, workers=workers, on_error=warn, progress=progress)

@@ -27,7 +27,7 @@ Warn = Optional[Callable[[str], None]]
 
 
 def _warner(on_warning: Warn) -> Callable[[str], None]:
-    return on_warning or (lambda msg: warnings.warn(msg, stacklevel=3))
+    return on_warning if on_warning is not None else (lambda msg: warnings.warn(msg, stacklevel=3))
 
 
 def _normalise_extensions(extensions: Union[str, Iterable[str]]) -> Tuple[str, ...]:

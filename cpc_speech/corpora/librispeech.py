@@ -54,7 +54,7 @@ class SpeakerInfo:
 
 
 def _warner(on_warning: Warn) -> Callable[[str], None]:
-    return on_warning or (lambda msg: warnings.warn(msg, stacklevel=3))
+    return on_warning if on_warning is not None else (lambda msg: warnings.warn(msg, stacklevel=3))
 
 
 def _split_names(names: Union[None, str, Iterable[str]]) -> Optional[List[str]]:

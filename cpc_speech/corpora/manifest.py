@@ -140,15 +140,16 @@ def scan_files(
             iterator = tqdm(iterator, total=len(items), desc="reading headers", unit="file")
         for r in iterator:
             results.append(r)
+    report = on_error if on_error is not None else (lambda m: warnings.warn(m, stacklevel=3))
     rows, skipped = [], 0
     for r in results:
         if isinstance(r, Exception):
             skipped += 1
-            (on_error or (lambda m: warnings.warn(m, stacklevel=3)))(f"skipping {r}")
+            report(f"skipping {r}")
         else:
             rows.append(r)
     if skipped:
-        (on_error or (lambda m: warnings.warn(m, stacklevel=3)))(f"skipped {skipped} unreadable file(s) of {len(items)}")
+        report(f"skipped {skipped} unreadable file(s) of {len(items)}")
     return rows
 
 
