@@ -1,0 +1,49 @@
+"""CTC phone-recognition fine-tuning: phone transcripts, limited-label subsets, CTC heads, PER.
+
+* :mod:`~cpc_speech.finetune.transcripts`: ``phones.txt`` inventories, phone transcripts and
+  frame alignments -> CTC label sequences;
+* :mod:`~cpc_speech.finetune.subset`: seeded, speaker-stratified subsets of at most N hours;
+* :mod:`~cpc_speech.finetune.per`: edit distance, phone error rate, greedy CTC decoding;
+* :mod:`~cpc_speech.finetune.head`: linear / conv / conv+RNN CTC heads;
+* :mod:`~cpc_speech.finetune.trainer`: the frozen / unfrozen / MFCC / from-scratch conditions,
+  resumable (``cpc-speech finetune``).
+"""
+
+from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
+from cpc_speech.finetune.per import (
+    EditCounts,
+    collapse,
+    ctc_min_frames,
+    edit_counts,
+    edit_distance,
+    error_counts,
+    greedy_decode,
+    phone_error_rate,
+)
+from cpc_speech.finetune.subset import Subset, select_hours
+from cpc_speech.finetune.transcripts import (
+    PhoneInventory,
+    Transcript,
+    TranscriptError,
+    alignment_to_ids,
+    load_targets,
+    read_alignments,
+    read_phones,
+    read_transcripts,
+)
+
+__all__ = [
+    "HEAD_KINDS", "CTCHead", "HeadConfig",
+    "EditCounts", "collapse", "ctc_min_frames", "edit_counts", "edit_distance", "error_counts", "greedy_decode", "phone_error_rate",
+    "Subset", "select_hours",
+    "PhoneInventory", "Transcript", "TranscriptError", "alignment_to_ids", "load_targets", "read_alignments", "read_phones", "read_transcripts",
+    "CONDITIONS", "FinetuneConfig", "FinetuneError", "FinetuneWarning", "Finetuner", "run_finetune",
+]
+
+
+def __getattr__(name):  # the trainer pulls in the model code; import it on first use
+    if name in ("CONDITIONS", "FinetuneConfig", "FinetuneError", "FinetuneWarning", "Finetuner", "run_finetune"):
+        from cpc_speech.finetune import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'cpc_speech.finetune' has no attribute {name!r}")

@@ -1,0 +1,98 @@
+"""CTC heads on frame features: (batch, frames, in_dim) + lengths -> (batch, frames, classes) logits.
+
+Kinds:
+
+* ``linear``: one linear layer per frame;
+* ``conv``: 1-D convolution over frames (``hidden`` channels, ``kernel`` frames, centred), ReLU,
+  then a linear layer;
+* ``conv-lstm`` / ``conv-gru``: the convolution followed by a single-layer LSTM/GRU
+  (optionally bidirectional), then a linear layer.
+
+Every head first standardises its input with fixed per-dimension ``mean``/``std`` buffers
+(identity unless set, e.g. from training-set statistics for MFCCs) and zeroes padded frames, so
+a padded batch gives the same outputs on the valid frames as one utterance at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+HEAD_KINDS = ("linear", "conv", "conv-lstm", "conv-gru")
+
+
+@dataclass
+class HeadConfig:
+    """Shape of a CTC head."""
+
+    kind: str = "linear"
+    hidden: int = 256  # conv channels and RNN size
+    kernel: int = 5  # conv width in frames (odd)
+    dropout: float = 0.0
+    bidirectional: bool = False  # RNN heads only
+
+    def validate(self) -> "HeadConfig":
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"head kind must be one of {', '.join(HEAD_KINDS)}, got {self.kind!r}")
+        if self.hidden < 1:
+            raise ValueError("head hidden size must be positive")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"head kernel must be a positive odd number of frames, got {self.kernel}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("head dropout must be in [0, 1)")
+        return self
+
+
+def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """(batch, frames) bool, True on valid frames."""
+    return torch.arange(frames, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+class CTCHead(nn.Module):
+    """See the module docstring. ``num_classes`` includes the blank."""
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: Optional[HeadConfig] = None):
+        super().__init__()
+        self.cfg = (cfg or HeadConfig()).validate()
+        self.in_dim, self.num_classes = int(in_dim), int(num_classes)
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        self.drop = nn.Dropout(self.cfg.dropout)
+        cfg = self.cfg
+        self.conv: Optional[nn.Module] = None
+        self.rnn: Optional[nn.Module] = None
+        dim = in_dim
+        if cfg.kind != "linear":
+            self.conv = nn.Conv1d(in_dim, cfg.hidden, cfg.kernel, padding=cfg.kernel // 2)
+            dim = cfg.hidden
+        if cfg.kind in ("conv-lstm", "conv-gru"):
+            rnn = nn.LSTM if cfg.kind == "conv-lstm" else nn.GRU
+            self.rnn = rnn(dim, cfg.hidden, batch_first=True, bidirectional=cfg.bidirectional)
+            dim = cfg.hidden * (2 if cfg.bidirectional else 1)
+        self.out = nn.Linear(dim, num_classes)
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean.copy_(mean.to(self.mean))
+        self.std.copy_(std.to(self.std).clamp_min(1e-5))
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (batch, frames, in_dim), lengths (batch,) valid frames -> logits (batch, frames, classes)."""
+        b, t, _ = x.shape
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long, device=x.device)
+        mask = frame_mask(lengths.to(x.device), t).unsqueeze(-1).to(x.dtype)
+        x = (x - self.mean) / self.std * mask
+        x = self.drop(x)
+        if self.conv is not None:
+            x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2) * mask
+            x = self.drop(x)
+        if self.rnn is not None:
+            packed = pack_padded_sequence(x, lengths.cpu().clamp_min(1), batch_first=True, enforce_sorted=False)
+            y, _ = self.rnn(packed)
+            x, _ = pad_packed_sequence(y, batch_first=True, total_length=t)
+            x = self.drop(x)
+        return self.out(x)

@@ -1,0 +1,825 @@
+"""CTC phone-recognition fine-tuning with limited labels, and its baselines.
+
+Conditions (each trains the same CTC head, :class:`cpc_speech.finetune.head.CTCHead`):
+
+* ``frozen``: on the features of the pretrained model, kept fixed (features computed once and
+  cached in memory as float16: 51 kB per second of audio for 256 dimensions);
+* ``unfrozen``: head and pretrained model trained together, the pretrained part at
+  ``lr * backbone_lr_scale``;
+* ``mfcc``: on MFCC + deltas (:func:`cpc_speech.mfcc.mfcc_features`), standardised with
+  training-set statistics;
+* ``scratch``: the pretrained model's architecture with random weights, trained end to end at
+  ``lr * scratch_lr_scale``.
+
+Training: Adam, CTC loss (blank = the last class), constant learning rate, one pass over the
+(shuffled) training subset per epoch; after each epoch greedy decoding on the dev split gives the
+dev PER and dev CTC loss; the best epoch (lowest dev PER) is kept, training stops after
+``patience`` epochs with neither a better dev PER nor a lower dev loss, and only the best epoch
+is decoded on the test split. Nothing is selected on the test split.
+
+Every condition writes ``<output_dir>/<condition>/last.pt`` (training state after each epoch),
+``best.pt`` (the best weights) and, once finished, ``result.json``; rerunning with ``resume``
+skips finished conditions and continues an interrupted one from its last epoch. Shuffling and
+dropout are seeded per epoch, so an interrupted and resumed run gives the same numbers as an
+uninterrupted one. All checkpoint files are written atomically and load with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import sys
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cpc_speech.checkpoint import atomic_save
+from cpc_speech.config import from_dict, preset, save_config, to_dict
+from cpc_speech.corpora.manifest import Utterance, read_manifest
+from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
+from cpc_speech.finetune.per import EditCounts, ctc_min_frames, error_counts, greedy_decode
+from cpc_speech.finetune.subset import Subset, select_hours
+from cpc_speech.finetune.transcripts import PhoneInventory, Transcript, load_targets
+
+CONDITIONS = ("frozen", "unfrozen", "mfcc", "scratch")
+PRETRAINED = ("frozen", "unfrozen")
+END_TO_END = ("unfrozen", "scratch")
+CONFIG_NAME = "finetune_config.yaml"
+CKPT_KIND = "cpc_speech.finetune"
+FORMAT_VERSION = 1
+MAX_LISTED_WARNINGS = 5  # per split and reason; the rest only counted
+# config fields that may change between a run and its resumption
+_RESUME_FREE = ("conditions", "threads", "output_dir", "eval_batch_size")
+
+
+class FinetuneError(ValueError):
+    """A problem with the fine-tuning inputs or output folder; the message names the file."""
+
+
+class FinetuneWarning(UserWarning):
+    """Skipped utterances and other recoverable data problems."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that defines a fine-tuning run (saved as ``finetune_config.yaml``)."""
+
+    model: Optional[str] = None  # pretrained checkpoint file or run folder (frozen / unfrozen / scratch architecture)
+    preset: str = "default"  # scratch architecture when no model is given
+    manifest: str = ""
+    phones: Optional[str] = None  # inventory '<id> <name>' (id 0 = silence)
+    transcripts: Optional[str] = None  # '<utt-id> <phone> ...'
+    alignments: Optional[str] = None  # '<utt-id>' + one phone id per 10 ms frame
+    train_split: str = ""
+    dev_split: str = ""
+    test_split: Optional[str] = None
+    conditions: List[str] = field(default_factory=lambda: list(CONDITIONS))
+    hours: Optional[float] = 1.0  # training label budget; None or <= 0: the whole train split
+    features: str = "context"  # context (c_t) | encoder (z_t)
+    head: str = "linear"  # linear | conv | conv-lstm | conv-gru
+    head_hidden: int = 256
+    head_kernel: int = 5
+    head_dropout: float = 0.0
+    bidirectional: bool = False
+    epochs: int = 30
+    patience: int = 5
+    batch_size: int = 8  # utterances per step
+    lr: float = 1e-3  # head learning rate
+    backbone_lr_scale: float = 0.1  # unfrozen: pretrained part at lr * this
+    scratch_lr_scale: float = 1.0  # scratch: the random-init network at lr * this
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0  # max gradient norm; 0 = off
+    normalize: bool = True  # standardise head inputs with train-set statistics of the initial features
+    seed: int = 0
+    eval_batch_size: int = 16
+    threads: int = 0  # torch CPU threads; 0 = torch default
+    output_dir: Optional[str] = None  # checkpoints / resumption; None = in memory only
+
+    def head_config(self) -> HeadConfig:
+        return HeadConfig(self.head, self.head_hidden, self.head_kernel, self.head_dropout, self.bidirectional)
+
+    def validate(self) -> "FinetuneConfig":
+        unknown = [c for c in self.conditions if c not in CONDITIONS]
+        if unknown or not self.conditions:
+            raise FinetuneError(f"conditions must be a non-empty subset of {', '.join(CONDITIONS)}, got {self.conditions}")
+        if len(set(self.conditions)) != len(self.conditions):
+            raise FinetuneError(f"conditions repeated: {self.conditions}")
+        if any(c in PRETRAINED for c in self.conditions) and not self.model:
+            raise FinetuneError("the frozen and unfrozen conditions need a pretrained model (--model)")
+        if (self.transcripts is None) == (self.alignments is None):
+            raise FinetuneError("give exactly one of transcripts (--transcripts) or alignments (--alignments)")
+        for name in ("manifest", "train_split", "dev_split"):
+            if not getattr(self, name):
+                raise FinetuneError(f"{name.replace('_', '-')} is required")
+        if self.features not in ("context", "encoder"):
+            raise FinetuneError(f"features must be context or encoder, got {self.features!r}")
+        if self.head not in HEAD_KINDS:
+            raise FinetuneError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
+        self.head_config().validate()
+        if self.epochs < 0 or self.patience < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise FinetuneError("epochs must be >= 0, patience, batch_size and eval_batch_size >= 1")
+        if not (self.lr > 0 and self.backbone_lr_scale >= 0 and self.scratch_lr_scale > 0):
+            raise FinetuneError("lr and scratch_lr_scale must be positive, backbone_lr_scale >= 0")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class Split:
+    """Usable utterances of one split with their targets, and what was skipped."""
+
+    name: str
+    path: str
+    utterances: List[Utterance]
+    targets: List[Transcript]
+    listed: int
+    skipped: Dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> Dict[str, Any]:
+        return {
+            "file": self.path,
+            "listed": self.listed,
+            "used": len(self.utterances),
+            "skipped": dict(self.skipped),
+            "hours": sum(u.duration for u in self.utterances) / 3600.0,
+            "phones": sum(len(t.labels) for t in self.targets),
+        }
+
+
+@dataclass
+class FinetuneData:
+    inventory: PhoneInventory
+    train: Split  # after the hours subset
+    dev: Split
+    test: Optional[Split]
+    subset: Subset
+    train_pool: int  # usable train utterances before the subset
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha1()
+        for split in (self.train, self.dev, self.test):
+            if split is None:
+                continue
+            h.update(split.name.encode())
+            for u, t in zip(split.utterances, split.targets):
+                h.update(f"{u.id}:{u.num_samples}:{','.join(map(str, t.labels))};".encode())
+        return h.hexdigest()
+
+
+def read_split_file(path: str) -> List[Tuple[str, int]]:
+    """``(utterance id, line number)`` for each line of a split file (first token of the line;
+    blank lines and ``#`` comments skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FinetuneError(f"split file not found: {p}")
+    out = []
+    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            out.append((text.split()[0], lineno))
+    if not out:
+        raise FinetuneError(f"{p}: split file lists no utterances")
+    return out
+
+
+class _Skips:
+    """Collects skipped utterances: the first few of each reason become warnings, all are counted."""
+
+    def __init__(self, split: str):
+        self.split = split
+        self.counts: Dict[str, int] = defaultdict(int)
+
+    def add(self, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        if self.counts[reason] <= MAX_LISTED_WARNINGS:
+            warnings.warn(f"{self.split} split: skipping {message}", FinetuneWarning, stacklevel=4)
+
+    def finish(self, listed: int) -> None:
+        for reason, n in self.counts.items():
+            if n > MAX_LISTED_WARNINGS:
+                warnings.warn(
+                    f"{self.split} split: skipped {n} of {listed} utterances ({reason}); the first {MAX_LISTED_WARNINGS} are listed above",
+                    FinetuneWarning,
+                    stacklevel=3,
+                )
+
+
+def build_split(
+    name: str,
+    path: str,
+    manifest: Dict[str, Utterance],
+    manifest_path: str,
+    targets: Dict[str, Transcript],
+    targets_path: str,
+    min_frames: Callable[[int], int],
+) -> Split:
+    """Resolve a split file against the manifest and targets; skip (with warnings) utterances
+    missing from either, and those with too few frames for their labels under CTC."""
+    entries = read_split_file(path)
+    skips = _Skips(name)
+    utts: List[Utterance] = []
+    tgts: List[Transcript] = []
+    seen = set()
+    for uid, lineno in entries:
+        where = f"{uid!r} ({path}: line {lineno})"
+        if uid in seen:
+            skips.add("duplicate in split", f"{where}: listed twice")
+            continue
+        seen.add(uid)
+        u = manifest.get(uid)
+        if u is None:
+            skips.add("missing from manifest", f"{where}: not in the manifest {manifest_path}")
+            continue
+        t = targets.get(uid)
+        if t is None:
+            skips.add("missing from transcripts", f"{where}: not in {targets_path}")
+            continue
+        frames = min_frames(u.num_samples_16k)
+        need = ctc_min_frames(t.labels)
+        if frames < max(1, need):
+            repeats = need - len(t.labels)
+            skips.add(
+                "too short for CTC",
+                f"{where}: {frames} frames ({u.duration:.3f} s) but its {len(t.labels)} phones need at least "
+                f"{need} frames under CTC ({len(t.labels)} labels + {repeats} repeated adjacent labels; transcript {t.where})",
+            )
+            continue
+        utts.append(u)
+        tgts.append(t)
+    skips.finish(len(entries))
+    if utts and not any(t.labels for t in tgts):
+        raise FinetuneError(f"{name} split {path}: its usable utterances hold no phones (only silence?), so PER is undefined")
+    if not utts:
+        reasons = ", ".join(f"{n} {r}" for r, n in skips.counts.items())
+        raise FinetuneError(f"{name} split {path}: none of its {len(entries)} utterances is usable ({reasons})")
+    return Split(name, path, utts, tgts, len(entries), dict(skips.counts))
+
+
+# -------------------------------------------------------------------------------- feature sources
+
+
+class FeatureSource:
+    """Turns a batch of utterances into padded features (batch, frames, dim) + valid lengths."""
+
+    dim: int
+    backbone: Optional[torch.nn.Module] = None  # trainable network, if any
+
+    def batch(self, utts: Sequence[Utterance]) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> None:
+        if self.backbone is not None:
+            self.backbone.train(mode)
+
+
+class CachedFeatures(FeatureSource):
+    """Precomputed per-utterance features (id -> (frames, dim) float32 tensor)."""
+
+    def __init__(self, cache: Dict[str, torch.Tensor]):
+        self.cache = cache
+        self.dim = next(iter(cache.values())).shape[1]
+
+    def batch(self, utts):
+        feats = [self.cache[u.id].float() for u in utts]
+        lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+        return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
+
+
+class BackboneFeatures(FeatureSource):
+    """A CPC model run on zero-padded waveforms (its features ``c`` or ``z``)."""
+
+    def __init__(self, model: torch.nn.Module, wav_fn: Callable[[Utterance], np.ndarray], layer: str):
+        self.backbone = model
+        self.wav_fn = wav_fn
+        self.layer = layer
+        self.dim = model.cfg.context.hidden if layer == "context" else model.cfg.encoder.channels
+
+    def batch(self, utts):
+        wavs = [torch.from_numpy(self.wav_fn(u)) for u in utts]
+        lengths = torch.tensor([self.backbone.encoder.num_frames(w.shape[0]) for w in wavs], dtype=torch.long)
+        x = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+        out = self.backbone(x, predict=False)
+        feats = out.c if self.layer == "context" else out.z
+        return feats, lengths.clamp_max(feats.shape[1])
+
+
+# ---------------------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class ConditionResult:
+    """One trained condition: its result record and (when trained in this process) the networks."""
+
+    name: str
+    record: Dict[str, Any]
+    head: Optional[CTCHead] = None
+    backbone: Optional[torch.nn.Module] = None
+
+
+def _tqdm_log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _ctc(logits: torch.Tensor, lengths: torch.Tensor, labels: Sequence[Sequence[int]], blank: int, reduction: str) -> torch.Tensor:
+    """CTC loss of (batch, frames, classes) logits; ``mean``: per-utterance loss / its length,
+    averaged (training); ``sum``: summed negative log-likelihood (evaluation)."""
+    logp = logits.log_softmax(-1).transpose(0, 1)
+    target_lengths = torch.tensor([len(lab) for lab in labels], dtype=torch.long)
+    flat = torch.tensor([c for lab in labels for c in lab], dtype=torch.long)
+    return F.ctc_loss(logp, flat, lengths, target_lengths, blank=blank, reduction=reduction, zero_infinity=True)
+
+
+def _load(path: Path) -> Dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FinetuneError(f"{path}: cannot read fine-tuning checkpoint ({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or state.get("kind") != CKPT_KIND:
+        raise FinetuneError(f"{path}: not a cpc_speech fine-tuning checkpoint")
+    return state
+
+
+def _clone_state(module: Optional[torch.nn.Module]) -> Optional[Dict[str, torch.Tensor]]:
+    if module is None:
+        return None
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class Finetuner:
+    """Runs the configured conditions; see the module docstring.
+
+    ``progress``: tqdm bars; ``log``: a callable for one-line messages (default: silent unless
+    ``progress``, then stderr). ``resume``: continue/skip what ``output_dir`` already holds
+    (otherwise an output folder with checkpoints of a condition to run is an error).
+    """
+
+    def __init__(self, cfg: FinetuneConfig, progress: bool = True, resume: bool = False, log: Optional[Callable[[str], None]] = None):
+        self.cfg = cfg.validate()
+        self.progress = progress
+        self.resume = resume
+        self.log = log or (_tqdm_log if progress else (lambda m: None))
+        self.data: Optional[FinetuneData] = None
+        self._pretrained = None  # the loaded (eval-mode) pretrained model
+        self._model_cfg = None
+        self._wavs: Dict[str, np.ndarray] = {}
+        self._frozen_cache: Optional[Dict[str, torch.Tensor]] = None
+        self._mfcc_cache: Optional[Dict[str, torch.Tensor]] = None
+        self.out_dir = Path(cfg.output_dir) if cfg.output_dir else None
+
+    # ----------------------------------------------------------------------------- preparation
+
+    def pretrained(self):
+        """The pretrained model (loaded once, eval mode, never modified)."""
+        if self._pretrained is None:
+            from cpc_speech.checkpoint import load_model
+
+            self._pretrained = load_model(self.cfg.model)
+            for p in self._pretrained.parameters():
+                p.requires_grad_(False)
+        return self._pretrained
+
+    def model_config(self):
+        if self._model_cfg is None:
+            self._model_cfg = self.pretrained().cfg if self.cfg.model else preset(self.cfg.preset)
+        return self._model_cfg
+
+    def prepare(self) -> FinetuneData:
+        """Read targets, manifest and splits; filter; choose the training subset."""
+        if self.data is not None:
+            return self.data
+        cfg = self.cfg
+        targets, inventory = load_targets(cfg.phones, cfg.transcripts, cfg.alignments)
+        targets_path = cfg.transcripts or cfg.alignments
+        manifest = {u.id: u for u in read_manifest(cfg.manifest)}
+        # frames an utterance gets: the fewer of the CPC encoder's and the MFCC's (n // 160), whatever
+        # conditions run, so that every condition sees the same utterances
+        from cpc_speech.model.encoder import Encoder
+
+        encoder = self.pretrained().encoder if cfg.model else Encoder(self.model_config().encoder)
+
+        def min_frames(n: int) -> int:
+            return 0 if n < encoder.min_samples else min(encoder.num_frames(n), int(n) // 160)
+
+        def split(name, path):
+            return build_split(name, path, manifest, cfg.manifest, targets, targets_path, min_frames)
+
+        train_all = split("train", cfg.train_split)
+        dev = split("dev", cfg.dev_split)
+        test = split("test", cfg.test_split) if cfg.test_split else None
+        train_ids = {u.id for u in train_all.utterances}
+        for other in (dev, test):
+            if other is not None:
+                overlap = train_ids & {u.id for u in other.utterances}
+                if overlap:
+                    warnings.warn(
+                        f"{len(overlap)} utterance(s) of the {other.name} split ({other.path}) are also in the train split, e.g. {sorted(overlap)[0]!r}",
+                        FinetuneWarning,
+                        stacklevel=2,
+                    )
+        subset = select_hours(train_all.utterances, cfg.hours, cfg.seed)
+        by_id = {t.id: t for t in train_all.targets}
+        train = Split(
+            "train", train_all.path, subset.utterances, [by_id[u.id] for u in subset.utterances], train_all.listed, train_all.skipped
+        )
+        self.data = FinetuneData(inventory, train, dev, test, subset, len(train_all.utterances))
+        self.log(
+            f"train: {len(train.utterances)} utterances, {subset.hours:.3f} h from {subset.speakers} speakers "
+            f"(budget {cfg.hours} h, pool {len(train_all.utterances)}); dev {len(dev.utterances)}; "
+            f"test {len(test.utterances) if test else 0}; {len(inventory.class_names)} phone classes + blank"
+        )
+        return self.data
+
+    def _all_utterances(self) -> List[Utterance]:
+        d = self.prepare()
+        return [u for s in (d.train, d.dev, d.test) if s is not None for u in s.utterances]
+
+    def wav(self, u: Utterance) -> np.ndarray:
+        w = self._wavs.get(u.id)
+        if w is None:
+            from cpc_speech.audio import read_audio
+
+            w = read_audio(u.path)
+            if any(c in END_TO_END for c in self.cfg.conditions):
+                self._wavs[u.id] = w  # read every epoch: keep in memory
+        return w
+
+    def _compute_cache(self, desc: str, fn: Callable[[np.ndarray], torch.Tensor]) -> Dict[str, torch.Tensor]:
+        from tqdm import tqdm
+
+        cache = {}
+        for u in tqdm(self._all_utterances(), desc=desc, unit="utt", disable=not self.progress, leave=False):
+            cache[u.id] = fn(self.wav(u))
+        return cache
+
+    def frozen_features(self) -> Dict[str, torch.Tensor]:
+        if self._frozen_cache is None:
+            model = self.pretrained()
+            layer = self.cfg.features
+
+            @torch.inference_mode()
+            def fn(w):
+                out = model(torch.from_numpy(w).unsqueeze(0), predict=False)
+                return (out.c if layer == "context" else out.z)[0].to(torch.float16)  # half the memory
+
+            self._frozen_cache = self._compute_cache("pretrained features", fn)
+        return self._frozen_cache
+
+    def mfcc_features(self) -> Dict[str, torch.Tensor]:
+        if self._mfcc_cache is None:
+            try:
+                from cpc_speech.mfcc import mfcc_features
+            except ImportError as exc:  # pragma: no cover
+                raise FinetuneError(f"the mfcc baseline needs cpc_speech.mfcc ({exc})") from None
+            self._mfcc_cache = self._compute_cache("mfcc features", lambda w: torch.from_numpy(mfcc_features(w)))
+        return self._mfcc_cache
+
+    def _source(self, name: str) -> FeatureSource:
+        cfg = self.cfg
+        if name == "frozen":
+            return CachedFeatures(self.frozen_features())
+        if name == "mfcc":
+            return CachedFeatures(self.mfcc_features())
+        if name == "unfrozen":
+            from cpc_speech.checkpoint import load_model
+
+            model = load_model(cfg.model)  # a fresh copy: the shared pretrained model stays untouched
+        else:
+            from cpc_speech.model.cpc import CPCModel
+
+            torch.manual_seed(cfg.seed + 7919)
+            model = CPCModel(copy.deepcopy(self.model_config()))
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return BackboneFeatures(model, self.wav, cfg.features)
+
+    # -------------------------------------------------------------------------------- training
+
+    def feature_stats(self, source: FeatureSource, utts: Sequence[Utterance]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and standard deviation of ``source``'s features over the valid frames
+        of ``utts`` (computed in eval mode; float64 sums)."""
+        source.train(False)
+        total = torch.zeros(source.dim, dtype=torch.float64)
+        total_sq = torch.zeros(source.dim, dtype=torch.float64)
+        count = 0
+        bs = self.cfg.eval_batch_size
+        with torch.no_grad():
+            for start in range(0, len(utts), bs):
+                x, lengths = source.batch(utts[start : start + bs])
+                mask = (torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
+                x = x.double() * mask
+                total += x.sum((0, 1))
+                total_sq += (x * x).sum((0, 1))
+                count += int(lengths.sum())
+        mean = total / max(1, count)
+        var = (total_sq / max(1, count) - mean * mean).clamp_min(0.0)
+        return mean.float(), var.sqrt().float()
+
+    def evaluate(self, head: CTCHead, source: FeatureSource, split: Split) -> Tuple[EditCounts, float]:
+        """Greedy-decode ``split``: edit error counts against its targets, and the CTC loss per
+        reference phone (summed negative log-likelihood / total phones)."""
+        head.eval()
+        source.train(False)
+        blank = self.prepare().inventory.blank
+        order = sorted(range(len(split.utterances)), key=lambda i: (split.utterances[i].num_samples_16k, split.utterances[i].id))
+        refs, hyps = [], []
+        nll = 0.0
+        bs = self.cfg.eval_batch_size
+        with torch.no_grad():
+            for start in range(0, len(order), bs):
+                idx = order[start : start + bs]
+                x, lengths = source.batch([split.utterances[i] for i in idx])
+                logits = head(x, lengths)
+                labels = [split.targets[i].labels for i in idx]
+                nll += float(_ctc(logits, lengths, labels, blank, "sum"))
+                hyps += greedy_decode(logits, lengths.tolist(), blank)
+                refs += labels
+        counts = error_counts(refs, hyps)
+        return counts, nll / max(1, counts.ref_length)
+
+    def _condition_dir(self, name: str) -> Optional[Path]:
+        return self.out_dir / name if self.out_dir else None
+
+    def _check_output_dir(self) -> None:
+        """Write (or, resuming, compare) the config next to the checkpoints."""
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / CONFIG_NAME
+        if path.is_file() and self.resume:
+            import yaml
+
+            old = yaml.safe_load(path.read_text()) or {}
+            new = to_dict(self.cfg)
+            changed = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))
+            if changed:
+                detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+                raise FinetuneError(f"{path}: cannot resume, the settings changed ({detail}); use a new --output-dir")
+        if not self.resume:
+            busy = [c for c in self.cfg.conditions if (self.out_dir / c / "last.pt").exists() or (self.out_dir / c / "result.json").exists()]
+            if busy:
+                raise FinetuneError(
+                    f"{self.out_dir} already holds checkpoints of {', '.join(busy)}; pass --resume to continue, or use a new --output-dir"
+                )
+        save_config(self.cfg, path)
+
+    def run(self, on_epoch_end: Optional[Callable[[str, int, Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+        """Train every configured condition; returns the result dict (see :func:`run_finetune`)."""
+        t0 = time.time()
+        if self.cfg.threads > 0:
+            torch.set_num_threads(self.cfg.threads)
+        self._check_output_dir()
+        data = self.prepare()
+        results = {}
+        in_conditions = 0.0
+        for name in self.cfg.conditions:
+            t1 = time.time()
+            results[name] = self.train_condition(name, on_epoch_end).record
+            in_conditions += time.time() - t1
+        # this run's own overhead + every condition's training time (cumulative over resumptions)
+        seconds = (time.time() - t0 - in_conditions) + sum(r["seconds"] for r in results.values())
+        return {
+            "finetune": results,
+            "phones": data.inventory.class_names,
+            "config": to_dict(self.cfg),
+            "data": {
+                "train": {**data.train.summary(), "pool_utterances": data.train_pool, "speakers": data.subset.speakers},
+                "dev": data.dev.summary(),
+                "test": data.test.summary() if data.test else None,
+                "blank": data.inventory.blank,
+            },
+            "seconds": seconds,
+        }
+
+    def train_condition(self, name: str, on_epoch_end: Optional[Callable[[str, int, Dict[str, Any]], None]] = None) -> ConditionResult:
+        """Train (or resume, or load the finished result of) one condition."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        data = self.prepare()
+        cdir = self._condition_dir(name)
+        fingerprint = data.fingerprint()
+        if cdir is not None and (cdir / "result.json").is_file():
+            if not self.resume:
+                raise FinetuneError(f"{cdir} already holds a finished result; pass --resume to reuse it")
+            record = json.loads((cdir / "result.json").read_text())
+            if record.get("data_fingerprint") != fingerprint:
+                raise FinetuneError(f"{cdir / 'result.json'}: was computed on different data; use a new --output-dir")
+            self.log(f"{name}: finished earlier (dev PER {record['per_dev']:.4f}), skipping")
+            return ConditionResult(name, record)
+
+        t_start = time.time()
+        inventory = data.inventory
+        source = self._source(name)
+        torch.manual_seed(cfg.seed)
+        head = CTCHead(source.dim, inventory.num_classes, cfg.head_config())
+        last_path = cdir / "last.pt" if cdir else None
+        best_path = cdir / "best.pt" if cdir else None
+        resuming = last_path is not None and last_path.is_file()
+        if cfg.normalize and not resuming:  # (resuming: the statistics come back with the head's buffers)
+            head.set_normalization(*self.feature_stats(source, data.train.utterances))
+        groups = [{"params": list(head.parameters()), "lr": cfg.lr}]
+        if source.backbone is not None:
+            scale = cfg.backbone_lr_scale if name == "unfrozen" else cfg.scratch_lr_scale
+            groups.append({"params": [p for p in source.backbone.parameters() if p.requires_grad], "lr": cfg.lr * scale})
+        optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+        trainable = [p for g in groups for p in g["params"]]
+
+        state = {"epoch": 0, "curve": [], "best_epoch": 0, "best_dev_per": math.inf, "best_dev_loss": math.inf, "bad_epochs": 0, "initial_dev_per": None, "seconds": 0.0}
+        best_weights = None
+        if resuming:
+            if not self.resume:
+                raise FinetuneError(f"{last_path} exists; pass --resume to continue it")
+            ck = _load(last_path)
+            if ck.get("data_fingerprint") != fingerprint:
+                raise FinetuneError(f"{last_path}: was trained on different data; use a new --output-dir")
+            head.load_state_dict(ck["head"])
+            if source.backbone is not None:
+                source.backbone.load_state_dict(ck["backbone"])
+            optimizer.load_state_dict(ck["optimizer"])
+            state.update(ck["state"])
+            best = _load(best_path)
+            best_weights = (best["head"], best.get("backbone"))
+            self.log(f"{name}: resuming after epoch {state['epoch']} (best dev PER {state['best_dev_per']:.4f} at epoch {state['best_epoch']})")
+
+        def save_best(epoch: int, dev_per: float) -> None:
+            nonlocal best_weights
+            best_weights = (_clone_state(head), _clone_state(source.backbone))
+            if best_path is not None:
+                atomic_save(
+                    {
+                        "format_version": FORMAT_VERSION,
+                        "kind": CKPT_KIND,
+                        "condition": name,
+                        "epoch": epoch,
+                        "dev_per": dev_per,
+                        "head": best_weights[0],
+                        "backbone": best_weights[1],
+                        "head_config": asdict(cfg.head_config()),
+                        "in_dim": source.dim,
+                        "num_classes": inventory.num_classes,
+                        "phones": inventory.class_names,
+                        "features": "mfcc" if name == "mfcc" else cfg.features,
+                        "backbone_config": to_dict(self.model_config()) if name != "mfcc" else None,
+                        "pretrained": cfg.model if name in PRETRAINED else None,
+                    },
+                    best_path,
+                )
+
+        def save_last() -> None:
+            if last_path is None:
+                return
+            atomic_save(
+                {
+                    "format_version": FORMAT_VERSION,
+                    "kind": CKPT_KIND,
+                    "condition": name,
+                    "config": to_dict(cfg),
+                    "data_fingerprint": fingerprint,
+                    "head": head.state_dict(),
+                    "backbone": source.backbone.state_dict() if source.backbone is not None else None,
+                    "optimizer": optimizer.state_dict(),
+                    "state": {**state, "curve": [dict(r) for r in state["curve"]]},
+                },
+                last_path,
+            )
+
+        if state["initial_dev_per"] is None:  # fresh start: record the untrained head
+            dev0, loss0 = self.evaluate(head, source, data.dev)
+            dev0 = dev0.rate
+            state.update(initial_dev_per=dev0, initial_dev_loss=loss0, best_epoch=0)
+            save_best(0, dev0)  # only the result when no epoch is trained (epochs = 0)
+            save_last()
+
+        blank = inventory.blank
+        train = data.train
+        n = len(train.utterances)
+        bs = cfg.batch_size
+        epochs = tqdm(
+            range(state["epoch"] + 1, cfg.epochs + 1), desc=name, unit="epoch", disable=not self.progress, initial=state["epoch"], total=cfg.epochs
+        )
+        seconds_before = state["seconds"]
+        for epoch in epochs:
+            if state["bad_epochs"] >= cfg.patience:
+                break
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            torch.manual_seed(cfg.seed * 1_000_033 + epoch)  # dropout
+            order = torch.randperm(n, generator=gen).tolist()
+            head.train()
+            source.train(True)
+            total, weight = 0.0, 0
+            batches = [order[i : i + bs] for i in range(0, n, bs)]
+            for idx in tqdm(batches, desc=f"{name} epoch {epoch}", unit="batch", disable=not self.progress, leave=False):
+                utts = [train.utterances[i] for i in idx]
+                labels = [train.targets[i].labels for i in idx]
+                x, lengths = source.batch(utts)
+                loss = _ctc(head(x, lengths), lengths, labels, blank, "mean")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+                optimizer.step()
+                total += float(loss.detach()) * len(idx)
+                weight += len(idx)
+            dev_counts, dev_loss = self.evaluate(head, source, data.dev)
+            dev_per = dev_counts.rate
+            record = {"epoch": epoch, "train_loss": total / max(1, weight), "dev_per": dev_per, "dev_loss": dev_loss}
+            state["curve"].append(record)
+            state["epoch"] = epoch
+            # progress = a better dev PER, or (e.g. while the head still emits mostly blanks) a dev
+            # loss at least 0.1 % below its best so far; the best epoch is chosen on dev PER only
+            progress = False
+            if dev_per < state["best_dev_per"]:
+                state.update(best_dev_per=dev_per, best_epoch=epoch)
+                save_best(epoch, dev_per)
+                progress = True
+            if dev_loss < state["best_dev_loss"] * (1 - 1e-3):
+                state["best_dev_loss"] = dev_loss
+                progress = True
+            state["bad_epochs"] = 0 if progress else state["bad_epochs"] + 1
+            state["seconds"] = seconds_before + (time.time() - t_start)
+            save_last()
+            epochs.set_postfix(loss=f"{record['train_loss']:.3f}", dev_per=f"{dev_per:.3f}", best=state["best_epoch"])
+            if on_epoch_end is not None:
+                on_epoch_end(name, epoch, dict(record))
+        epochs.close()
+
+        # the best epoch, decoded once on dev (already known) and test
+        head.load_state_dict(best_weights[0])
+        if source.backbone is not None:
+            source.backbone.load_state_dict(best_weights[1])
+        dev_counts = self.evaluate(head, source, data.dev)[0]
+        test_counts = self.evaluate(head, source, data.test)[0] if data.test else None
+        state["seconds"] = seconds_before + (time.time() - t_start)
+        record = {
+            "per_dev": dev_counts.rate,
+            "per_test": test_counts.rate if test_counts else None,
+            "train_hours": data.subset.hours,
+            "train_utterances": len(train.utterances),
+            "best_epoch": state["best_epoch"],
+            "curve": state["curve"],
+            "initial_dev_per": state["initial_dev_per"],
+            "epochs_run": state["epoch"],
+            "stopped_early": state["bad_epochs"] >= cfg.patience and state["epoch"] < cfg.epochs,
+            "dev_errors": asdict(dev_counts),
+            "test_errors": asdict(test_counts) if test_counts else None,
+            "seconds": state["seconds"],
+            "data_fingerprint": fingerprint,
+        }
+        if cdir is not None:
+            text = json.dumps(record, indent=2)
+            tmp = cdir / ".result.json.tmp"
+            tmp.write_text(text)
+            tmp.replace(cdir / "result.json")
+        self.log(
+            f"{name}: dev PER {record['per_dev']:.4f}"
+            + (f", test PER {record['per_test']:.4f}" if record["per_test"] is not None else "")
+            + f" (best epoch {record['best_epoch']} of {record['epochs_run']}, {record['seconds']:.1f} s)"
+        )
+        return ConditionResult(name, record, head, source.backbone if name != "frozen" else self._pretrained)
+
+
+def run_finetune(
+    cfg: FinetuneConfig,
+    progress: bool = True,
+    resume: bool = False,
+    out: Optional[str] = None,
+    on_epoch_end: Optional[Callable[[str, int, Dict[str, Any]], None]] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> Dict[str, Any]:
+    """Run fine-tuning and its baselines; write the result JSON to ``out`` (atomically) if given.
+
+    Result::
+
+        {"finetune": {<condition>: {"per_dev", "per_test", "train_hours", "train_utterances",
+                                    "best_epoch", "curve": [{"epoch", "train_loss", "dev_per"}, ...],
+                                    "initial_dev_per", "epochs_run", "stopped_early", "dev_errors",
+                                    "test_errors", "seconds", ...}, ...},
+         "phones": [class names], "config": {...}, "data": {...}, "seconds": s}
+    """
+    result = Finetuner(cfg, progress=progress, resume=resume, log=log).run(on_epoch_end)
+    for path in [out] + ([str(Path(cfg.output_dir) / "result.json")] if cfg.output_dir else []):
+        if path:
+            p = Path(path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(f".{p.name}.tmp")
+            tmp.write_text(json.dumps(result, indent=2))
+            tmp.replace(p)
+    return result
+
+
+def config_from_dict(data: Dict[str, Any]) -> FinetuneConfig:
+    return from_dict(FinetuneConfig, data, "finetune config").validate()
