@@ -1,0 +1,49 @@
+"""Linear probes on frozen features: phones (per frame) and speakers (per utterance or window).
+
+Entry points: :func:`cpc_speech.probes.phone.run_phone_probe`,
+:func:`cpc_speech.probes.speaker.run_speaker_probe`, and ``cpc-speech probe {phone,speaker}``.
+
+Result JSON (written to ``--out``; the report code relies on this layout)::
+
+    {
+      "task": "phone" | "speaker",
+      "protocol": "frame" | "frame+-N" (phone) | "utterance" | "window" (speaker),
+      "layer": "context" | "encoder",
+      "results": {
+        "model":       ENTRY,
+        "mfcc":        ENTRY,          # baselines present unless disabled
+        "random_init": ENTRY
+      },
+      "labels": [name of class 0, name of class 1, ...],   # phones, or speaker ids
+      "majority": {"label": str, "accuracy": float},       # most frequent train class on test
+      "model_path": str, "seconds": float,
+      ... inputs: "manifest", "alignments", "train_split", "test_split", "dev_fraction", "seed",
+          "fit_config", "cache_dir"; speaker: "window_frames", "test_dropped_unseen_speakers"
+    }
+
+    ENTRY = {
+      "accuracy": float in [0, 1],              # test accuracy (frames, utterances or windows)
+      "train_utterances": n, "train_frames": n, # whole train split (fit + dev): the final probe's data
+      "fit_utterances": n,   "fit_frames": n,   # train minus dev: used during model selection
+      "dev_utterances": n,   "dev_frames": n,
+      "test_utterances": n,  "test_frames": n,
+      ("train_examples", "fit_examples", "dev_examples", "test_examples", "speakers": speaker probe)
+      "feature_dim": n,
+      "best": {"weight_decay", "epochs", "dev_accuracy", "optimizer", "lr", "batch_size", "refit_on_train"},
+      "per_class_accuracy": {name: float or null},  # recall per true class on test (null: absent)
+      "per_class_count": {name: n},
+      "confusion": [[n, ...], ...],             # rows = true class, columns = predicted, label order
+      "dev_curve": {"<weight decay>": [dev accuracy after epoch 1, 2, ...]},
+      "seconds": float                          # probe fitting time (excluding extraction)
+    }
+"""
+
+from cpc_speech.probes.labels import (  # noqa: F401
+    Alignments,
+    LabelError,
+    carve_dev,
+    read_alignments,
+    read_label_names,
+    read_split,
+)
+from cpc_speech.probes.linear import FitConfig, ProbeData, select_and_fit, train_probe  # noqa: F401

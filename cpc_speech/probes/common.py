@@ -1,0 +1,127 @@
+"""Shared probe plumbing: featurisers (model, MFCC, random init), cached extraction, result entries."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from cpc_speech.features import Featurizer, extract_corpus, load_feature_dir, make_featurizer
+
+BASELINES = ("mfcc", "random_init")
+PathLike = Union[str, Path]
+
+
+def parse_baselines(text: Optional[str]) -> Tuple[str, ...]:
+    """``"mfcc,random_init"`` -> ('mfcc', 'random_init'); ``""``/``"none"`` -> ()."""
+    if text is None:
+        return BASELINES
+    items = [t.strip() for t in text.split(",") if t.strip() and t.strip() != "none"]
+    bad = [t for t in items if t not in BASELINES]
+    if bad:
+        raise ValueError(f"unknown baseline(s) {bad}; choose from {', '.join(BASELINES)}")
+    return tuple(dict.fromkeys(items))
+
+
+def random_init_like(model, seed: int = 0):
+    """A CPCModel with the same config and freshly seeded random weights (eval mode)."""
+    from cpc_speech.model.cpc import CPCModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = CPCModel(model.cfg)
+    from cpc_speech.features import model_device
+
+    return fresh.to(model_device(model)).eval()
+
+
+def featurizers(
+    model: Any,
+    layer: str,
+    baselines: Sequence[str],
+    mode: str = "frames",
+    device=None,
+    seed: int = 0,
+) -> List[Featurizer]:
+    """[model, then the requested baselines] in that order, as :class:`Featurizer` objects.
+    ``model=None`` probes the baselines only (then ``random_init`` is impossible: no config)."""
+    out: List[Featurizer] = []
+    if model is not None:
+        out.append(make_featurizer(model, layer, mode, device, name="model"))
+    elif "random_init" in baselines:
+        raise ValueError("the random_init baseline needs a model (its config); give a model or drop the baseline")
+    for b in baselines:
+        if b == "mfcc":
+            out.append(make_featurizer("mfcc", mode=mode, name="mfcc"))
+        elif b == "random_init":
+            out.append(make_featurizer(random_init_like(out[0].model, seed), layer, mode, name="random_init"))
+    if not out:
+        raise ValueError("nothing to probe: no model and no baselines")
+    return out
+
+
+def model_path(feat: Featurizer, given: Any) -> Optional[str]:
+    """The resolved checkpoint path of the probed model ("<in-memory model>" if it has none)."""
+    if given is None:
+        return None
+    ckpt = feat.checkpoint or getattr(feat.model, "checkpoint_path", None)
+    if ckpt:
+        return str(Path(ckpt).resolve())
+    return str(given) if isinstance(given, (str, Path)) else "<in-memory model>"
+
+
+def cache_subdir(feat: Featurizer) -> str:
+    """Folder name of a featuriser's cache under ``--cache-dir``."""
+    parts = [feat.name]
+    if not feat.is_mfcc:
+        parts.append(feat.layer)
+    if feat.mode != "frames":
+        parts.append(feat.mode.replace(":", ""))
+    return "-".join(parts)
+
+
+def cached_features(
+    feat: Featurizer,
+    rows: Sequence[Any],
+    cache_dir: PathLike,
+    workers: int = 2,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Dict[str, np.ndarray]:
+    """Extract (or reuse) features of ``rows`` under ``cache_dir/<featuriser>``; {id: array}."""
+    out_dir = Path(cache_dir) / cache_subdir(feat)
+    res = extract_corpus(feat, rows, out_dir, workers=workers, progress=progress)
+    log(f"{feat.name}: features in {out_dir} ({res.computed} computed, {res.cached} cached"
+        + (f", {len(res.skipped)} skipped" if res.skipped else "") + ")")
+    return load_feature_dir(out_dir, ids=res.ids)
+
+
+def default_cache_dir(out: Optional[PathLike]) -> Path:
+    """``<out stem>.cache`` next to the result file (``probe-cache`` in the current folder without one)."""
+    if out is None:
+        return Path("probe-cache")
+    out = Path(out)
+    return out.with_name(out.stem + ".cache")
+
+
+def write_json(path: PathLike, data: Dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def warn(msg: str) -> None:
+    warnings.warn(msg, stacklevel=3)
+
+
+def stderr_log(msg: str) -> None:
+    print(msg, file=sys.stderr)

@@ -1,0 +1,232 @@
+"""Frame-level phone probe: a linear classifier on frozen per-frame features.
+
+Protocol: the TRAIN split's utterances are divided (deterministically, seeded) into *fit* (90%) and
+*dev* (10%); hyper-parameters (weight decay, epochs) are chosen on dev, the probe is retrained on the
+whole train split and evaluated once on the TEST split (frame accuracy). ``context_frames=N``
+concatenates the N frames on each side of the current frame (still a linear probe). The same code
+runs the model, the MFCC baseline (:mod:`cpc_speech.mfcc`) and the same architecture with random
+weights (``random_init``), on features cached by :func:`cpc_speech.features.extract_corpus`.
+
+Labels: an alignment file with one label per 10 ms (see :mod:`cpc_speech.probes.labels`); a
+one-frame difference between labels and features is trimmed, more is an error.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from cpc_speech.corpora.manifest import Utterance, read_manifest
+from cpc_speech.probes.common import (
+    BASELINES,
+    cached_features,
+    default_cache_dir,
+    featurizers,
+    model_path,
+    stderr_log,
+    warn,
+    write_json,
+)
+from cpc_speech.probes.labels import (
+    Alignments,
+    LabelError,
+    SplitFile,
+    carve_dev,
+    check_disjoint,
+    check_split,
+    label_names,
+    read_alignments,
+    read_label_names,
+    read_split,
+)
+from cpc_speech.probes.linear import (
+    FitConfig,
+    ProbeData,
+    confusion_matrix,
+    context_neighbors,
+    per_class_accuracy,
+    select_and_fit,
+)
+from cpc_speech.config import to_dict
+
+PathLike = Union[str, Path]
+
+
+def _as_split(split: Union[PathLike, SplitFile, Sequence[str]], name: str) -> SplitFile:
+    if isinstance(split, SplitFile):
+        return split
+    if isinstance(split, (str, Path)):
+        return read_split(split, name)
+    ids = list(split)
+    if not ids:
+        raise LabelError(f"{name} is empty (no utterance ids)")
+    return SplitFile(Path(f"<{name}>"), ids, {u: i + 1 for i, u in enumerate(ids)})
+
+
+def _as_rows(manifest: Union[PathLike, Sequence[Utterance]]) -> Tuple[List[Utterance], str]:
+    if isinstance(manifest, (str, Path)):
+        return read_manifest(manifest), str(manifest)
+    return list(manifest), "<rows>"
+
+
+def _known_ids(split: SplitFile, manifest_ids, manifest_name: str, ali: Optional[Alignments], skip_missing: bool) -> List[str]:
+    kept = check_split(split, manifest_ids, "the manifest", manifest_name, skip_missing, warn)
+    if ali is not None:
+        sub = SplitFile(split.path, kept, split.lines)
+        kept = check_split(sub, ali.labels.keys(), "the alignment file", str(ali.path), skip_missing, warn)
+    return kept
+
+
+def _with_features(ids: List[str], feats: Mapping[str, np.ndarray], split: SplitFile, name: str, skip_missing: bool) -> List[str]:
+    """Ids whose features exist (audio that could not be read has none)."""
+    missing = [u for u in ids if u not in feats]
+    if missing:
+        msg = (f"{split.path}: {len(missing)} utterance(s) have no features ({name}: their audio could not be read, "
+               f"see the warnings above): {', '.join(repr(u) for u in missing[:5])}")
+        if not skip_missing:
+            raise LabelError(msg + " (use --skip-missing to drop them)")
+        warn("dropping: " + msg)
+    kept = [u for u in ids if u in feats]
+    if not kept:
+        raise LabelError(f"{split.path}: no utterance of the split has features")
+    return kept
+
+
+def frame_data(ids: Sequence[str], feats: Mapping[str, np.ndarray], ali: Alignments, context: int = 0) -> ProbeData:
+    """Stack the frames of ``ids`` with their labels (one-frame differences trimmed)."""
+    xs, ys, lengths = [], [], []
+    for uid in ids:
+        f = feats[uid]
+        lab = ali.for_frames(uid, f.shape[0])
+        xs.append(np.asarray(f[: lab.size], dtype=np.float32))
+        ys.append(lab)
+        lengths.append(lab.size)
+    dim = feats[ids[0]].shape[1] if ids else 0
+    X = np.concatenate(xs) if xs else np.zeros((0, dim), np.float32)
+    y = np.concatenate(ys) if ys else np.zeros(0, np.int64)
+    return ProbeData(X, y, context_neighbors(lengths, context))
+
+
+def result_entry(outcome, test: ProbeData, names: Sequence[str], sizes: Dict[str, int], dim: int) -> Dict[str, Any]:
+    cm = confusion_matrix(test.y, outcome.predictions, len(names))
+    entry: Dict[str, Any] = {"accuracy": outcome.accuracy}
+    entry.update(sizes)
+    entry.update({
+        "feature_dim": dim,
+        "best": outcome.best,
+        "per_class_accuracy": per_class_accuracy(cm, names),
+        "per_class_count": {n: int(cm[i].sum()) for i, n in enumerate(names)},
+        "confusion": cm.tolist(),
+        "dev_curve": outcome.dev_curve,
+        "seconds": round(outcome.seconds, 3),
+    })
+    return entry
+
+
+def run_phone_probe(
+    model: Any,
+    manifest: Union[PathLike, Sequence[Utterance]],
+    alignments: Union[PathLike, Alignments],
+    train_split: Union[PathLike, SplitFile, Sequence[str]],
+    test_split: Union[PathLike, SplitFile, Sequence[str]],
+    phones: Optional[Union[PathLike, Mapping[int, str]]] = None,
+    out: Optional[PathLike] = None,
+    cache_dir: Optional[PathLike] = None,
+    layer: str = "context",
+    baselines: Sequence[str] = BASELINES,
+    context_frames: int = 0,
+    dev_fraction: float = 0.1,
+    seed: int = 0,
+    fit: Optional[FitConfig] = None,
+    device=None,
+    workers: int = 2,
+    progress: bool = True,
+    skip_missing: bool = False,
+    log: Callable[[str], None] = stderr_log,
+) -> Dict[str, Any]:
+    """Run the phone probe for the model and the baselines; returns (and writes to ``out``) the
+    result dict (layout in :mod:`cpc_speech.probes`)."""
+    t0 = time.time()
+    fit = fit or FitConfig(seed=seed)
+    if context_frames < 0:
+        raise ValueError("context_frames must be >= 0")
+    rows, manifest_name = _as_rows(manifest)
+    by_id = {r.id: r for r in rows}
+    ali = alignments if isinstance(alignments, Alignments) else read_alignments(alignments)
+    train = _as_split(train_split, "train split")
+    test = _as_split(test_split, "test split")
+    check_disjoint(train, test)
+    train_ids = _known_ids(train, by_id.keys(), manifest_name, ali, skip_missing)
+    test_ids = _known_ids(test, by_id.keys(), manifest_name, ali, skip_missing)
+
+    names_map = None
+    if phones is not None:
+        names_map = phones if isinstance(phones, Mapping) else read_label_names(phones)
+    used = train_ids + test_ids
+    max_label = max(int(ali.labels[u].max()) for u in used)
+    if names_map is not None:
+        unknown = sorted({int(v) for u in used for v in np.unique(ali.labels[u])} - set(names_map))
+        if unknown:
+            u = next(u for u in used if np.isin(ali.labels[u], unknown).any())
+            raise LabelError(f"{ali.where(u)}: label(s) {unknown[:10]} are not in the phone inventory {phones}")
+        n_classes = max(max(names_map) + 1, max_label + 1)
+    else:
+        n_classes = max_label + 1
+    names = label_names(n_classes, names_map)
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(out)
+    feats_list = featurizers(model, layer, baselines, device=device, seed=seed)
+    needed = [by_id[u] for u in dict.fromkeys(used)]
+    results: Dict[str, Any] = {}
+    majority = None
+    for feat in feats_list:
+        feats = cached_features(feat, needed, cache, workers=workers, progress=progress, log=log)
+        tr = _with_features(train_ids, feats, train, feat.name, skip_missing)
+        te = _with_features(test_ids, feats, test, feat.name, skip_missing)
+        fit_ids, dev_ids = carve_dev(tr, dev_fraction, seed)
+        if not dev_ids:
+            raise LabelError(f"{train.path}: the train split needs at least 2 utterances to carve a dev split from it")
+        fit_d = frame_data(fit_ids, feats, ali, context_frames)
+        dev_d = frame_data(dev_ids, feats, ali, context_frames)
+        test_d = frame_data(te, feats, ali, context_frames)
+        log(f"{feat.name}: fitting the phone probe on {len(fit_d)} frames ({len(fit_ids)} utterances), "
+            f"dev {len(dev_d)}, test {len(test_d)}")
+        outcome = select_and_fit(fit_d, dev_d, test_d, n_classes, fit)
+        sizes = {
+            "train_utterances": len(tr), "train_frames": len(fit_d) + len(dev_d),
+            "fit_utterances": len(fit_ids), "fit_frames": len(fit_d),
+            "dev_utterances": len(dev_ids), "dev_frames": len(dev_d),
+            "test_utterances": len(te), "test_frames": len(test_d),
+        }
+        results[feat.name] = result_entry(outcome, test_d, names, sizes, int(fit_d.X.shape[1]))
+        log(f"{feat.name}: test frame accuracy {outcome.accuracy:.4f} (best {outcome.best})")
+        if majority is None:
+            counts = np.bincount(np.concatenate([fit_d.y, dev_d.y]), minlength=n_classes)
+            top = int(counts.argmax())
+            majority = {"label": names[top], "accuracy": float((test_d.y == top).mean())}
+    model_feat = feats_list[0]
+    result = {
+        "task": "phone",
+        "protocol": "frame" if context_frames == 0 else f"frame+-{context_frames}",
+        "layer": layer,
+        "context_frames": context_frames,
+        "results": results,
+        "labels": names,
+        "majority": majority,
+        "model_path": model_path(model_feat, model),
+        "manifest": manifest_name,
+        "alignments": str(ali.path),
+        "train_split": str(train.path),
+        "test_split": str(test.path),
+        "dev_fraction": dev_fraction,
+        "seed": seed,
+        "fit_config": to_dict(fit),
+        "cache_dir": str(cache),
+        "seconds": round(time.time() - t0, 3),
+    }
+    if out is not None:
+        write_json(out, result)
+    return result

@@ -1,0 +1,186 @@
+"""Speaker probe: a linear classifier over speakers on frozen features, held-out utterances of the
+same speakers.
+
+Protocols:
+
+* ``utterance`` (default): one example per utterance, the mean of its per-frame features (c_t, or
+  z_t with ``layer="encoder"``; the MFCC baseline uses the mean of its 39-dim frames).
+* ``window`` (CPC paper, for comparability): every utterance is cut into non-overlapping windows of
+  ``window_frames`` frames (128 = 1.28 s = 20480 samples); each window is run through the model on
+  its own and classified from its last c_t (the mean over the window for the encoder layer and for
+  MFCC). Windows of one utterance always stay in the same split.
+
+Splits: the given train/test split files (test utterances of speakers absent from train are dropped
+with a warning and counted), or a deterministic per-speaker hold-out of ``holdout_fraction`` of each
+speaker's utterances. The dev split for model selection is carved per speaker from the train split
+(never from test), as in :mod:`cpc_speech.probes.phone`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from cpc_speech.config import to_dict
+from cpc_speech.corpora.manifest import Utterance
+from cpc_speech.probes.common import BASELINES, cached_features, default_cache_dir, featurizers, model_path, stderr_log, warn, write_json
+from cpc_speech.probes.labels import LabelError, SplitFile, carve_dev, check_disjoint, holdout_per_group
+from cpc_speech.probes.linear import FitConfig, ProbeData, select_and_fit
+from cpc_speech.probes.phone import _as_rows, _as_split, _known_ids, _with_features, result_entry
+
+PathLike = Union[str, Path]
+PROTOCOLS = ("utterance", "window")
+
+
+def speaker_fit_config(seed: int = 0) -> FitConfig:
+    """Defaults for the (small) utterance/window-level problem: small batches, more epochs."""
+    return FitConfig(optimizer="adam", lr=2e-3, batch_size=64, max_epochs=60, weight_decays=(0.0, 1e-3, 1e-2), seed=seed)
+
+
+def _examples(ids: Sequence[str], feats: Mapping[str, np.ndarray], protocol: str, cls: Mapping[str, int],
+              speaker: Mapping[str, str]) -> Tuple[ProbeData, int]:
+    """(data, frames covered)."""
+    xs, ys, frames = [], [], 0
+    for uid in ids:
+        f = np.asarray(feats[uid], dtype=np.float32)
+        if protocol == "utterance":
+            if f.shape[0] == 0:
+                continue
+            xs.append(f.mean(axis=0, keepdims=True))
+            frames += f.shape[0]
+        else:
+            xs.append(f)
+            frames += 0  # filled by the caller (windows x window_frames)
+        ys.append(np.full(xs[-1].shape[0], cls[speaker[uid]], dtype=np.int64))
+    dim = next(iter(feats.values())).shape[1] if feats else 0
+    X = np.concatenate(xs) if xs else np.zeros((0, dim), np.float32)
+    y = np.concatenate(ys) if ys else np.zeros(0, np.int64)
+    return ProbeData(X, y), frames
+
+
+def run_speaker_probe(
+    model: Any,
+    manifest: Union[PathLike, Sequence[Utterance]],
+    train_split: Optional[Union[PathLike, SplitFile, Sequence[str]]] = None,
+    test_split: Optional[Union[PathLike, SplitFile, Sequence[str]]] = None,
+    out: Optional[PathLike] = None,
+    cache_dir: Optional[PathLike] = None,
+    layer: str = "context",
+    protocol: str = "utterance",
+    window_frames: int = 128,
+    holdout_fraction: float = 0.2,
+    baselines: Sequence[str] = BASELINES,
+    dev_fraction: float = 0.1,
+    seed: int = 0,
+    fit: Optional[FitConfig] = None,
+    device=None,
+    workers: int = 2,
+    progress: bool = True,
+    skip_missing: bool = False,
+    log: Callable[[str], None] = stderr_log,
+) -> Dict[str, Any]:
+    """Run the speaker probe for the model and the baselines; returns (and writes to ``out``) the
+    result dict (layout in :mod:`cpc_speech.probes`)."""
+    t0 = time.time()
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if window_frames < 4:
+        raise ValueError("window_frames must be at least 4")
+    fit = fit or speaker_fit_config(seed)
+    rows, manifest_name = _as_rows(manifest)
+    by_id = {r.id: r for r in rows}
+    speaker = {r.id: r.speaker for r in rows}
+
+    if (train_split is None) != (test_split is None):
+        raise ValueError("give both a train and a test split, or neither (per-speaker hold-out)")
+    if train_split is not None:
+        train = _as_split(train_split, "train split")
+        test = _as_split(test_split, "test split")
+        check_disjoint(train, test)
+        train_ids = _known_ids(train, by_id.keys(), manifest_name, None, skip_missing)
+        test_ids = _known_ids(test, by_id.keys(), manifest_name, None, skip_missing)
+        split_desc = {"train_split": str(train.path), "test_split": str(test.path)}
+    else:
+        all_ids = [r.id for r in rows]
+        train_ids, test_ids = holdout_per_group(all_ids, speaker, holdout_fraction, seed)
+        if not test_ids:
+            raise LabelError(f"{manifest_name}: no speaker has 2 or more utterances: cannot hold out test utterances")
+        train = SplitFile(Path("<per-speaker hold-out: train>"), train_ids, {u: i + 1 for i, u in enumerate(train_ids)})
+        test = SplitFile(Path("<per-speaker hold-out: test>"), test_ids, {u: i + 1 for i, u in enumerate(test_ids)})
+        split_desc = {"split": f"per-speaker hold-out of {holdout_fraction:g} (seed {seed})"}
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(out)
+    mode = "frames" if protocol == "utterance" else f"windows:{window_frames * 160}"
+    feats_list = featurizers(model, layer, baselines, mode=mode, device=device, seed=seed)
+    needed = [by_id[u] for u in dict.fromkeys(train_ids + test_ids)]
+    results: Dict[str, Any] = {}
+    names: List[str] = []
+    dropped_unseen = 0
+    majority = None
+    for feat in feats_list:
+        feats = cached_features(feat, needed, cache, workers=workers, progress=progress, log=log)
+        tr = _with_features(train_ids, feats, train, feat.name, skip_missing)
+        te = _with_features(test_ids, feats, test, feat.name, skip_missing)
+        train_speakers = sorted({speaker[u] for u in tr})
+        cls = {s: i for i, s in enumerate(train_speakers)}
+        unseen = [u for u in te if speaker[u] not in cls]
+        if unseen:
+            warn(f"{test.path}: dropping {len(unseen)} test utterance(s) of speakers with no train utterance "
+                 f"(e.g. {unseen[0]!r}, speaker {speaker[unseen[0]]!r})")
+            te = [u for u in te if speaker[u] in cls]
+            if not te:
+                raise LabelError(f"{test.path}: no test utterance has a speaker seen in training")
+        dropped_unseen = len(unseen)
+        names = train_speakers
+        fit_ids, dev_ids = carve_dev(tr, dev_fraction, seed, groups=speaker)
+        if not dev_ids:
+            raise LabelError(f"{train.path}: no speaker has 2 or more train utterances: cannot carve a dev split")
+        fit_d, fit_fr = _examples(fit_ids, feats, protocol, cls, speaker)
+        dev_d, dev_fr = _examples(dev_ids, feats, protocol, cls, speaker)
+        test_d, test_fr = _examples(te, feats, protocol, cls, speaker)
+        if protocol == "window":
+            fit_fr, dev_fr, test_fr = (len(d) * window_frames for d in (fit_d, dev_d, test_d))
+        for what, d in (("train (fit)", fit_d), ("dev", dev_d), ("test", test_d)):
+            if len(d) == 0:
+                raise LabelError(f"the {what} split has no {protocol} examples"
+                                 + (f" (utterances shorter than {window_frames} frames have no window)" if protocol == "window" else ""))
+        log(f"{feat.name}: fitting the speaker probe ({protocol}) on {len(fit_d)} examples of {len(cls)} speakers, "
+            f"dev {len(dev_d)}, test {len(test_d)}")
+        outcome = select_and_fit(fit_d, dev_d, test_d, len(cls), fit)
+        sizes = {
+            "train_utterances": len(tr), "train_frames": fit_fr + dev_fr, "train_examples": len(fit_d) + len(dev_d),
+            "fit_utterances": len(fit_ids), "fit_frames": fit_fr, "fit_examples": len(fit_d),
+            "dev_utterances": len(dev_ids), "dev_frames": dev_fr, "dev_examples": len(dev_d),
+            "test_utterances": len(te), "test_frames": test_fr, "test_examples": len(test_d),
+            "speakers": len(cls),
+        }
+        results[feat.name] = result_entry(outcome, test_d, names, sizes, int(fit_d.X.shape[1]))
+        log(f"{feat.name}: test speaker accuracy {outcome.accuracy:.4f} (best {outcome.best})")
+        if majority is None:
+            counts = np.bincount(np.concatenate([fit_d.y, dev_d.y]), minlength=len(cls))
+            top = int(counts.argmax())
+            majority = {"label": names[top], "accuracy": float((test_d.y == top).mean())}
+    result = {
+        "task": "speaker",
+        "protocol": protocol,
+        "layer": layer,
+        "window_frames": window_frames if protocol == "window" else None,
+        "results": results,
+        "labels": names,
+        "majority": majority,
+        "test_dropped_unseen_speakers": dropped_unseen,
+        "model_path": model_path(feats_list[0], model),
+        "manifest": manifest_name,
+        **split_desc,
+        "dev_fraction": dev_fraction,
+        "seed": seed,
+        "fit_config": to_dict(fit),
+        "cache_dir": str(cache),
+        "seconds": round(time.time() - t0, 3),
+    }
+    if out is not None:
+        write_json(out, result)
+    return result

@@ -1,0 +1,246 @@
+"""Feature extraction: frame counts, input forms, resampling, exact chunking, batching, corpus
+extraction with its cache, checkpoint loading."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cpc_speech.audio import write_audio
+from cpc_speech.checkpoint import load_model, save_checkpoint
+from cpc_speech.config import ContextConfig, EncoderConfig, preset
+from cpc_speech.corpora.manifest import Utterance
+from cpc_speech.features import (
+    FeatureError,
+    extract_corpus,
+    extract_features,
+    extract_features_batch,
+    load_feature_dir,
+    read_index,
+    read_meta,
+)
+from cpc_speech.model.cpc import CPCModel
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_model(kind: str = "gru", norm: str = "channel", seed: int = 0) -> CPCModel:
+    """A small random model: 32 encoder channels, 32-dim context (GRU, LSTM or 2-layer Transformer
+    with a 24-frame attention span)."""
+    cfg = preset("tiny")
+    cfg.encoder = EncoderConfig(channels=32, norm=norm)
+    cfg.context = ContextConfig(kind=kind, hidden=32, heads=4, window=24, layers=2 if kind == "transformer" else 1)
+    torch.manual_seed(seed)
+    return CPCModel(cfg).eval()
+
+
+def speechlike(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000.0
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    return (0.2 * env * np.sin(2 * np.pi * (200 + 100 * np.sin(t)) * t) + 0.02 * rng.standard_normal(n)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def gru():
+    return small_model("gru")
+
+
+def test_frame_counts(gru):
+    for n in (465, 466, 639, 640, 16000, 16159, 20480, 33333):
+        for layer, dim in (("context", 32), ("encoder", 32)):
+            f = extract_features(speechlike(n), 16000, gru, layer=layer)
+            assert f.shape == (gru.encoder.num_frames(n), dim) and f.dtype == np.float32
+    assert extract_features(speechlike(20480), 16000, gru).shape[0] == 128
+    with pytest.raises(ValueError, match="too short"):
+        extract_features(speechlike(400), 16000, gru)
+
+
+def test_model_required_and_layer_checked(gru):
+    with pytest.raises(FeatureError, match="needs model="):
+        extract_features(speechlike(1000), 16000)
+    with pytest.raises(FeatureError, match="layer"):
+        extract_features(speechlike(1000), 16000, gru, layer="heads")
+
+
+def test_matches_model_forward(gru):
+    x = speechlike(16000)
+    with torch.inference_mode():
+        out = gru(torch.from_numpy(x)[None], predict=False)
+    np.testing.assert_allclose(extract_features(x, 16000, gru), out.c[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(extract_features(x, 16000, gru, layer="encoder"), out.z[0].numpy(), atol=1e-5)
+
+
+def test_input_forms_agree(gru, tmp_path):
+    x = speechlike(12345)
+    ref = extract_features(x, 16000, gru)
+    write_audio(tmp_path / "a.wav", x, subtype="FLOAT")
+    for form in (tmp_path / "a.wav", str(tmp_path / "a.wav")):
+        np.testing.assert_allclose(extract_features(form, model=gru), ref, atol=1e-6)
+    for form in (torch.from_numpy(x), np.stack([x, x]), np.stack([x, x], 1), torch.from_numpy(np.stack([x, x], 1))):
+        np.testing.assert_allclose(extract_features(form, 16000, gru), ref, atol=1e-6)
+
+
+def test_resampled_input_matches_16k(gru):
+    """The same band-limited signal given at 8 kHz and at 16 kHz: features agree (resampling of a
+    signal below 4 kHz is nearly exact; the first/last frames see the resampler's edge effects)."""
+    rng = np.random.default_rng(3)
+    freqs, phases = rng.uniform(100, 3000, 12), rng.uniform(0, 6.28, 12)
+
+    def at(rate, seconds=2.0):
+        t = np.arange(int(seconds * rate)) / rate
+        return (0.05 * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None]).sum(0)).astype(np.float32)
+
+    f16 = extract_features(at(16000), 16000, gru, layer="encoder")
+    f8 = extract_features(at(8000), 8000, gru, layer="encoder")
+    assert f8.shape == f16.shape
+    inner = slice(5, -5)
+    err = np.abs(f8[inner] - f16[inner]).max()
+    assert err < 0.02 * np.abs(f16[inner]).max(), err
+    c16, c8 = extract_features(at(16000), 16000, gru), extract_features(at(8000), 8000, gru)
+    assert np.abs(c8[inner] - c16[inner]).max() < 0.02
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "transformer"])
+def test_chunked_equals_one_pass_on_3_minutes(kind):
+    """3 minutes of audio in 7.3 s chunks (encoder windows aligned to 160 samples with overlap,
+    context state carried) equal one pass to 1e-4. The one-pass reference for the Transformer
+    context is computed from overlapping segments (its output at t depends on the last
+    layers x (window-1) frames only), since one call on 18000 frames would need a 18000^2 bias."""
+    model = small_model(kind)
+    x = speechlike(16000 * 180 + 77, seed=1)
+    chunked = extract_features(x, 16000, model, chunk_seconds=7.3)
+    z_chunked = extract_features(x, 16000, model, layer="encoder", chunk_seconds=7.3)
+    with torch.inference_mode():
+        z = model.encoder(torch.from_numpy(x)[None])
+        if kind == "transformer":
+            span = model.cfg.context.layers * (model.cfg.context.window - 1)
+            parts = []
+            for s in range(0, z.shape[1], 500):
+                a = max(0, s - span)
+                parts.append(model.context(z[:, a:s + 500])[0][0, s - a:])
+            c = torch.cat(parts)
+        else:
+            c = model.context(z)[0][0]
+    assert chunked.shape == (model.encoder.num_frames(x.size), 32) == tuple(c.shape)
+    np.testing.assert_allclose(z_chunked, z[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(chunked, c.numpy(), atol=1e-4)
+
+
+def test_instance_norm_runs_whole():
+    model = small_model("gru", norm="instance")
+    x = speechlike(16000 * 4)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)[None], predict=False).c[0].numpy()
+    np.testing.assert_allclose(extract_features(x, 16000, model, chunk_seconds=1.0), ref, atol=1e-5)
+
+
+def test_batch_equals_single(gru):
+    xs = [speechlike(n, seed=n) for n in (465, 1000, 16000, 33333, 5000, 20480)]
+    batch = extract_features_batch(xs, gru, sample_rate=16000, batch_seconds=3.0)
+    for x, f in zip(xs, batch):
+        np.testing.assert_allclose(f, extract_features(x, 16000, gru), atol=1e-5)
+    long = speechlike(16000 * 3)
+    f = extract_features_batch([long, xs[1]], gru, sample_rate=16000, chunk_seconds=1.0)[0]
+    np.testing.assert_allclose(f, extract_features(long, 16000, gru), atol=1e-4)
+
+
+@pytest.fixture()
+def small_corpus(tmp_path):
+    rows = []
+    for i, n in enumerate((16000, 7000, 24000, 3000)):
+        p = tmp_path / "audio" / f"u{i}.flac"
+        write_audio(p, speechlike(n, seed=i))
+        rows.append(Utterance(f"u{i}", str(p), "spk", n, 16000))
+    p = tmp_path / "audio" / "u8k.wav"
+    write_audio(p, speechlike(8000, seed=9), sample_rate=8000)
+    rows.append(Utterance("u8k", str(p), "spk", 8000, 8000))
+    bad = tmp_path / "audio" / "broken.flac"
+    bad.write_bytes(b"fLaC this is not audio")
+    rows.append(Utterance("broken", str(bad), "spk", 16000, 16000))
+    return rows
+
+
+def test_extract_corpus_index_cache_and_invalidation(gru, small_corpus, tmp_path):
+    out = tmp_path / "feats"
+    good = [r for r in small_corpus if r.id != "broken"]
+    with pytest.warns(UserWarning) as record:
+        res = extract_corpus(gru, small_corpus, out, progress=False)
+    messages = [str(w.message) for w in record]
+    assert sum("broken" in m and "skipping" in m for m in messages) == 1
+    assert any("skipped 1 of 6" in m for m in messages)
+    assert res.ids == [r.id for r in good] and res.computed == 5 and res.skipped[0][0] == "broken"
+    index = read_index(out)
+    assert [r[0] for r in index] == res.ids
+    feats = load_feature_dir(out)
+    assert isinstance(feats["u0"], np.memmap)
+    for r in good:
+        expected = extract_features(r.path, model=gru)
+        assert dict((row[0], row[2:]) for row in index)[r.id] == expected.shape
+        np.testing.assert_allclose(feats[r.id], expected, atol=1e-5)
+    meta = read_meta(out)
+    assert meta["layer"] == "context" and meta["model_config"]["context"]["kind"] == "gru"
+
+    # same model (a different object with equal weights): nothing recomputed
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    time.sleep(0.01)
+    twin = small_model("gru")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = extract_corpus(twin, small_corpus, out, progress=False)
+    assert again.computed == 0 and again.cached == 5
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")} == mtimes
+
+    # another layer or another model invalidates the folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        enc = extract_corpus(gru, good, out, layer="encoder", progress=False)
+        assert enc.computed == 5 and read_meta(out)["layer"] == "encoder"
+        other = extract_corpus(small_model("gru", seed=5), good, out, progress=False)
+    assert other.computed == 5
+    np.testing.assert_allclose(load_feature_dir(out)["u2"], extract_features(good[2].path, model=small_model("gru", seed=5)), atol=1e-5)
+
+
+def test_extract_corpus_float16_mfcc_and_checkpoint(gru, small_corpus, tmp_path):
+    good = [r for r in small_corpus if r.id != "broken"]
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoints" / "best.pt", gru, gru.cfg)
+    loaded = load_model(run)
+    for a, b in zip(loaded.state_dict().values(), gru.state_dict().values()):
+        assert torch.equal(a, b)
+    res = extract_corpus(run, good, tmp_path / "f16", dtype="float16", progress=False, workers=0)
+    meta = read_meta(tmp_path / "f16")
+    assert meta["checkpoint"] == str((run / "checkpoints" / "best.pt").resolve()) and meta["checkpoint_mtime"] > 0
+    f = load_feature_dir(tmp_path / "f16")["u0"]
+    assert f.dtype == np.float16
+    np.testing.assert_allclose(f.astype(np.float32), extract_features(good[0].path, model=gru), atol=2e-2)
+    # a checkpoint of the same weights uses the cache of the in-memory model
+    assert extract_corpus(gru, good, tmp_path / "f16", dtype="float16", progress=False).cached == len(res.ids)
+    m = extract_corpus("mfcc", good, tmp_path / "mfcc", progress=False)
+    assert m.computed == 5 and load_feature_dir(tmp_path / "mfcc")["u0"].shape == (100, 39)
+
+
+def test_cli_extract(gru, small_corpus, tmp_path, capsys):
+    from cpc_speech.cli import main
+    from cpc_speech.corpora.manifest import write_manifest
+
+    save_checkpoint(tmp_path / "m.pt", gru, gru.cfg)
+    write_manifest(small_corpus, tmp_path / "manifest.tsv")
+    code = main(["extract", "--model", str(tmp_path / "m.pt"), "--manifest", str(tmp_path / "manifest.tsv"),
+                 "--out", str(tmp_path / "out"), "--layer", "encoder", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0 and "5 utterances" in captured.out and "1 skipped" in captured.out
+    assert "broken" in captured.err
+    assert len(read_index(tmp_path / "out")) == 5 and json.loads((tmp_path / "out" / "meta.json").read_text())["layer"] == "encoder"
