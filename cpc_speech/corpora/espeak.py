@@ -53,7 +53,9 @@ _POS_CHARACTER = 1
 _EVENT_LIST_END = 0
 _EVENT_PHONEME = 7
 
-STRESS_MARKS = "'," 
+STRESS_MARKS = "',"
+
+_SYNTHESISED_HERE = False  # set once this process has synthesised in-process
 
 
 class EspeakError(RuntimeError):
@@ -196,6 +198,7 @@ class ESpeakEngine:
             raise EspeakError(f"espeak_Initialize failed (returned {rate}) with data under {data_parent}")
         self.sample_rate = int(rate)
         self._lib = lib
+        self._data_parent = data_parent
         self._chunks: List[np.ndarray] = []
         self._events: List[PhonemeEvent] = []
         self._callback = _SYNTH_CALLBACK(self._on_audio)  # keep a reference: ctypes does not
@@ -225,6 +228,9 @@ class ESpeakEngine:
 
     def set_voice(self, voice: Voice) -> None:
         if self._voice != voice.name:
+            variant_file = os.path.join(self._data_parent, "espeak-ng-data", "voices", "!v", voice.variant or "")
+            if voice.variant and not os.path.isfile(variant_file):
+                raise EspeakError(f"eSpeak NG has no voice variant {voice.variant!r}")
             if self._lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
                 raise EspeakError(f"eSpeak NG has no voice {voice.name!r} (language or variant unknown)")
             self._voice = voice.name
@@ -247,6 +253,8 @@ class ESpeakEngine:
             self.set_voice(voice)
         if seed is not None:
             self.seed(seed)
+        global _SYNTHESISED_HERE
+        _SYNTHESISED_HERE = True
         data = text.encode("utf-8") + b"\0"
         buf = ctypes.create_string_buffer(data, len(data))
         self._chunks, self._events = [], []
@@ -260,6 +268,8 @@ class ESpeakEngine:
 
     def text_to_phonemes(self, text: str, voice: Optional[Voice] = None) -> List[str]:
         """eSpeak's phoneme mnemonics for ``text`` (stress marks kept), one string per clause."""
+        global _SYNTHESISED_HERE
+        _SYNTHESISED_HERE = True  # the translator keeps state too
         if voice is not None:
             self.set_voice(voice)
         pointer = ctypes.c_char_p(text.encode("utf-8"))
@@ -284,7 +294,7 @@ def run_in_fresh_process(fn: Callable, *args):
     """
     if not hasattr(os, "fork"):  # pragma: no cover - Windows
         return fn(*args)
-    if ESpeakEngine._instance is not None:
+    if _SYNTHESISED_HERE:
         raise EspeakError(
             "this process has already synthesised in-process; reproducible rendering forks from a process "
             "that never did (run the generator in a fresh process)"
@@ -349,14 +359,15 @@ def phone_segments(synth: Synthesis) -> List[Segment]:
     """Contiguous segments covering ``[0, len(waveform))``; pauses and the leading lead-in are
     labelled ``"_"``.
 
-    Quirk fixes:
+    Quirk fixes, in this order:
 
     1. A stop's silent closure is emitted before the stop's event, so it would be labelled as the
-       previous phone: a run of exact digital silence that ends where a phone starts is given to that
-       phone (unless the previous segment is a pause).
+       previous phone: a run of exact digital silence (at least ``MIN_CLOSURE`` samples) that ends
+       where a phone starts is given to that phone, unless either side is a pause. The previous
+       phone may become empty (e.g. an /l/ whose only samples were the closure of the next /d/).
     2. Zero-length phones: a zero-length pause is dropped; any other zero-length phone (typically a
        post-vocalic /l/ rendered inside the vowel's transition) gets the last 40 % of the preceding
-       segment.
+       segment (dropped if there is none, or it is a pause).
     """
     wav = synth.waveform
     n = int(wav.shape[0])
