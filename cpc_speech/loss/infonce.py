@@ -90,7 +90,9 @@ class InfoNCELoss(nn.Module):
         else:  # all frames of the batch: (b*t*K, frames_all)
             scores = predictions.reshape(b * t * k_steps, dim) @ z_all.reshape(-1, dim).t()
             logits = scores.gather(1, candidates.reshape(b * t * k_steps, -1))
-        logits = (logits / temperature).view(b, t, k_steps, -1).float()
+        logits = (logits / temperature).view(b, t, k_steps, -1)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
 
         valid = (t_idx + k_idx < t).view(1, t, k_steps).expand(b, t, k_steps)  # query t has a z_{t+k}
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.zeros(logits.shape[:-1].numel(), dtype=torch.long, device=device), reduction="none").view(b, t, k_steps)

@@ -42,7 +42,7 @@ from cpc_speech.train.distributed import DistInfo, all_gather_windows, cleanup, 
 from cpc_speech.train.schedule import lr_multiplier
 
 # config fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"train.max_steps", "train.log_every", "train.valid_every", "train.checkpoint_every",
+RESUMABLE_CHANGES = {"train.max_steps", "train.log_batches", "train.log_every", "train.valid_every", "train.checkpoint_every",
                      "train.keep_last", "train.device", "train.threads", "data.num_workers", "train.valid_batches"}
 
 
@@ -296,6 +296,9 @@ class Trainer:
                         self.step += 1
                         self.scheduler.step()
                         continue
+                    if tc.log_batches:
+                        with open(self.out / f"batches-rank{self.dist.rank}.jsonl", "a") as f:
+                            f.write(json.dumps({"step": self.step, "windows": batch.windows}) + "\n")
                     batch = batch.to(self.device)
                     stats = self.train_step(batch)
                     running.append(stats)
@@ -338,6 +341,8 @@ class Trainer:
         finally:
             if bar:
                 bar.close()
+        if tc.log_batches:
+            (self.out / f"final-rank{self.dist.rank}.json").write_text(json.dumps({"step": self.step, "param_checksum": self.param_checksum()}))
         if self.dist.is_main and not stopped_early:
             best = self.ckpt_dir / "best.pt"
             if not best.exists():

@@ -1,0 +1,173 @@
+"""InfoNCE loss and negative samplers: pools, exclusion of the positive, numerics, seeding, learning."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cpc_speech.config import preset
+from cpc_speech.loss import InfoNCELoss, NegativeSampler, parse_sampling
+from cpc_speech.model.cpc import CPCModel
+
+B, T, K, N = 6, 20, 4, 16
+SPEAKER = torch.tensor([0, 0, 0, 1, 1, 2])
+UTTERANCE = torch.tensor([10, 10, 11, 12, 13, 14])  # windows 0 and 1 come from one utterance
+
+
+def _decompose(idx):
+    return idx // T, idx % T  # window, frame
+
+
+def _positive_window_frame():
+    b = torch.arange(B).view(B, 1, 1, 1)
+    t = torch.arange(T).view(1, T, 1, 1)
+    k = torch.arange(1, K + 1).view(1, 1, K, 1)
+    return b, t + k
+
+
+def test_parse_sampling_counts_add_up():
+    assert parse_sampling("cross_batch", 128) == [("cross_batch", 128)]
+    plan = dict(parse_sampling("same_utterance:0.5,cross_batch:0.25,same_speaker:0.25", 127))
+    assert sum(plan.values()) == 127 and plan["same_utterance"] in (63, 64)
+    with pytest.raises(ValueError, match="unknown negative sampling mode"):
+        parse_sampling("same_room:1", 8)
+    with pytest.raises(ValueError, match="positive share"):
+        parse_sampling("cross_batch:0", 8)
+
+
+def test_same_utterance_pool():
+    idx = NegativeSampler("same_utterance", N).sample(B, T, K, SPEAKER, UTTERANCE, torch.Generator().manual_seed(0))
+    assert idx.shape == (B, T, K, N) and idx.dtype == torch.long
+    win, frame = _decompose(idx)
+    pb, pframe = _positive_window_frame()
+    assert torch.equal(UTTERANCE[win], UTTERANCE.view(B, 1, 1, 1).expand_as(win))  # same utterance only
+    assert not ((win == pb) & (frame == pframe)).any()  # never the positive
+    # windows 0 and 1 share an utterance: their pool spans both windows
+    assert set(win[0].unique().tolist()) == {0, 1} and set(win[2].unique().tolist()) == {2}
+
+
+def test_same_speaker_pool_excludes_own_window():
+    spk = torch.tensor([0, 0, 0, 1, 1, 1])
+    idx = NegativeSampler("same_speaker", N).sample(B, T, K, spk, UTTERANCE, torch.Generator().manual_seed(0))
+    win, _ = _decompose(idx)
+    own = torch.arange(B).view(B, 1, 1, 1)
+    assert torch.equal(spk[win], spk.view(B, 1, 1, 1).expand_as(win))
+    assert not (win == own).any()
+    assert set(win[0].unique().tolist()) == {1, 2}  # both other windows of speaker 0 are used
+
+
+def test_same_speaker_without_partner_is_an_error():
+    with pytest.raises(ValueError, match=r"window\(s\) \[5\] have no other window of their speaker"):
+        NegativeSampler("same_speaker", N).sample(B, T, K, SPEAKER, UTTERANCE)
+
+
+def test_cross_batch_pool_is_whole_batch_and_uniform():
+    idx = NegativeSampler("cross_batch", 64).sample(B, T, K, generator=torch.Generator().manual_seed(0))
+    win, frame = _decompose(idx)
+    pb, pframe = _positive_window_frame()
+    assert not ((win == pb) & (frame == pframe)).any()
+    counts = torch.bincount(idx.flatten(), minlength=B * T).float()
+    assert counts.min() > 0
+    assert (counts.std() / counts.mean()) < 0.1  # close to uniform over all B*T frames
+
+
+def test_mixed_modes_fill_their_shares():
+    spk = torch.tensor([0, 0, 0, 1, 1, 1])
+    idx = NegativeSampler("same_utterance:0.5,same_speaker:0.25,cross_batch:0.25", 16).sample(B, T, K, spk, UTTERANCE)
+    win, _ = _decompose(idx)
+    own = torch.arange(B).view(B, 1, 1)
+    same_utt = win[..., :8]
+    assert torch.equal(UTTERANCE[same_utt], UTTERANCE.view(B, 1, 1, 1).expand_as(same_utt))
+    same_spk = win[..., 8:12]
+    assert not (same_spk == own.unsqueeze(-1)).any() and torch.equal(spk[same_spk], spk.view(B, 1, 1, 1).expand_as(same_spk))
+
+
+def test_sampling_is_seeded():
+    s = NegativeSampler("same_utterance:0.5,cross_batch:0.5", N)
+    a = s.sample(B, T, K, SPEAKER, UTTERANCE, torch.Generator().manual_seed(3))
+    b = s.sample(B, T, K, SPEAKER, UTTERANCE, torch.Generator().manual_seed(3))
+    c = s.sample(B, T, K, SPEAKER, UTTERANCE, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def reference_infonce(z, pred, negatives, temperature):
+    """Straightforward loops: per step k, the mean over valid t of cross-entropy, summed over k."""
+    b, t, k_steps, dim = pred.shape
+    flat = z.reshape(-1, dim)
+    total, accs = 0.0, []
+    for k in range(k_steps):
+        losses, correct = [], []
+        for bi in range(b):
+            for ti in range(t - (k + 1)):
+                cand = torch.cat([z[bi, ti + k + 1].unsqueeze(0), flat[negatives[bi, ti, k]]])
+                logits = cand @ pred[bi, ti, k] / temperature
+                losses.append(F.cross_entropy(logits.unsqueeze(0), torch.tensor([0])))
+                correct.append(float(logits.argmax() == 0))
+        total = total + torch.stack(losses).mean()
+        accs.append(sum(correct) / len(correct))
+    return total, torch.tensor(accs)
+
+
+@pytest.mark.parametrize("spec,temperature", [("cross_batch", None), ("same_utterance", None), ("same_utterance:0.5,cross_batch:0.5", 0.7)])
+def test_infonce_matches_reference(spec, temperature):
+    torch.manual_seed(0)
+    z = torch.randn(B, T, 8, dtype=torch.float64)
+    pred = torch.randn(B, T, K, 8, dtype=torch.float64)
+    utt = torch.arange(B)  # one window per utterance: exercises the per-window fast path
+    loss_fn = InfoNCELoss(N, spec, temperature)
+    result = loss_fn(z, pred, SPEAKER, utt, generator=torch.Generator().manual_seed(1))
+    ref_loss, ref_acc = reference_infonce(z, pred, result.negatives, temperature or 8)
+    assert result.loss.item() == pytest.approx(ref_loss.item(), abs=1e-5)
+    assert torch.allclose(result.accuracy.double(), ref_acc.double(), atol=1e-6)
+    # the same negatives through the all-frames path give the same loss
+    forced = loss_fn(z, pred, SPEAKER, UTTERANCE, negatives=result.negatives)
+    if spec == "cross_batch":
+        assert forced.loss.item() == pytest.approx(ref_loss.item(), abs=1e-5)
+
+
+def test_infonce_gradients_flow_to_both_inputs():
+    z = torch.randn(B, T, 8, requires_grad=True)
+    pred = torch.randn(B, T, K, 8, requires_grad=True)
+    InfoNCELoss(N, "cross_batch")(z, pred).loss.backward()
+    assert z.grad.abs().sum() > 0 and pred.grad.abs().sum() > 0
+    assert pred.grad[:, T - 1, 0].abs().sum() == 0  # the last frame has no z_{t+1}: no loss term
+
+
+def test_window_too_short_for_steps_is_an_error():
+    with pytest.raises(ValueError, match="too short"):
+        InfoNCELoss(4)(torch.randn(2, 4, 8), torch.randn(2, 4, 4, 8))
+
+
+def drifting_tones(batch, samples, generator):
+    """Sums of two harmonics whose pitch drifts sinusoidally: predictable from the past."""
+    t = torch.arange(samples) / 16000.0
+    f0 = 150 + 350 * torch.rand(batch, 1, generator=generator)
+    rate = 1 + 2 * torch.rand(batch, 1, generator=generator)
+    phase0 = 2 * math.pi * torch.rand(batch, 1, generator=generator)
+    f = f0 * (1 + 0.5 * torch.sin(2 * math.pi * rate * t + phase0))
+    phase = 2 * math.pi * torch.cumsum(f, 1) / 16000
+    noise = 0.01 * torch.randn(batch, samples, generator=generator)
+    return 0.5 * torch.sin(phase) + 0.3 * torch.sin(2.7 * phase) + noise
+
+
+def test_tiny_model_learns_to_predict_structured_signal():
+    """300 Adam steps of the tiny preset: mean per-step accuracy must exceed 3x chance (1/17)."""
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    cfg.predictor.steps = 4
+    model = CPCModel(cfg)
+    loss_fn = InfoNCELoss(16, "cross_batch")
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(1)
+    first = None
+    for step in range(300):
+        out = model(drifting_tones(8, 6400, gen))
+        r = loss_fn(out.z, out.predictions, generator=gen)
+        opt.zero_grad()
+        r.loss.backward()
+        opt.step()
+        first = first if first is not None else r.loss.item()
+    chance = 1 / 17
+    assert r.accuracy.mean().item() > 3 * chance, r.accuracy
+    assert r.loss.item() < first - 1.0

@@ -1,0 +1,147 @@
+"""Pretraining: the loss falls, the run folder is complete, a SIGKILLed run resumes exactly, and
+two gloo processes train in lock-step on disjoint data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cpc_speech.batching import WindowBatchSampler
+from cpc_speech.checkpoint import load_model, read_checkpoint
+from cpc_speech.config import DataConfig, PretrainConfig, config_from_dict
+from cpc_speech.corpora.manifest import read_manifest
+from cpc_speech.train.trainer import pretrain
+
+SMALL = [
+    "model.preset=tiny", "model.predictor.steps=4", "loss.negatives=16",
+    "data.window_samples=4800", "data.batch_size=4", "data.num_workers=0",
+    "train.lr=2e-3", "train.warmup_steps=2", "train.log_every=2", "train.valid_every=1000",
+    "train.threads=1",
+]
+
+
+def small_config(*extra):
+    return config_from_dict(PretrainConfig, {}, SMALL + list(extra))
+
+
+def cli(*args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "cpc_speech.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def train_losses(run):
+    return [json.loads(ln)["loss"] for ln in (Path(run) / "log.jsonl").read_text().splitlines() if json.loads(ln)["split"] == "train"]
+
+
+def test_pretrain_loss_falls_and_run_folder_is_complete(tone_corpus, tmp_path):
+    cfg = small_config("train.max_steps=60", "train.checkpoint_every=20", "train.valid_every=30")
+    summary = pretrain(cfg, str(tone_corpus), str(tmp_path / "run"), valid_manifest=str(tone_corpus), progress=False)
+    run = tmp_path / "run"
+    assert summary["finished"] and summary["step"] == 60
+    losses = train_losses(run)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+    assert (run / "config.yaml").is_file() and (run / "manifests.json").is_file()
+    assert {p.name for p in (run / "checkpoints").iterdir()} >= {"last.pt", "best.pt", "step-0000060.pt"}
+    assert len(list((run / "checkpoints").glob("step-*.pt"))) == 2  # keep_last=2
+    valid = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if '"valid"' in ln]
+    assert len(valid) == 2 and all(len(v["accuracy"]) == 4 for v in valid)
+    state = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 60 and state["format_version"] == 1 and "optimizer" in state
+    model = load_model(run)  # a run folder alone is enough
+    assert model.cfg.encoder.channels == 64 and not model.training
+    # re-running a finished run is a no-op
+    again = pretrain(cfg, str(tone_corpus), str(run), progress=False)
+    assert again["step"] == 60 and len(train_losses(run)) == len(losses)
+
+
+def test_resume_rejects_a_different_config(tone_corpus, tmp_path):
+    pretrain(small_config("train.max_steps=2"), str(tone_corpus), str(tmp_path / "r"), progress=False)
+    with pytest.raises(ValueError, match="different config.*train.lr"):
+        pretrain(small_config("train.max_steps=4", "train.lr=1e-2"), str(tone_corpus), str(tmp_path / "r"), progress=False)
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tone_corpus, tmp_path):
+    common = ["pretrain", "--train-manifest", str(tone_corpus), "--no-progress", *SMALL,
+              "train.max_steps=16", "train.checkpoint_every=4", "data.num_workers=1"]
+    # uninterrupted reference
+    ref = cli(*common, "--output-dir", str(tmp_path / "ref"))
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+    # interrupted: kill -9 once the step-8 checkpoint exists, while later steps are running
+    run = tmp_path / "killed"
+    proc = cli(*common, "--output-dir", str(run))
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "step-0000008.pt").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert 8 <= state["step"] < 16  # killed mid-run; no partial files under final names
+    assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir() if p.suffix == ".pt" and p.stat().st_size == 0)
+    resumed = cli(*common, "--output-dir", str(run), "--resume")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    a = read_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
+    b = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 16
+    for name, tensor in a["model"].items():
+        assert torch.allclose(tensor, b["model"][name], atol=1e-6, rtol=0), name
+    assert train_losses(tmp_path / "ref")[-1] == pytest.approx(train_losses(run)[-1], abs=1e-5)
+
+
+def test_distributed_two_gloo_processes(tone_corpus, tmp_path):
+    run = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "cpc_speech.cli", "pretrain", "--train-manifest", str(tone_corpus), "--output-dir", str(run),
+           "--no-progress", *SMALL, "data.batch_size=2", "train.max_steps=24", "train.log_batches=true",
+           "loss.gather_across_ranks=true", "train.lr=3e-3"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = {}
+    for rank in (0, 1):
+        lines = [json.loads(ln) for ln in (run / f"batches-rank{rank}.jsonl").read_text().splitlines()]
+        assert len(lines) == 24
+        seen[rank] = [(ln["step"], tuple(map(tuple, ln["windows"]))) for ln in lines]
+    for (s0, w0), (s1, w1) in zip(seen[0], seen[1]):  # same step, different windows
+        assert s0 == s1 and not set(w0) & set(w1)
+    sums = [json.loads((run / f"final-rank{r}.json").read_text())["param_checksum"] for r in (0, 1)]
+    assert sums[0] == pytest.approx(sums[1], rel=0, abs=1e-9)  # weights identical across ranks
+    losses = train_losses(run)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    info = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert info["world_size"] == 2
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "same_speaker", "same_utterance"])
+def test_batch_samplers(tone_corpus, sampler):
+    rows = read_manifest(tone_corpus)
+    cfg = DataConfig(window_samples=4800, batch_size=4, sampler=sampler, windows_per_group=2)
+    s = WindowBatchSampler(rows, cfg, seed=1)
+    s.set_epoch(0)
+    batches = list(s)
+    assert len(batches) == len(s) > 0 and all(len(b) == 4 for b in batches)
+    for b in batches:
+        for row, offset in b:
+            assert 0 <= offset and offset + 4800 <= rows[row].num_samples_16k
+        if sampler == "same_speaker":
+            spk = [rows[r].speaker for r, _ in b]
+            assert spk[0] == spk[1] and spk[2] == spk[3]
+        if sampler == "same_utterance":
+            assert b[0][0] == b[1][0] and b[2][0] == b[3][0]
+    s.set_epoch(1)
+    assert list(s) != batches  # fresh offsets/shuffle each epoch
+    s.set_epoch(0)
+    assert list(s) == batches  # deterministic per (seed, epoch)
+    ranks = [WindowBatchSampler(rows, cfg, seed=1, rank=r, world_size=2) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(0)
+    a, b = list(ranks[0]), list(ranks[1])
+    assert len(a) == len(b) and not {w for x in a for w in x} & {w for x in b for w in x}
