@@ -319,7 +319,8 @@ class Featurizer:
                     h.update(k.encode())
                     t = v.detach().cpu().contiguous()
                     h.update(str(t.dtype).encode())
-                    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                    h.update(str(tuple(t.shape)).encode())
+                    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
                 self._fingerprint = h.hexdigest()
         return self._fingerprint
 

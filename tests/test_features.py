@@ -244,3 +244,12 @@ def test_cli_extract(gru, small_corpus, tmp_path, capsys):
     assert code == 0 and "5 utterances" in captured.out and "1 skipped" in captured.out
     assert "broken" in captured.err
     assert len(read_index(tmp_path / "out")) == 5 and json.loads((tmp_path / "out" / "meta.json").read_text())["layer"] == "encoder"
+
+
+def test_extract_corpus_batch_norm_model(small_corpus, tmp_path):
+    """Models with 0-dim buffers (BatchNorm's num_batches_tracked) are fingerprinted for the cache."""
+    model = small_model("gru", norm="batch")
+    good = [r for r in small_corpus if r.id != "broken"]
+    res = extract_corpus(model, good, tmp_path / "bn", progress=False)
+    assert res.computed == 5
+    assert extract_corpus(model, good, tmp_path / "bn", progress=False).cached == 5
