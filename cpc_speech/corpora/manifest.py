@@ -76,7 +76,7 @@ def read_manifest(path: Union[str, Path]) -> List[Utterance]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    base = path.parent
+    base = path.parent.resolve()
     rows: List[Utterance] = []
     seen = set()
     with open(path, encoding="utf-8") as f:

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# CPC on LibriSpeech, Kaldi/ESPnet style: prepare -> pretrain -> extract -> phone probe ->
+# speaker probe -> CTC fine-tuning -> report. Every stage can be re-run: finished work is skipped.
+#
+#   recipes/librispeech/run.sh --librispeech-root /data/LibriSpeech \
+#       --alignments converted_aligned_phones.txt --train-split train_split.txt --test-split test_split.txt
+#   recipes/librispeech/run.sh --demo          # generated corpus (eSpeak NG), no download
+#
+# Run from anywhere; paths given on the command line are relative to the current folder.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/../utils/common.sh"
+
+# ------------------------------------------------------------------------------------ options
+stage=0
+stop_stage=6
+librispeech_root=
+train_subsets=train-clean-100
+valid_subsets=dev-clean
+alignments=
+train_split=
+test_split=
+phones=
+conf=default
+exp_dir=
+data_dir=
+nproc=1
+hours=1.0
+demo=false
+demo_speakers=16
+demo_utterances=40
+seed=0
+force=false
+
+usage() {
+  cat <<USAGE
+Usage: $0 [options]
+  --librispeech-root DIR   LibriSpeech folder (holding train-clean-100/, dev-clean/, SPEAKERS.TXT)
+  --train-subsets LIST     pretraining subsets, comma-separated (default: $train_subsets)
+  --valid-subsets LIST     validation subsets for pretraining (default: $valid_subsets; '' for none)
+  --alignments FILE        converted_aligned_phones.txt (frame labels, CPC_audio format)
+  --train-split FILE       train_split.txt (probe/fine-tuning train ids)
+  --test-split FILE        test_split.txt (probe/fine-tuning test ids)
+  --phones FILE            phone inventory '<id> <name>' (optional; names in the report)
+  --conf NAME              fast | default | paper | demo: conf/NAME.yaml for pretraining
+                           (default: pretrain.yaml) and the NAME sections of probe.yaml/finetune.yaml
+  --exp-dir DIR            run folder (default: exp/librispeech-<conf>)
+  --data-dir DIR           manifests and split files (default: data/librispeech)
+  --nproc N                pretraining processes through torchrun (default: 1)
+  --hours H                labelled hours for CTC fine-tuning (default: $hours)
+  --stage N --stop-stage M run stages N..M (default: $stage..$stop_stage):
+                           0 prepare, 1 pretrain, 2 extract, 3 phone probe, 4 speaker probe,
+                           5 fine-tune, 6 report
+  --demo                   generate a LibriSpeech-layout corpus with eSpeak NG and run on it
+                           (--demo-speakers $demo_speakers --demo-utterances $demo_utterances --seed $seed)
+  --force                  redo finished probe stages
+  -h, --help               this help
+USAGE
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --demo) demo=true; shift ;;
+    --force) force=true; shift ;;
+    --*=*) key=${1%%=*}; set -- "$key" "${1#*=}" "${@:2}" ;;
+    --*)
+      [ $# -ge 2 ] || die "option $1 needs a value (see --help)"
+      name=${1#--}; name=${name//-/_}
+      case "$name" in
+        stage|stop_stage|librispeech_root|train_subsets|valid_subsets|alignments|train_split|test_split|phones|conf|exp_dir|data_dir|nproc|hours|demo_speakers|demo_utterances|seed)
+          printf -v "$name" '%s' "$2" ;;
+        *) die "unknown option $1 (see --help)" ;;
+      esac
+      shift 2 ;;
+    *) die "unexpected argument $1 (see --help)" ;;
+  esac
+done
+
+require_cli
+if $demo; then
+  data_dir=${data_dir:-data/demo}
+  librispeech_root=${librispeech_root:-$data_dir/corpus}
+  [ "$conf" = default ] && conf=demo
+  exp_dir=${exp_dir:-exp/demo}
+  alignments=${alignments:-$librispeech_root/converted_aligned_phones.txt}
+  train_split=${train_split:-$librispeech_root/train_split.txt}
+  test_split=${test_split:-$librispeech_root/test_split.txt}
+  phones=${phones:-$librispeech_root/phones.txt}
+  valid_subsets=   # validation = the held-out test-split utterances
+fi
+data_dir=${data_dir:-data/librispeech}
+exp_dir=${exp_dir:-exp/librispeech-$conf}
+conf_file=$here/conf/$conf.yaml
+[ "$conf" = default ] && conf_file=$here/conf/pretrain.yaml
+[ -f "$conf_file" ] || die "no pretraining config $conf_file (choose fast, default, paper or demo)"
+mkdir -p "$data_dir" "$exp_dir/log" "$exp_dir/results"
+logdir=$exp_dir/log
+log "run folder $exp_dir (config $conf), data $data_dir"
+
+need() { for v in "$@"; do [ -n "${!v}" ] || die "--${v//_/-} is required for stage(s) $stage..$stop_stage"; done; }
+need_file() { for v in "$@"; do [ -f "${!v}" ] || die "--${v//_/-}: file not found: ${!v}"; done; }
+
+# ------------------------------------------------------------------- stage 0: data preparation
+if run_stage 0 "prepare manifests"; then
+  if $demo && [ ! -f "$librispeech_root/manifest.tsv" ]; then
+    logged "$logdir/stage0.log" cpc-speech synth "$librispeech_root" --speakers "$demo_speakers" \
+      --utterances "$demo_utterances" --seed "$seed"
+  fi
+  need librispeech_root
+  [ -d "$librispeech_root" ] || die "--librispeech-root: folder not found: $librispeech_root"
+  if [ ! -f "$data_dir/train.tsv" ]; then
+    logged "$logdir/stage0.log" cpc-speech prepare librispeech "$librispeech_root" --subsets "$train_subsets" --out "$data_dir/train.tsv"
+  fi
+  if [ ! -f "$data_dir/valid.tsv" ]; then
+    if [ -n "$valid_subsets" ]; then
+      logged "$logdir/stage0.log" cpc-speech prepare librispeech "$librispeech_root" --subsets "$valid_subsets" --out "$data_dir/valid.tsv"
+    elif [ -n "$test_split" ]; then
+      logged "$logdir/stage0.log" "$PY" "$here/../utils/filter_manifest.py" "$data_dir/train.tsv" "$test_split" "$data_dir/valid.tsv"
+    fi
+  fi
+  if [ -n "$train_split" ] && [ ! -f "$data_dir/finetune_dev.txt" ]; then
+    need_file train_split
+    "$PY" "$here/../utils/split_ids.py" "$train_split" 0.1 "$data_dir/finetune_train.txt" "$data_dir/finetune_dev.txt"
+  fi
+fi
+[ -f "$data_dir/train.tsv" ] || die "$data_dir/train.tsv is missing: run stage 0 first"
+valid_args=()
+[ -f "$data_dir/valid.tsv" ] && valid_args=(--valid-manifest "$data_dir/valid.tsv")
+
+# ----------------------------------------------------------------------- stage 1: pretraining
+if run_stage 1 "pretrain ($conf_file, $nproc process(es))"; then
+  if [ "$nproc" -gt 1 ]; then
+    launcher=("$PY" -m torch.distributed.run --nproc-per-node "$nproc" -m cpc_speech.cli)
+  else
+    launcher=(cpc-speech)
+  fi
+  logged "$logdir/stage1.log" "${launcher[@]}" pretrain --config "$conf_file" --train-manifest "$data_dir/train.tsv" \
+    "${valid_args[@]}" --output-dir "$exp_dir"
+fi
+model_ckpt=$exp_dir/checkpoints/best.pt
+
+# -------------------------------------------------------------------- stage 2: feature extraction
+if run_stage 2 "extract context features"; then
+  logged "$logdir/stage2.log" cpc-speech extract --model "$exp_dir" --manifest "$data_dir/train.tsv" \
+    --out "$exp_dir/features/model-context"
+fi
+
+probe_args() { "$PY" "$here/../utils/yaml_to_args.py" "$here/conf/probe.yaml" "$1" "$conf"; }
+label_args=()
+[ -n "$phones" ] && label_args+=(--phones "$phones")
+
+# ------------------------------------------------------------------------ stage 3: phone probe
+if run_stage 3 "phone linear probe"; then
+  need alignments train_split test_split
+  need_file alignments train_split test_split
+  out=$exp_dir/results/phone_probe.json
+  if $force || ! newer_than "$out" "$model_ckpt"; then
+    eval "extra=($(probe_args phone))"
+    logged "$logdir/stage3.log" cpc-speech probe phone --model "$exp_dir" --manifest "$data_dir/train.tsv" \
+      --alignments "$alignments" --train-split "$train_split" --test-split "$test_split" "${label_args[@]}" \
+      --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
+  else
+    log "  $out is up to date (use --force to redo)"
+  fi
+fi
+
+# ---------------------------------------------------------------------- stage 4: speaker probe
+if run_stage 4 "speaker linear probe"; then
+  split_args=()
+  [ -n "$train_split" ] && split_args=(--train-split "$train_split" --test-split "$test_split")
+  for protocol in utterance window; do
+    suffix=$([ "$protocol" = window ] && echo _window || true)
+    out=$exp_dir/results/speaker_probe$suffix.json
+    if $force || ! newer_than "$out" "$model_ckpt"; then
+      eval "extra=($(probe_args speaker))"
+      logged "$logdir/stage4.log" cpc-speech probe speaker --model "$exp_dir" --manifest "$data_dir/train.tsv" \
+        "${split_args[@]}" --protocol "$protocol" --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
+    else
+      log "  $out is up to date (use --force to redo)"
+    fi
+  done
+fi
+
+# ---------------------------------------------------------------------- stage 5: CTC fine-tuning
+if run_stage 5 "CTC phone recognition, $hours h of labels"; then
+  need alignments test_split
+  [ -f "$data_dir/finetune_dev.txt" ] || die "$data_dir/finetune_dev.txt is missing: run stage 0 with --train-split"
+  eval "extra=($("$PY" "$here/../utils/yaml_to_args.py" "$here/conf/finetune.yaml" finetune "$conf"))"
+  phone_args=()
+  [ -n "$phones" ] && phone_args=(--phones "$phones")
+  logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/train.tsv" \
+    "${phone_args[@]}" --alignments "$alignments" --train-split "$data_dir/finetune_train.txt" \
+    --dev-split "$data_dir/finetune_dev.txt" --test-split "$test_split" --hours "$hours" \
+    --output-dir "$exp_dir/finetune" --resume --out "$exp_dir/results/finetune.json" "${extra[@]}"
+fi
+
+# ---------------------------------------------------------------------------- stage 6: report
+if run_stage 6 "report"; then
+  logged "$logdir/stage6.log" cpc-speech report "$exp_dir" --print
+fi
+log "done: stages $stage..$stop_stage in $exp_dir"
