@@ -351,6 +351,7 @@ def test_pretraining_summary_of_a_resumed_log():
     assert p["wall_time_seconds"] == 102.0 and p["parameters"] == 10
     assert split_run_name("fr_1h") == ("fr", "1h") and split_run_name("en") == ("en", None)
     assert split_run_name("10min") == (None, "10min") and split_run_name("pt_BR_all") == ("pt_BR", "all")
+    assert split_run_name("zh-CN_0.5h") == ("zh-CN", "0.5h") and split_run_name("fr_allh") == ("fr", "allh")
 
 
 # ----------------------------------------------------------------------------- several runs, markers

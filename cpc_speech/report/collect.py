@@ -37,7 +37,7 @@ BEST_KEYS = ("weight_decay", "epochs", "dev_accuracy", "optimizer")
 CONDITION_KEYS = ("per_dev", "per_test", "train_hours", "train_utterances", "best_epoch", "epochs_run",
                   "stopped_early", "initial_dev_per", "seconds")
 CURVE_KEYS = ("epoch", "train_loss", "dev_per", "dev_loss")
-_BUDGET = re.compile(r"^(\d+(?:\.\d+)?)(h|min|m|s)$|^all$", re.IGNORECASE)
+_BUDGET = re.compile(r"^(\d+(?:\.\d+)?)(h|min|m|s)$|^allh?$", re.IGNORECASE)
 
 
 class ReportError(ValueError):
@@ -80,8 +80,9 @@ def finetune_name(path: Path) -> str:
 
 
 def split_run_name(name: str) -> Tuple[Optional[str], Optional[str]]:
-    """``"fr_1h"`` -> ("fr", "1h"); ``"fr"`` -> ("fr", None); ``"10min"`` -> (None, "10min")."""
-    parts = [p for p in re.split(r"[_\-]", name) if p]
+    """``"fr_1h"`` -> ("fr", "1h"); ``"zh-CN_0.5h"`` -> ("zh-CN", "0.5h"); ``"fr"`` -> ("fr", None);
+    ``"10min"`` -> (None, "10min"). The budget is the last ``_``-separated part that looks like one."""
+    parts = [p for p in name.split("_") if p]
     budget = next((p for p in reversed(parts) if _BUDGET.match(p)), None)
     rest = [p for p in parts if p != budget]
     return ("_".join(rest) or None), budget
