@@ -191,6 +191,11 @@ def test_probe_learns_linear_labels_and_not_shuffled_ones():
     out = select_and_fit(fit, dev, test, 5, FitConfig(max_epochs=8, weight_decays=(0.0, 1e-3)))
     assert out.accuracy >= 0.9, out
     assert 1 <= out.best["epochs"] <= 8 and out.best["weight_decay"] in (0.0, 1e-3)
+    # the kept probe is the dev-best snapshot; refit retrains on fit + dev with the same settings
+    assert np.mean(out.probe.predict(dev) == dev.y) == out.best["dev_accuracy"]
+    assert out.best["dev_accuracy"] == max(max(c) for c in out.dev_curve.values())
+    refit = select_and_fit(fit, dev, test, 5, FitConfig(max_epochs=8, weight_decays=(0.0, 1e-3)), refit=True)
+    assert refit.best["epochs"] == out.best["epochs"] and refit.best["refit_on_train"] and refit.accuracy >= 0.9
     fit, dev, test = (_synthetic(n, rng, w, shuffle=True) for n in (4000, 500, 2000))
     out = select_and_fit(fit, dev, test, 5, FitConfig(max_epochs=8, weight_decays=(0.0, 1e-3)))
     majority = np.bincount(test.y).max() / len(test.y)
@@ -250,6 +255,9 @@ def test_phone_probe_end_to_end(labelled_tones, tiny_checkpoint, tmp_path):
     assert saved["results"]["mfcc"]["accuracy"] >= saved["majority"]["accuracy"] + 0.4, saved["majority"]
     assert saved["results"]["mfcc"]["accuracy"] >= 0.85
     assert res["results"]["model"]["accuracy"] == saved["results"]["model"]["accuracy"]
+    train_ids = (labelled_tones / "train_split.txt").read_text().split()
+    test_ids = (labelled_tones / "test_split.txt").read_text().split()
+    assert len(saved["dev_ids"]) == 2 and set(saved["dev_ids"]) <= set(train_ids) and not set(saved["dev_ids"]) & set(test_ids)
 
     # the cache: a second run recomputes nothing and gives the same numbers
     cache = tmp_path / "phone.cache"

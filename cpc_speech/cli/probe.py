@@ -25,9 +25,11 @@ def _common(p) -> None:
     p.add_argument("--no-baselines", action="store_true", help="probe the model only")
     p.add_argument("--dev-fraction", type=float, default=0.1, help="share of train utterances held out for model selection (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam")
+    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=None,
+                   help="probe optimiser (default lbfgs: full batch; adam: mini-batches, cheaper on millions of frames)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs searched on dev")
     p.add_argument("--weight-decays", default=None, help="comma-separated weight-decay grid, e.g. 0,1e-4,1e-3")
+    p.add_argument("--refit", action="store_true", help="retrain the selected probe on the whole train split (fit + dev) instead of keeping the best dev snapshot")
     p.add_argument("--skip-missing", action="store_true", help="drop split utterances missing from the manifest/alignments/features (with a warning) instead of failing")
     p.add_argument("--device", default=None, help="device for feature extraction (cpu, cuda, ...)")
     p.add_argument("--workers", type=int, default=2, help="audio reading threads")
@@ -86,7 +88,7 @@ def run(args) -> int:
     common = dict(
         model=args.model, manifest=args.manifest, out=args.out, cache_dir=args.cache_dir, layer=args.layer,
         baselines=baselines, dev_fraction=args.dev_fraction, seed=args.seed, device=args.device,
-        workers=args.workers, progress=not args.no_progress, skip_missing=args.skip_missing,
+        workers=args.workers, progress=not args.no_progress, skip_missing=args.skip_missing, refit=args.refit,
     )
     if args.task == "phone":
         from cpc_speech.probes.linear import FitConfig
@@ -123,5 +125,6 @@ def _fit_config(cfg, args):
         cfg.max_epochs = args.epochs
     if args.weight_decays:
         cfg.weight_decays = tuple(float(x) for x in args.weight_decays.split(",") if x.strip())
-    cfg.optimizer = args.optimizer
+    if args.optimizer:
+        cfg.optimizer = args.optimizer
     return cfg.validate()

@@ -17,14 +17,16 @@ Result JSON (written to ``--out``; the report code relies on this layout)::
       "labels": [name of class 0, name of class 1, ...],   # phones, or speaker ids
       "majority": {"label": str, "accuracy": float},       # most frequent train class on test
       "model_path": str, "seconds": float,
+      "dev_ids": [utterance ids of the dev split carved from train],
       ... inputs: "manifest", "alignments", "train_split", "test_split", "dev_fraction", "seed",
           "fit_config", "cache_dir"; speaker: "window_frames", "test_dropped_unseen_speakers"
     }
 
     ENTRY = {
       "accuracy": float in [0, 1],              # test accuracy (frames, utterances or windows)
-      "train_utterances": n, "train_frames": n, # whole train split (fit + dev): the final probe's data
-      "fit_utterances": n,   "fit_frames": n,   # train minus dev: used during model selection
+      "train_utterances": n, "train_frames": n, # whole train split (fit + dev)
+      "fit_utterances": n,   "fit_frames": n,   # train minus dev: the probe is fit on these (on the
+                                                # whole train split with best.refit_on_train)
       "dev_utterances": n,   "dev_frames": n,
       "test_utterances": n,  "test_frames": n,
       ("train_examples", "fit_examples", "dev_examples", "test_examples", "speakers": speaker probe)

@@ -145,6 +145,7 @@ def run_phone_probe(
     workers: int = 2,
     progress: bool = True,
     skip_missing: bool = False,
+    refit: bool = False,
     log: Callable[[str], None] = stderr_log,
 ) -> Dict[str, Any]:
     """Run the phone probe for the model and the baselines; returns (and writes to ``out``) the
@@ -182,6 +183,7 @@ def run_phone_probe(
     needed = [by_id[u] for u in dict.fromkeys(used)]
     results: Dict[str, Any] = {}
     majority = None
+    dev_ids_first: List[str] = []
     for feat in feats_list:
         feats = cached_features(feat, needed, cache, workers=workers, progress=progress, log=log)
         tr = _with_features(train_ids, feats, train, feat.name, skip_missing)
@@ -194,7 +196,7 @@ def run_phone_probe(
         test_d = frame_data(te, feats, ali, context_frames)
         log(f"{feat.name}: fitting the phone probe on {len(fit_d)} frames ({len(fit_ids)} utterances), "
             f"dev {len(dev_d)}, test {len(test_d)}")
-        outcome = select_and_fit(fit_d, dev_d, test_d, n_classes, fit)
+        outcome = select_and_fit(fit_d, dev_d, test_d, n_classes, fit, refit=refit)
         sizes = {
             "train_utterances": len(tr), "train_frames": len(fit_d) + len(dev_d),
             "fit_utterances": len(fit_ids), "fit_frames": len(fit_d),
@@ -203,6 +205,8 @@ def run_phone_probe(
         }
         results[feat.name] = result_entry(outcome, test_d, names, sizes, int(fit_d.X.shape[1]))
         log(f"{feat.name}: test frame accuracy {outcome.accuracy:.4f} (best {outcome.best})")
+        if not dev_ids_first:
+            dev_ids_first = list(dev_ids)
         if majority is None:
             counts = np.bincount(np.concatenate([fit_d.y, dev_d.y]), minlength=n_classes)
             top = int(counts.argmax())
@@ -222,6 +226,7 @@ def run_phone_probe(
         "train_split": str(train.path),
         "test_split": str(test.path),
         "dev_fraction": dev_fraction,
+        "dev_ids": dev_ids_first,
         "seed": seed,
         "fit_config": to_dict(fit),
         "cache_dir": str(cache),
