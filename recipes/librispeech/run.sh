@@ -58,24 +58,7 @@ Usage: $0 [options]
 USAGE
 }
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --demo) demo=true; shift ;;
-    --force) force=true; shift ;;
-    --*=*) key=${1%%=*}; set -- "$key" "${1#*=}" "${@:2}" ;;
-    --*)
-      [ $# -ge 2 ] || die "option $1 needs a value (see --help)"
-      name=${1#--}; name=${name//-/_}
-      case "$name" in
-        stage|stop_stage|librispeech_root|train_subsets|valid_subsets|alignments|train_split|test_split|phones|conf|exp_dir|data_dir|nproc|hours|demo_speakers|demo_utterances|seed)
-          printf -v "$name" '%s' "$2" ;;
-        *) die "unknown option $1 (see --help)" ;;
-      esac
-      shift 2 ;;
-    *) die "unexpected argument $1 (see --help)" ;;
-  esac
-done
+parse_options "stage stop_stage librispeech_root train_subsets valid_subsets alignments train_split test_split phones conf exp_dir data_dir nproc hours demo_speakers demo_utterances seed" "$@"
 
 require_cli
 if $demo; then
@@ -91,7 +74,8 @@ if $demo; then
 fi
 data_dir=${data_dir:-data/librispeech}
 exp_dir=${exp_dir:-exp/librispeech-$conf}
-conf_file=$here/conf/$conf.yaml
+conf_dir=$here/conf
+conf_file=$conf_dir/$conf.yaml
 [ "$conf" = default ] && conf_file=$here/conf/pretrain.yaml
 [ -f "$conf_file" ] || die "no pretraining config $conf_file (choose fast, default, paper or demo)"
 mkdir -p "$data_dir" "$exp_dir/log" "$exp_dir/results"
@@ -130,23 +114,15 @@ valid_args=()
 
 # ----------------------------------------------------------------------- stage 1: pretraining
 if run_stage 1 "pretrain ($conf_file, $nproc process(es))"; then
-  if [ "$nproc" -gt 1 ]; then
-    launcher=("$PY" -m torch.distributed.run --nproc-per-node "$nproc" -m cpc_speech.cli)
-  else
-    launcher=(cpc-speech)
-  fi
-  logged "$logdir/stage1.log" "${launcher[@]}" pretrain --config "$conf_file" --train-manifest "$data_dir/train.tsv" \
-    "${valid_args[@]}" --output-dir "$exp_dir"
+  pretrain_cmd "$conf_file" "$data_dir/train.tsv" "${valid_args[@]}"
 fi
 model_ckpt=$exp_dir/checkpoints/best.pt
 
 # -------------------------------------------------------------------- stage 2: feature extraction
 if run_stage 2 "extract context features"; then
-  logged "$logdir/stage2.log" cpc-speech extract --model "$exp_dir" --manifest "$data_dir/train.tsv" \
-    --out "$exp_dir/features/model-context"
+  extract_cmd "$data_dir/train.tsv"
 fi
 
-probe_args() { "$PY" "$here/../utils/yaml_to_args.py" "$here/conf/probe.yaml" "$1" "$conf"; }
 label_args=()
 [ -n "$phones" ] && label_args+=(--phones "$phones")
 
@@ -156,7 +132,7 @@ if run_stage 3 "phone linear probe"; then
   need_file alignments train_split test_split
   out=$exp_dir/results/phone_probe.json
   if $force || ! newer_than "$out" "$model_ckpt"; then
-    eval "extra=($(probe_args phone))"
+    eval "extra=($(conf_args "$conf_dir/probe.yaml" phone))"
     logged "$logdir/stage3.log" cpc-speech probe phone --model "$exp_dir" --manifest "$data_dir/train.tsv" \
       --alignments "$alignments" --train-split "$train_split" --test-split "$test_split" "${label_args[@]}" \
       --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
@@ -173,7 +149,7 @@ if run_stage 4 "speaker linear probe"; then
     suffix=$([ "$protocol" = window ] && echo _window || true)
     out=$exp_dir/results/speaker_probe$suffix.json
     if $force || ! newer_than "$out" "$model_ckpt"; then
-      eval "extra=($(probe_args speaker))"
+      eval "extra=($(conf_args "$conf_dir/probe.yaml" speaker))"
       logged "$logdir/stage4.log" cpc-speech probe speaker --model "$exp_dir" --manifest "$data_dir/train.tsv" \
         "${split_args[@]}" --protocol "$protocol" --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
     else
@@ -186,7 +162,7 @@ fi
 if run_stage 5 "CTC phone recognition, $hours h of labels"; then
   need alignments test_split
   [ -f "$data_dir/finetune_dev.txt" ] || die "$data_dir/finetune_dev.txt is missing: run stage 0 with --train-split"
-  eval "extra=($("$PY" "$here/../utils/yaml_to_args.py" "$here/conf/finetune.yaml" finetune "$conf"))"
+  eval "extra=($(conf_args "$conf_dir/finetune.yaml" finetune))"
   phone_args=()
   [ -n "$phones" ] && phone_args=(--phones "$phones")
   logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/train.tsv" \

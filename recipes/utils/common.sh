@@ -29,3 +29,43 @@ require_cli() {
 
 # newer_than A B: true when file A exists and is newer than B (or B does not exist).
 newer_than() { [ -e "$1" ] && { [ ! -e "$2" ] || [ "$1" -nt "$2" ]; }; }
+
+# parse_options "name1 name2 ..." "$@": --name-with-dashes VALUE (or --name=VALUE) sets $name_with_dashes
+# for the listed names; --demo and --force set demo=true / force=true; -h/--help calls usage.
+parse_options() {
+  local allowed=" $1 " name
+  shift
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -h|--help) usage; exit 0 ;;
+      --demo) demo=true; shift ;;
+      --force) force=true; shift ;;
+      --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
+      --*)
+        name=${1#--}; name=${name//-/_}
+        [[ "$allowed" == *" $name "* ]] || die "unknown option $1 (see --help)"
+        [ $# -ge 2 ] || die "option $1 needs a value (see --help)"
+        printf -v "$name" '%s' "$2"
+        shift 2 ;;
+      *) die "unexpected argument $1 (see --help)" ;;
+    esac
+  done
+}
+
+# pretrain_cmd CONF MANIFEST [extra args]: stage 1, single process or torchrun with $nproc processes.
+pretrain_cmd() {
+  local conf_file=$1 manifest=$2
+  shift 2
+  local launcher=(cpc-speech)
+  [ "$nproc" -gt 1 ] && launcher=("$PY" -m torch.distributed.run --nproc-per-node "$nproc" -m cpc_speech.cli)
+  logged "$logdir/stage1.log" "${launcher[@]}" pretrain --config "$conf_file" --train-manifest "$manifest" \
+    --output-dir "$exp_dir" "$@"
+}
+
+# extract_cmd MANIFEST: stage 2, context features into the folder the probes use as their cache.
+extract_cmd() {
+  logged "$logdir/stage2.log" cpc-speech extract --model "$exp_dir" --manifest "$1" --out "$exp_dir/features/model-context"
+}
+
+# conf_args FILE GROUP: options of GROUP for the current $conf from a recipe YAML file.
+conf_args() { "$PY" "$(dirname "${BASH_SOURCE[0]}")/yaml_to_args.py" "$1" "$2" "$conf"; }

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# CPC on Common Voice, after Riviere et al. (2020): pretrain on the untranscribed clips of several
+# locales, then per-locale CTC phone recognition with 1 h and 5 h of labels (frozen, fine-tuned,
+# MFCC and from-scratch), a speaker probe over client_id, and a report.
+#
+#   recipes/commonvoice/run.sh --cv-root /data/cv-corpus-17.0 --locales fr,es,nl \
+#       --transcripts-dir /data/cv-phones     # <dir>/<locale>/phone_transcripts.txt + phones.txt
+#   recipes/commonvoice/run.sh --demo         # generated corpus (eSpeak NG), no download
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/../utils/common.sh"
+
+stage=0
+stop_stage=6
+cv_root=
+locales=
+transcripts_dir=
+conf=default
+exp_dir=
+data_dir=
+nproc=1
+label_hours=1,5
+demo=false
+demo_languages=en-us,fr,es
+demo_speakers=8
+demo_utterances=20
+seed=0
+force=false
+
+usage() {
+  cat <<USAGE
+Usage: $0 [options]
+  --cv-root DIR            Common Voice release folder (holding <locale>/clips, <locale>/validated.tsv, ...)
+  --locales LIST           comma-separated locales, e.g. fr,es (default: all present)
+  --transcripts-dir DIR    phone transcriptions: DIR/<locale>/phone_transcripts.txt ('<clip-id> <phone> ...')
+                           and DIR/<locale>/phones.txt ('<id> <name>', 0 = silence) (default: --cv-root)
+  --label-hours LIST       fine-tuning label budgets in hours (default: $label_hours)
+  --conf NAME              fast | default | paper | demo (conf/NAME.yaml; default: pretrain.yaml)
+  --exp-dir DIR            run folder (default: exp/commonvoice-<conf>)
+  --data-dir DIR           manifests and id lists (default: data/commonvoice)
+  --nproc N                pretraining processes through torchrun (default: 1)
+  --stage N --stop-stage M run stages N..M (default: $stage..$stop_stage):
+                           0 prepare, 1 pretrain, 2 extract, 3 phone probe (locales with alignments),
+                           4 speaker probe, 5 fine-tune per locale and budget, 6 report
+  --demo                   generate a Common Voice-layout corpus (MP3, 48 kHz) with eSpeak NG and run on it
+                           (--demo-languages $demo_languages --demo-speakers $demo_speakers --demo-utterances $demo_utterances --seed $seed)
+  --force                  redo finished probe stages
+  -h, --help               this help
+USAGE
+}
+
+parse_options "stage stop_stage cv_root locales transcripts_dir conf exp_dir data_dir nproc label_hours demo_languages demo_speakers demo_utterances seed" "$@"
+
+require_cli
+if $demo; then
+  data_dir=${data_dir:-data/demo-commonvoice}
+  cv_root=${cv_root:-$data_dir/corpus}
+  [ "$conf" = default ] && conf=demo
+  exp_dir=${exp_dir:-exp/demo-commonvoice}
+fi
+data_dir=${data_dir:-data/commonvoice}
+exp_dir=${exp_dir:-exp/commonvoice-$conf}
+conf_dir=$here/../librispeech/conf   # the configs are shared with the LibriSpeech recipe
+[ -d "$here/conf" ] && [ -n "$(ls "$here/conf" 2>/dev/null)" ] && conf_dir=$here/conf
+conf_file=$conf_dir/$conf.yaml
+[ "$conf" = default ] && conf_file=$conf_dir/pretrain.yaml
+[ -f "$conf_file" ] || die "no pretraining config $conf_file (choose fast, default, paper or demo)"
+mkdir -p "$data_dir" "$exp_dir/log" "$exp_dir/results"
+logdir=$exp_dir/log
+log "run folder $exp_dir (config $conf), data $data_dir"
+
+# ------------------------------------------------------------------- stage 0: data preparation
+if run_stage 0 "prepare manifests and id lists"; then
+  if $demo && [ ! -d "$cv_root" ]; then
+    logged "$logdir/stage0.log" cpc-speech synth "$cv_root" --layout commonvoice --languages "$demo_languages" \
+      --speakers "$demo_speakers" --utterances "$demo_utterances" --seed "$seed"
+  fi
+  [ -n "$cv_root" ] || die "--cv-root is required"
+  [ -d "$cv_root" ] || die "--cv-root: folder not found: $cv_root"
+  if [ -z "$locales" ]; then
+    locales=$(for d in "$cv_root"/*/; do [ -d "$d/clips" ] && basename "$d"; done | paste -sd, -)
+    [ -n "$locales" ] || die "no <locale>/clips folder under $cv_root"
+  fi
+  echo "$locales" > "$data_dir/locales"
+  [ -f "$data_dir/train.tsv" ] || logged "$logdir/stage0.log" cpc-speech prepare commonvoice "$cv_root" \
+    --locales "$locales" --splits validated --out "$data_dir/train.tsv"
+  for loc in ${locales//,/ }; do
+    mkdir -p "$data_dir/$loc"
+    [ -f "$data_dir/$loc/manifest.tsv" ] || logged "$logdir/stage0.log" cpc-speech prepare commonvoice "$cv_root" \
+      --locales "$loc" --splits validated --out "$data_dir/$loc/manifest.tsv"
+    for split in train dev test; do
+      "$here/../utils/cv_split_ids.sh" "$cv_root/$loc/$split.tsv" "$data_dir/$loc/${split}_ids.txt"
+    done
+  done
+fi
+[ -f "$data_dir/train.tsv" ] || die "$data_dir/train.tsv is missing: run stage 0 first"
+locales=${locales:-$(cat "$data_dir/locales")}
+transcripts_dir=${transcripts_dir:-$cv_root}
+
+# ----------------------------------------------------------------------- stage 1: pretraining
+if run_stage 1 "pretrain on $locales ($conf_file, $nproc process(es))"; then
+  pretrain_cmd "$conf_file" "$data_dir/train.tsv"
+fi
+model_ckpt=$exp_dir/checkpoints/best.pt
+
+# -------------------------------------------------------------------- stage 2: feature extraction
+if run_stage 2 "extract context features"; then
+  extract_cmd "$data_dir/train.tsv"
+fi
+
+
+# ---------------------------------------------- stage 3: phone probe (where frame labels exist)
+if run_stage 3 "phone linear probe per locale with alignments"; then
+  first=true   # the first locale's result is the report's phone_probe.json; the others sit beside it
+  for loc in ${locales//,/ }; do
+    ali=$transcripts_dir/$loc/converted_aligned_phones.txt
+    if [ ! -f "$ali" ] || [ ! -f "$transcripts_dir/$loc/train_split.txt" ]; then
+      log "  $loc: no frame alignments ($ali): skipped"; continue
+    fi
+    out=$exp_dir/results/phone_probe_$loc.json
+    $first && out=$exp_dir/results/phone_probe.json
+    first=false
+    if $force || ! newer_than "$out" "$model_ckpt"; then
+      eval "extra=($(conf_args "$conf_dir/probe.yaml" phone))"
+      logged "$logdir/stage3.log" cpc-speech probe phone --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
+        --alignments "$ali" --phones "$transcripts_dir/$loc/phones.txt" \
+        --train-split "$transcripts_dir/$loc/train_split.txt" --test-split "$transcripts_dir/$loc/test_split.txt" \
+        --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
+    fi
+  done
+fi
+
+# ---------------------------------------------------------- stage 4: speaker probe (client_id)
+if run_stage 4 "speaker linear probe over client_id"; then
+  out=$exp_dir/results/speaker_probe.json
+  if $force || ! newer_than "$out" "$model_ckpt"; then
+    eval "extra=($(conf_args "$conf_dir/probe.yaml" speaker))"
+    logged "$logdir/stage4.log" cpc-speech probe speaker --model "$exp_dir" --manifest "$data_dir/train.tsv" \
+      --holdout 0.2 --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
+  fi
+fi
+
+# -------------------------------------------------- stage 5: CTC fine-tuning per locale and budget
+if run_stage 5 "CTC phone recognition per locale ($label_hours h of labels)"; then
+  eval "extra=($(conf_args "$conf_dir/finetune.yaml" finetune))"
+  for loc in ${locales//,/ }; do
+    tr=$transcripts_dir/$loc/phone_transcripts.txt
+    if [ ! -f "$tr" ]; then
+      log "  $loc: no phone transcriptions ($tr): skipped"; continue
+    fi
+    for h in ${label_hours//,/ }; do
+      logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
+        --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" \
+        --train-split "$data_dir/$loc/train_ids.txt" --dev-split "$data_dir/$loc/dev_ids.txt" \
+        --test-split "$data_dir/$loc/test_ids.txt" --hours "$h" \
+        --output-dir "$exp_dir/finetune/${loc}_${h}h" --resume --out "$exp_dir/results/finetune_${loc}_${h}h.json" "${extra[@]}"
+    done
+  done
+fi
+
+# ---------------------------------------------------------------------------- stage 6: report
+if run_stage 6 "report"; then
+  logged "$logdir/stage6.log" cpc-speech report "$exp_dir" --print
+fi
+log "done: stages $stage..$stop_stage in $exp_dir"
