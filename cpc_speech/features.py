@@ -207,7 +207,7 @@ def extract_features_batch(
     layer: str = "context",
     device: Optional[Union[str, torch.device]] = None,
     sample_rate: Optional[int] = None,
-    batch_seconds: float = 160.0,
+    batch_seconds: float = 40.0,
     chunk_seconds: float = 60.0,
 ) -> List[np.ndarray]:
     """Features of many waveforms (paths, arrays at ``sample_rate``, or tensors), batched.
@@ -533,7 +533,7 @@ def extract_corpus(
     dtype: str = "float32",
     device: Optional[Union[str, torch.device]] = None,
     mode: str = "frames",
-    batch_seconds: float = 160.0,
+    batch_seconds: float = 40.0,
     chunk_seconds: float = 60.0,
     name: Optional[str] = None,
 ) -> CorpusFeatures:

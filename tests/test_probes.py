@@ -4,10 +4,6 @@ probes on a small labelled tone corpus (each "phone" is a tone, each speaker a b
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +25,7 @@ from cpc_speech.probes.labels import (
     read_split,
 )
 from cpc_speech.probes.linear import FitConfig, ProbeData, context_neighbors, select_and_fit
-from cpc_speech.probes.phone import frame_data, run_phone_probe
+from cpc_speech.probes.phone import run_phone_probe
 from cpc_speech.probes.speaker import run_speaker_probe
 
 PHONE_FREQS = [330.0, 820.0, 1650.0, 3100.0]  # one tone per label

@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cpu)")
     p.add_argument("--workers", type=int, default=2, help="audio reading threads (default %(default)s)")
     p.add_argument("--float16", action="store_true", help="store float16 instead of float32")
-    p.add_argument("--batch-seconds", type=float, default=160.0, help="padded audio per model batch (default %(default)s)")
+    p.add_argument("--batch-seconds", type=float, default=40.0, help="padded audio per model batch (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
