@@ -16,6 +16,28 @@ from cpc_speech.config import ContextConfig
 from cpc_speech.model.transformer import CausalTransformerBlock
 
 
+class single_thread:
+    """Run a block with one intra-op thread on CPU.
+
+    A GRU/LSTM step multiplies tiny matrices; with several OpenMP threads each of the thousands of
+    steps pays a barrier, and when another process holds a core the barrier waits for a time slice:
+    measured 0.036 s (1 thread) against 4.9 s (2 threads, other core busy) for 1000 steps of a
+    128-unit GRU. One thread is never slower here (benchmarks/NOTES.md).
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.enabled and self.saved > 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.enabled and self.saved > 1:
+            torch.set_num_threads(self.saved)
+
+
 class RecurrentContext(nn.Module):
     """GRU or LSTM (unidirectional, batch_first)."""
 
@@ -25,8 +47,15 @@ class RecurrentContext(nn.Module):
         self.rnn = rnn(in_dim, cfg.hidden, num_layers=cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
 
     def forward(self, z: torch.Tensor, state: Optional[Any] = None) -> Tuple[torch.Tensor, Any]:
-        self.rnn.flatten_parameters() if z.is_cuda else None
-        c, state = self.rnn(z, state)
+        if z.is_cuda:
+            self.rnn.flatten_parameters()
+        with single_thread(not z.is_cuda):
+            c, state = self.rnn(z, state)
+        if not z.is_cuda and c.requires_grad and z.requires_grad and torch.get_num_threads() > 1:
+            # the recurrent backward runs between the gradient of c and the gradient of z
+            threads = torch.get_num_threads()
+            c.register_hook(lambda g: (torch.set_num_threads(1), g)[1])
+            z.register_hook(lambda g: (torch.set_num_threads(threads), g)[1])
         return c, state
 
 
