@@ -28,7 +28,7 @@ nproc=1
 hours=1.0
 demo=false
 demo_speakers=16
-demo_utterances=40
+demo_utterances=24
 seed=0
 force=false
 
@@ -71,6 +71,7 @@ if $demo; then
   test_split=${test_split:-$librispeech_root/test_split.txt}
   phones=${phones:-$librispeech_root/phones.txt}
   valid_subsets=   # validation = the held-out test-split utterances
+  [ "$hours" = 1.0 ] && hours=0.1
 fi
 data_dir=${data_dir:-data/librispeech}
 exp_dir=${exp_dir:-exp/librispeech-$conf}
