@@ -2,6 +2,7 @@
 two gloo processes train in lock-step on disjoint data."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -145,3 +146,15 @@ def test_batch_samplers(tone_corpus, sampler):
         r.set_epoch(0)
     a, b = list(ranks[0]), list(ranks[1])
     assert len(a) == len(b) and not {w for x in a for w in x} & {w for x in b for w in x}
+
+
+def test_bf16_autocast_and_tensorboard_logging(tone_corpus, tmp_path):
+    pytest.importorskip("tensorboard")
+    cfg = small_config("train.max_steps=6", "train.amp=bf16", "train.checkpoint_every=6")
+    summary = pretrain(cfg, str(tone_corpus), str(tmp_path / "bf16"), progress=False)
+    assert summary["finished"]
+    losses = train_losses(tmp_path / "bf16")
+    assert len(losses) == 3 and all(math.isfinite(x) and 0 < x < 4 * math.log(17) + 1 for x in losses)
+    events = list((tmp_path / "bf16" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100
+    assert read_checkpoint(tmp_path / "bf16" / "checkpoints" / "last.pt")["model"]["encoder.layers.0.weight"].dtype == torch.float32
