@@ -1,0 +1,85 @@
+"""Benchmark harness smoke test: tiny sizes, every section, valid JSON with the expected keys
+(no timing assertions), plus the analytic FLOP count."""
+
+import json
+
+import pytest
+
+from cpc_speech import bench
+from cpc_speech.config import preset
+
+
+def test_analytic_flops_default():
+    f = bench.analytic_flops(preset("default"), batch=8, samples=20480, negatives=128, sampling="cross_batch")
+    assert f["frames"] == 128
+    # conv layers: 2 k Cin Cout frames_out, frames 4096, 1024, 512, 256, 128
+    enc = 2 * (10 * 1 * 256 * 4096 + 8 * 256 * 256 * 1024 + 4 * 256 * 256 * (512 + 256 + 128))
+    assert f["encoder"] == 8 * enc
+    assert f["context"] == 8 * 3 * 2 * (256 * 256 + 256 * 256) * 128  # GRU: 3 gates
+    assert f["heads"] == 8 * 2 * 256 * 12 * 256 * 128
+    assert f["loss"] == 2 * (8 * 128 * 12) * 256 * (8 * 128)  # dense scores against every frame of the batch
+    assert f["step"] == 3 * (f["encoder"] + f["context"] + f["heads"] + f["loss"])
+    local = bench.analytic_flops(preset("default"), 8, 20480, 128, "same_utterance")
+    assert local["loss"] == f["loss"] // 8  # scores against the own window only
+    cfg, _ = bench.build_config("cpc_audio_default", {"batch": 8, "window": 20480, "negatives": 128}, "cross_batch", "none", "cpu", 1)
+    t = bench.analytic_flops(cfg.model, 8, 20480, 128, "cross_batch")
+    assert cfg.model.context.kind == "lstm" and cfg.model.predictor.kind == "transformer"
+    assert t["context"] == 8 * 4 * 2 * (256 * 256 + 256 * 256) * 128  # LSTM: 4 gates
+    assert t["heads"] > 10 * f["heads"] and t["redundant_qkv"] > 0
+
+
+def test_bench_quick_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--quick", "--presets", "tiny", "--sampling", "cross_batch", "--threads", "1",
+                     "--output", str(out), "--machine", "testbox"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["schema"] == bench.SCHEMA
+    for key in ("machine", "settings", "matmul", "train", "loader", "extract", "targets", "load_average_start"):
+        assert key in res, key
+    m = res["machine"]
+    assert m["name"] == "testbox" and m["threads"] == 1 and m["torch"] and m["cpu_model"] and m["cores"] >= 1
+    assert "error" not in res["matmul"], res["matmul"]
+    assert res["matmul"]["fp32"]["gflops_best"] > 0
+
+    (tr,) = res["train"]
+    assert "error" not in tr, tr
+    assert tr["config"] == "tiny" and tr["sampling"] == "cross_batch" and tr["isolated"]
+    assert len(tr["step_seconds"]["values"]) == res["settings"]["steps"]
+    for key in ("median", "min", "max", "q1", "q3"):
+        assert tr["step_seconds"][key] > 0
+    assert tr["audio_seconds_per_second"]["median"] > 0 and tr["gflops_per_second"] > 0
+    assert set(tr["flops"]) >= {"encoder", "context", "heads", "loss", "forward", "step"}
+    parts = tr["split"]["parts"]
+    assert set(parts) == set(bench.PARTS)
+    assert abs(sum(p["share"] for p in parts.values()) - 1) < 1e-6
+    assert tr["memory"]["peak_rss_mb"] > 0
+    assert all(v == v for v in tr["loss_values"])  # finite, not NaN
+
+    ld = res["loader"]
+    assert "error" not in ld, ld
+    assert set(ld["workers"]) == {"0", "1", "2"}
+    assert all(w["windows"] > 0 for w in ld["workers"].values())
+    assert "error" not in ld["e2e"], ld["e2e"]
+    assert ld["e2e"]["workers"] == 2 and 0 <= ld["e2e"]["wait_share"] <= 1
+
+    ex = res["extract"]
+    assert "error" not in ex["short"] and "error" not in ex["long"], ex
+    assert ex["short"]["rtf"] > 0 and ex["long"]["peak_rss_mb"] > 0
+    assert ex["long"]["frames"] == int(res["settings"]["long_seconds"] * 100)
+
+    names = [t["name"] for t in res["targets"]]
+    assert any("loss share" in n for n in names) and any("real time" in n for n in names)
+    assert "matmul" in bench.format_report(res)
+
+
+def test_bench_cli_registered():
+    from cpc_speech.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--quick", "--only", "matmul"])
+    assert args.command == "bench" and args.quick and args.only == "matmul"
+
+
+def test_bench_rejects_unknown_section(tmp_path):
+    with pytest.raises(ValueError):
+        bench.main(["--quick", "--only", "nope", "--output", str(tmp_path / "x.json")])
