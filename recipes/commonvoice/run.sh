@@ -44,7 +44,7 @@ Usage: $0 [options]
                            4 speaker probe, 5 fine-tune per locale and budget, 6 report
   --demo                   generate a Common Voice-layout corpus (MP3, 48 kHz) with eSpeak NG and run on it
                            (--demo-languages $demo_languages --demo-speakers $demo_speakers --demo-utterances $demo_utterances --seed $seed)
-  --force                  redo finished probe stages
+  --force                  redo finished probe and fine-tuning stages
   -h, --help               this help
 USAGE
 }
@@ -149,11 +149,15 @@ if run_stage 5 "CTC phone recognition per locale ($label_hours h of labels)"; th
       log "  $loc: no phone transcriptions ($tr): skipped"; continue
     fi
     for h in ${label_hours//,/ }; do
+      out=$exp_dir/results/finetune_${loc}_${h}h.json
+      if ! $force && newer_than "$out" "$model_ckpt"; then
+        log "  $out is up to date (use --force to redo)"; continue
+      fi
       logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
         --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" \
         --train-split "$data_dir/$loc/train_ids.txt" --dev-split "$data_dir/$loc/dev_ids.txt" \
         --test-split "$data_dir/$loc/test_ids.txt" --hours "$h" \
-        --output-dir "$exp_dir/finetune/${loc}_${h}h" --resume --out "$exp_dir/results/finetune_${loc}_${h}h.json" "${extra[@]}"
+        --output-dir "$exp_dir/finetune/${loc}_${h}h" --resume --out "$out" "${extra[@]}"
     done
   done
 fi

@@ -53,7 +53,7 @@ Usage: $0 [options]
                            5 fine-tune, 6 report
   --demo                   generate a LibriSpeech-layout corpus with eSpeak NG and run on it
                            (--demo-speakers $demo_speakers --demo-utterances $demo_utterances --seed $seed)
-  --force                  redo finished probe stages
+  --force                  redo finished probe and fine-tuning stages
   -h, --help               this help
 USAGE
 }
@@ -166,10 +166,15 @@ if run_stage 5 "CTC phone recognition, $hours h of labels"; then
   eval "extra=($(conf_args "$conf_dir/finetune.yaml" finetune))"
   phone_args=()
   [ -n "$phones" ] && phone_args=(--phones "$phones")
-  logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/train.tsv" \
-    "${phone_args[@]}" --alignments "$alignments" --train-split "$data_dir/finetune_train.txt" \
-    --dev-split "$data_dir/finetune_dev.txt" --test-split "$test_split" --hours "$hours" \
-    --output-dir "$exp_dir/finetune" --resume --out "$exp_dir/results/finetune.json" "${extra[@]}"
+  out=$exp_dir/results/finetune.json
+  if $force || ! newer_than "$out" "$model_ckpt"; then
+    logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/train.tsv" \
+      "${phone_args[@]}" --alignments "$alignments" --train-split "$data_dir/finetune_train.txt" \
+      --dev-split "$data_dir/finetune_dev.txt" --test-split "$test_split" --hours "$hours" \
+      --output-dir "$exp_dir/finetune" --resume --out "$out" "${extra[@]}"
+  else
+    log "  $out is up to date (use --force to redo)"
+  fi
 fi
 
 # ---------------------------------------------------------------------------- stage 6: report
