@@ -43,6 +43,7 @@ class Batch:
     speaker: torch.Tensor
     utterance: torch.Tensor
     windows: List[Window]
+    dropped: int = 0  # windows of this batch left out (unreadable audio, lone speaker)
 
     def to(self, device, non_blocking: bool = True) -> "Batch":
         return Batch(
@@ -50,10 +51,11 @@ class Batch:
             self.speaker.to(device, non_blocking=non_blocking),
             self.utterance.to(device, non_blocking=non_blocking),
             self.windows,
+            self.dropped,
         )
 
     def pin_memory(self) -> "Batch":
-        return Batch(self.wav.pin_memory(), self.speaker.pin_memory(), self.utterance.pin_memory(), self.windows)
+        return Batch(self.wav.pin_memory(), self.speaker.pin_memory(), self.utterance.pin_memory(), self.windows, self.dropped)
 
 
 class WindowBatchSampler:
@@ -208,6 +210,7 @@ class Collate:
         self.need_pairs = need_pairs
 
     def __call__(self, items) -> Optional[Batch]:
+        asked = len(items)
         items = [it for it in items if it is not None]
         if self.need_pairs:
             spk = [int(self.speaker_ids[row]) for _, row, _ in items]
@@ -216,7 +219,7 @@ class Collate:
             return None
         wav = torch.stack([it[0] for it in items])
         rows = torch.tensor([it[1] for it in items], dtype=torch.long)
-        return Batch(wav, torch.from_numpy(self.speaker_ids[rows.numpy()]), rows, [(it[1], it[2]) for it in items])
+        return Batch(wav, torch.from_numpy(self.speaker_ids[rows.numpy()]), rows, [(it[1], it[2]) for it in items], asked - len(items))
 
 
 def make_loader(

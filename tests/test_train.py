@@ -158,3 +158,18 @@ def test_bf16_autocast_and_tensorboard_logging(tone_corpus, tmp_path):
     events = list((tmp_path / "bf16" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 100
     assert read_checkpoint(tmp_path / "bf16" / "checkpoints" / "last.pt")["model"]["encoder.layers.0.weight"].dtype == torch.float32
+
+
+def test_unreadable_files_are_skipped_with_a_warning_and_counted(tmp_path, capsys):
+    from conftest import write_tone_corpus
+
+    manifest = write_tone_corpus(tmp_path / "c", speakers=2, utterances=3)
+    victim = read_manifest(manifest)[0]
+    Path(victim.path).write_bytes(b"this is not audio any more")  # header was read when the manifest was made
+    with pytest.warns(UserWarning, match=r"skipping unreadable audio: .*spk0-000.flac"):
+        summary = pretrain(small_config("train.max_steps=6", "data.batch_size=2"), str(manifest), str(tmp_path / "run"), progress=False)
+    assert summary["finished"]
+    events = [json.loads(ln) for ln in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    skipped = [e for e in events if "skipped_unreadable_windows" in e]
+    assert skipped and skipped[-1]["skipped_unreadable_windows"] >= 1
+    assert "unreadable audio" in capsys.readouterr().err

@@ -113,6 +113,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
         self.step = 0
+        self.skipped_windows = 0  # unreadable (or lone-speaker) windows left out of batches
         self.best_valid = math.inf
         self.scaler = torch.amp.GradScaler("cuda") if tc.amp == "fp16" and self.device.type == "cuda" else None
         self._tb = None
@@ -292,6 +293,7 @@ class Trainer:
                 self.sampler.start_batch = start
                 for batch in self.loader:
                     if batch is None:
+                        self.skipped_windows += self.cfg.data.batch_size
                         warnings.warn(f"step {self.step}: every window of the batch was unreadable; skipped")
                         self.step += 1
                         self.scheduler.step()
@@ -299,6 +301,7 @@ class Trainer:
                     if tc.log_batches:
                         with open(self.out / f"batches-rank{self.dist.rank}.jsonl", "a") as f:
                             f.write(json.dumps({"step": self.step, "windows": batch.windows}) + "\n")
+                    self.skipped_windows += batch.dropped
                     batch = batch.to(self.device)
                     stats = self.train_step(batch)
                     running.append(stats)
@@ -341,6 +344,9 @@ class Trainer:
         finally:
             if bar:
                 bar.close()
+        if self.skipped_windows and self.dist.is_main:
+            print(f"skipped {self.skipped_windows} window(s) of unreadable audio during this run (one warning per file above)", file=sys.stderr)
+            self.log_event(split="info", step=self.step, skipped_unreadable_windows=self.skipped_windows)
         if tc.log_batches:
             (self.out / f"final-rank{self.dist.rank}.json").write_text(json.dumps({"step": self.step, "param_checksum": self.param_checksum()}))
         if self.dist.is_main and not stopped_early:
