@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from cpc_speech.corpora.manifest import Utterance, scan_files
+from cpc_speech.corpora.manifest import Utterance, parse_name_list, scan_files
 
 DEFAULT_SPLITS = ("validated",)
 STANDARD_SPLITS = ("validated", "train", "dev", "test", "other", "invalidated")
@@ -31,21 +31,6 @@ Warn = Optional[Callable[[str], None]]
 
 def _warner(on_warning: Warn) -> Callable[[str], None]:
     return on_warning if on_warning is not None else (lambda msg: warnings.warn(msg, stacklevel=3))
-
-
-def _split_names(names) -> Optional[List[str]]:
-    if names is None:
-        return None
-    if isinstance(names, str):
-        names = names.split(",")
-    out: List[str] = []
-    for n in names:
-        n = str(n).strip().strip("/")
-        if n.endswith(".tsv"):
-            n = n[: -len(".tsv")]
-        if n and n not in out:
-            out.append(n)
-    return out or None
 
 
 def _is_locale_dir(path: Path) -> bool:
@@ -121,7 +106,7 @@ def load_commonvoice(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Common Voice root not found: {root}")
-    wanted = _split_names(locales)
+    wanted = parse_name_list(locales)
     if _is_locale_dir(root) and (wanted is None or wanted == [root.name]):
         root, wanted = root.parent, [root.name]  # ROOT is one locale folder
     present = available_locales(root)
@@ -136,7 +121,7 @@ def load_commonvoice(
             )
         if not (root / loc / "clips").is_dir():
             raise FileNotFoundError(f"Common Voice clips folder not found: {root / loc / 'clips'}")
-    split_names = _split_names(splits) or list(DEFAULT_SPLITS)
+    split_names = parse_name_list(splits, ".tsv") or list(DEFAULT_SPLITS)
 
     items: List[Tuple[str, str, str]] = []
     sentences: Dict[str, str] = {}

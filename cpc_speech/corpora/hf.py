@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 
 from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, read_audio, resample, to_mono, validate, write_audio
-from cpc_speech.corpora.manifest import Utterance
+from cpc_speech.corpora.manifest import parse_name_list, Utterance
 
 SPEAKER_COLUMNS = ("speaker_id", "speaker", "client_id", "spk_id", "spk")
 ID_COLUMNS = ("id", "utterance_id", "utt_id", "segment_id")
@@ -60,15 +60,6 @@ def _pyarrow():
 
 # ---------------------------------------------------------------------------------------------
 # finding the data files
-
-
-def _split_names(names) -> Optional[List[str]]:
-    if names is None:
-        return None
-    if isinstance(names, str):
-        names = names.split(",")
-    out = [str(n).strip() for n in names if str(n).strip()]
-    return out or None
 
 
 def _saved_dataset_files(folder: Path) -> List[Path]:
@@ -275,7 +266,7 @@ def load_hf(
     warn = _warner(on_warning)
     source = Path(source).expanduser()
     files = find_data_files(source)
-    wanted = _split_names(splits)
+    wanted = parse_name_list(splits)
     if wanted is not None:
         present = [s for s in files if s is not None]
         for s in wanted:

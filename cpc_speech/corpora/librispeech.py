@@ -23,9 +23,9 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from cpc_speech.corpora.manifest import Utterance, scan_files
+from cpc_speech.corpora.manifest import Utterance, parse_name_list, scan_files
 
 SUBSETS = (
     "train-clean-100",
@@ -55,20 +55,6 @@ class SpeakerInfo:
 
 def _warner(on_warning: Warn) -> Callable[[str], None]:
     return on_warning if on_warning is not None else (lambda msg: warnings.warn(msg, stacklevel=3))
-
-
-def _split_names(names: Union[None, str, Iterable[str]]) -> Optional[List[str]]:
-    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (order kept, duplicates dropped)."""
-    if names is None:
-        return None
-    if isinstance(names, str):
-        names = names.split(",")
-    out: List[str] = []
-    for n in names:
-        n = str(n).strip().strip("/")
-        if n and n not in out:
-            out.append(n)
-    return out or None
 
 
 def _is_subset_dir(path: Path) -> bool:
@@ -197,7 +183,7 @@ def load_librispeech(
     the subsets that exist) and ValueError for a subset without FLAC files.
     """
     warn = _warner(on_warning)
-    wanted = _split_names(subsets)
+    wanted = parse_name_list(subsets)
     given = Path(root).expanduser()
     if given.is_dir() and _is_subset_dir(given) and not available_subsets(given) and (wanted is None or wanted == [given.name]):
         base, wanted = given.parent, [given.name]  # ROOT is a subset folder itself

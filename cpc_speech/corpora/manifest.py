@@ -11,7 +11,6 @@ File format (TSV, UTF-8, with a header line)::
 
 from __future__ import annotations
 
-import csv
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -160,3 +159,20 @@ def read_id_list(path: Union[str, Path]) -> List[str]:
         raise ManifestError(f"split file not found: {path}")
     ids = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
     return ids
+
+
+def parse_name_list(names: Union[None, str, Iterable[str]], strip_suffix: str = "") -> Optional[List[str]]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (order kept, duplicates and blanks dropped,
+    surrounding slashes and ``strip_suffix`` removed); ``None`` for nothing."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = names.split(",")
+    out: List[str] = []
+    for n in names:
+        n = str(n).strip().strip("/")
+        if strip_suffix and n.endswith(strip_suffix):
+            n = n[: -len(strip_suffix)]
+        if n and n not in out:
+            out.append(n)
+    return out or None
