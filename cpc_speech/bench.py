@@ -118,15 +118,17 @@ def _block_flops(d: int, t: int, window: int) -> int:
     return 2 * t * d * 3 * d + 2 * 2 * t * keys * d + 2 * t * d * d + 2 * 2 * t * d * 4 * d
 
 
-def analytic_flops(cfg, batch: int, samples: int, negatives: int, sampling: str) -> Dict[str, Any]:
+def analytic_flops(cfg, batch: int, samples: int, negatives: int, sampling: str, shared: bool = True) -> Dict[str, Any]:
     """Forward FLOPs per batch (multiply-add = 2 FLOPs) of a :class:`CPCConfig` on ``batch``
     windows of ``samples`` samples; a training step counts 3x (backward = 2x forward).
 
     encoder: sum over conv layers of 2 * k * Cin * Cout * frames_out (norms and ReLU ignored);
     context: GRU 3 gates / LSTM 4 gates, each 2 * (in * H + H * H) per frame and layer;
     heads: linear 2 * H * K * D per frame, or per step one Transformer block + 2 * H * D;
-    loss: the dense score matmul the loss computes, 2 * (B T K) * D * pool, pool = B * T frames
-    (cross_batch / mixed) or T frames of the own window (same_utterance only).
+    loss: the score products the loss computes, 2 * (B T K) * D * candidates, candidates = T frames
+    of the own window (same_utterance only: one score matrix per window), 1 + N (negatives shared
+    by the K steps: gathered and scored by a batched product) or B * T (a set per step: dense
+    product against all frames).
     Also returned: ``loss_gather`` (what scoring only the 1 + N candidates would need) and
     ``redundant_qkv`` (the q/k/v projection a Transformer block computes twice when it has no past).
     """
@@ -154,8 +156,8 @@ def analytic_flops(cfg, batch: int, samples: int, negatives: int, sampling: str)
     else:
         heads, head_blocks = k_steps * (_block_flops(h, t, pred.window) + 2 * h * d_enc * t), k_steps
     modes = {m for m, _ in parse_sampling(sampling, negatives)}
-    pool = t if modes == {"same_utterance"} else batch * t
-    loss = 2 * batch * t * k_steps * d_enc * pool
+    candidates = t if modes == {"same_utterance"} else (negatives + 1 if shared else batch * t)
+    loss = 2 * batch * t * k_steps * d_enc * candidates
     per_batch = {"encoder": conv * batch, "context": context * batch, "heads": heads * batch, "loss": loss}
     forward = sum(per_batch.values())
     return {
@@ -461,7 +463,7 @@ def job_train(job: Dict[str, Any]) -> Dict[str, Any]:
     cfg, overrides = build_config(job["config"], sizes, job["sampling"], job.get("amp", "none"), device, job["threads"],
                                   job.get("overrides", ()))
     B, S = sizes["batch"], sizes["window"]
-    flops = analytic_flops(cfg.model, B, S, sizes["negatives"], job["sampling"])
+    flops = analytic_flops(cfg.model, B, S, sizes["negatives"], job["sampling"], cfg.loss.shared_negatives)
     rss_start = rss_mb()
     with tempfile.TemporaryDirectory(prefix="cpc-bench-") as td:
         wav_path = Path(td) / "silence.flac"  # the Trainer wants a manifest; batches below are random

@@ -116,6 +116,9 @@ class LossConfig:
     sampling: str = "cross_batch"
     temperature: Optional[float] = None
     gather_across_ranks: bool = False  # distributed: cross_batch pool spans all ranks
+    # one set of N negatives per query frame for all K steps (CPC_audio; ~8x fewer score FLOPs for
+    # cross_batch) rather than a set per step; either way no positive is ever a negative
+    shared_negatives: bool = True
 
 
 @dataclass

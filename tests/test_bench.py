@@ -17,10 +17,12 @@ def test_analytic_flops_default():
     assert f["encoder"] == 8 * enc
     assert f["context"] == 8 * 3 * 2 * (256 * 256 + 256 * 256) * 128  # GRU: 3 gates
     assert f["heads"] == 8 * 2 * 256 * 12 * 256 * 128
-    assert f["loss"] == 2 * (8 * 128 * 12) * 256 * (8 * 128)  # dense scores against every frame of the batch
+    assert f["loss"] == 2 * (8 * 128 * 12) * 256 * (128 + 1)  # shared negatives: positive + 128 gathered
+    dense = bench.analytic_flops(preset("default"), 8, 20480, 128, "cross_batch", shared=False)
+    assert dense["loss"] == 2 * (8 * 128 * 12) * 256 * (8 * 128)  # a set per step: scores against every frame
     assert f["step"] == 3 * (f["encoder"] + f["context"] + f["heads"] + f["loss"])
     local = bench.analytic_flops(preset("default"), 8, 20480, 128, "same_utterance")
-    assert local["loss"] == f["loss"] // 8  # scores against the own window only
+    assert local["loss"] == dense["loss"] // 8  # scores against the own window only
     cfg, _ = bench.build_config("cpc_audio_default", {"batch": 8, "window": 20480, "negatives": 128}, "cross_batch", "none", "cpu", 1)
     t = bench.analytic_flops(cfg.model, 8, 20480, 128, "cross_batch")
     assert cfg.model.context.kind == "lstm" and cfg.model.predictor.kind == "transformer"

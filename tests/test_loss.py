@@ -36,13 +36,23 @@ def test_parse_sampling_counts_add_up():
         parse_sampling("cross_batch:0", 8)
 
 
-def test_same_utterance_pool():
-    idx = NegativeSampler("same_utterance", N).sample(B, T, K, SPEAKER, UTTERANCE, torch.Generator().manual_seed(0))
-    assert idx.shape == (B, T, K, N) and idx.dtype == torch.long
+def _hits_a_positive(idx):
+    """(B, T, K or 1, N) negatives -> whether any equals a positive of its query (any of the K steps
+    when the set is shared by the steps)."""
     win, frame = _decompose(idx)
-    pb, pframe = _positive_window_frame()
+    pb, pframe = _positive_window_frame()  # (B, 1, 1, 1), (1, T, K, 1)
+    if idx.shape[2] == 1:  # compare every negative with every step's positive
+        return bool(((win.unsqueeze(2) == pb.unsqueeze(2)) & (frame.unsqueeze(2) == pframe.unsqueeze(-1))).any())
+    return bool(((win == pb) & (frame == pframe)).any())
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_same_utterance_pool(shared):
+    idx = NegativeSampler("same_utterance", N, shared=shared).sample(B, T, K, SPEAKER, UTTERANCE, torch.Generator().manual_seed(0))
+    assert idx.shape == (B, T, 1 if shared else K, N) and idx.dtype == torch.long
+    win, frame = _decompose(idx)
     assert torch.equal(UTTERANCE[win], UTTERANCE.view(B, 1, 1, 1).expand_as(win))  # same utterance only
-    assert not ((win == pb) & (frame == pframe)).any()  # never the positive
+    assert not _hits_a_positive(idx)  # never a positive
     # windows 0 and 1 share an utterance: their pool spans both windows
     assert set(win[0].unique().tolist()) == {0, 1} and set(win[2].unique().tolist()) == {2}
 
@@ -62,11 +72,10 @@ def test_same_speaker_without_partner_is_an_error():
         NegativeSampler("same_speaker", N).sample(B, T, K, SPEAKER, UTTERANCE)
 
 
-def test_cross_batch_pool_is_whole_batch_and_uniform():
-    idx = NegativeSampler("cross_batch", 64).sample(B, T, K, generator=torch.Generator().manual_seed(0))
-    win, frame = _decompose(idx)
-    pb, pframe = _positive_window_frame()
-    assert not ((win == pb) & (frame == pframe)).any()
+@pytest.mark.parametrize("shared", [False, True])
+def test_cross_batch_pool_is_whole_batch_and_uniform(shared):
+    idx = NegativeSampler("cross_batch", 256 if shared else 64, shared=shared).sample(B, T, K, generator=torch.Generator().manual_seed(0))
+    assert not _hits_a_positive(idx)
     counts = torch.bincount(idx.flatten(), minlength=B * T).float()
     assert counts.min() > 0
     assert (counts.std() / counts.mean()) < 0.1  # close to uniform over all B*T frames
@@ -81,6 +90,15 @@ def test_mixed_modes_fill_their_shares():
     assert torch.equal(UTTERANCE[same_utt], UTTERANCE.view(B, 1, 1, 1).expand_as(same_utt))
     same_spk = win[..., 8:12]
     assert not (same_spk == own.unsqueeze(-1)).any() and torch.equal(spk[same_spk], spk.view(B, 1, 1, 1).expand_as(same_spk))
+
+
+def test_shared_negatives_skip_exactly_the_future_positives():
+    """Shared sets leave out frames t+1..t+K of the query's own window and nothing else: with a
+    one-window pool every other frame (including t itself and the past) is drawn."""
+    idx = NegativeSampler("same_utterance", 4000, shared=True).sample(1, T, K, generator=torch.Generator().manual_seed(0))
+    for t in (0, 5, T - 3, T - 1):
+        drawn = set(idx[0, t, 0].tolist())
+        assert drawn == set(range(T)) - set(range(t + 1, min(T, t + K + 1))), t
 
 
 def test_sampling_is_seeded():
@@ -100,7 +118,8 @@ def reference_infonce(z, pred, negatives, temperature):
         losses, correct = [], []
         for bi in range(b):
             for ti in range(t - (k + 1)):
-                cand = torch.cat([z[bi, ti + k + 1].unsqueeze(0), flat[negatives[bi, ti, k]]])
+                neg = negatives[bi, ti, min(k, negatives.shape[2] - 1)]  # a set per step, or one shared set
+                cand = torch.cat([z[bi, ti + k + 1].unsqueeze(0), flat[neg]])
                 logits = cand @ pred[bi, ti, k] / temperature
                 losses.append(F.cross_entropy(logits.unsqueeze(0), torch.tensor([0])))
                 correct.append(float(logits.argmax() == 0))
@@ -109,13 +128,14 @@ def reference_infonce(z, pred, negatives, temperature):
     return total, torch.tensor(accs)
 
 
+@pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("spec,temperature", [("cross_batch", None), ("same_utterance", None), ("same_utterance:0.5,cross_batch:0.5", 0.7)])
-def test_infonce_matches_reference(spec, temperature):
+def test_infonce_matches_reference(spec, temperature, shared):
     torch.manual_seed(0)
     z = torch.randn(B, T, 8, dtype=torch.float64)
     pred = torch.randn(B, T, K, 8, dtype=torch.float64)
     utt = torch.arange(B)  # one window per utterance: exercises the per-window fast path
-    loss_fn = InfoNCELoss(N, spec, temperature)
+    loss_fn = InfoNCELoss(N, spec, temperature, shared_negatives=shared)
     result = loss_fn(z, pred, SPEAKER, utt, generator=torch.Generator().manual_seed(1))
     ref_loss, ref_acc = reference_infonce(z, pred, result.negatives, temperature or 8)
     assert result.loss.item() == pytest.approx(ref_loss.item(), abs=1e-5)
@@ -132,6 +152,26 @@ def test_infonce_gradients_flow_to_both_inputs():
     InfoNCELoss(N, "cross_batch")(z, pred).loss.backward()
     assert z.grad.abs().sum() > 0 and pred.grad.abs().sum() > 0
     assert pred.grad[:, T - 1, 0].abs().sum() == 0  # the last frame has no z_{t+1}: no loss term
+
+
+@pytest.mark.parametrize("spec", ["cross_batch", "same_utterance"])
+def test_gradients_equal_across_scoring_paths(spec):
+    """The same shared negatives scored by the gathered path, the per-window path and the dense
+    all-frames path (negatives expanded per step) give the same loss and gradients."""
+    torch.manual_seed(0)
+    z = torch.randn(B, T, 8, dtype=torch.float64, requires_grad=True)
+    pred = torch.randn(B, T, K, 8, dtype=torch.float64, requires_grad=True)
+    loss_fn = InfoNCELoss(N, spec, shared_negatives=True)
+    utt = torch.arange(B)
+    shared = loss_fn(z, pred, SPEAKER, utt, generator=torch.Generator().manual_seed(1))
+    g_shared = torch.autograd.grad(shared.loss, (z, pred))
+    per_step = InfoNCELoss(N, spec, shared_negatives=False)
+    # UTTERANCE has two windows of one utterance: forces the dense all-frames path
+    dense = per_step(z, pred, SPEAKER, UTTERANCE, negatives=shared.negatives.expand(B, T, K, N).contiguous())
+    g_dense = torch.autograd.grad(dense.loss, (z, pred))
+    assert dense.loss.item() == pytest.approx(shared.loss.item(), abs=1e-10)
+    for a, b in zip(g_shared, g_dense):
+        assert torch.allclose(a, b, atol=1e-10)
 
 
 def test_window_too_short_for_steps_is_an_error():

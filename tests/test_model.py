@@ -48,10 +48,10 @@ def test_short_input_is_a_clear_error():
 
 def test_channel_norm_normalises_each_frame():
     enc = Encoder(EncoderConfig(channels=32, norm="channel"))
-    x = torch.randn(2, 32, 50) * 5 + 3
+    x = torch.randn(2, 50, 32) * 5 + 3  # (batch, frames, channels)
     y = enc.layers[1](x)  # weight 1, bias 0 at init
-    assert torch.allclose(y.mean(1), torch.zeros(2, 50), atol=1e-5)
-    assert torch.allclose(y.var(1, unbiased=False), torch.ones(2, 50), atol=1e-3)
+    assert torch.allclose(y.mean(-1), torch.zeros(2, 50), atol=1e-5)
+    assert torch.allclose(y.var(-1, unbiased=False), torch.ones(2, 50), atol=1e-3)
 
 
 @pytest.mark.parametrize("name,params_m", [("paper", 7.42), ("default", 2.50), ("tiny", 0.158)])

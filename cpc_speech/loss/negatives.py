@@ -66,16 +66,20 @@ def _group_members(groups: torch.Tensor, include_self: bool) -> Tuple[torch.Tens
 
 
 class NegativeSampler:
-    """Draws negative frame indices for every (window, query frame, step).
+    """Draws negative frame indices for every (window, query frame[, step]).
 
-    ``sample(frames, steps, speaker, utterance, generator)`` returns a (batch, frames, steps, N)
-    int64 tensor of global frame indices into the flattened (batch * frames) encoder output.
+    ``sample(batch, frames, steps, speaker, utterance, generator)`` returns int64 global frame
+    indices into the flattened (batch * frames) encoder output, shaped (batch, frames, 1, N) when
+    ``shared`` (one set per query frame for all its K steps, as CPC_audio does; the K positive frames
+    ``t + 1 .. t + K`` are all left out) or (batch, frames, steps, N) (a set per step, leaving out
+    that step's positive).
     """
 
-    def __init__(self, spec: str = "cross_batch", negatives: int = 128):
+    def __init__(self, spec: str = "cross_batch", negatives: int = 128, shared: bool = True):
         self.spec = spec
         self.plan = parse_sampling(spec, negatives)
         self.negatives = negatives
+        self.shared = shared
 
     @property
     def within_window_only(self) -> bool:
@@ -101,10 +105,10 @@ class NegativeSampler:
         for mode, n in self.plan:
             if mode == "cross_batch":
                 groups = torch.zeros(batch, dtype=torch.long, device=device)
-                parts.append(self._draw(groups, True, batch, frames, steps, n, generator, device))
+                parts.append(self._draw(groups, True, batch, frames, steps, n, generator, device, self.shared))
             elif mode == "same_utterance":
                 groups = utterance if utterance is not None else torch.arange(batch, device=device)
-                parts.append(self._draw(self._check(groups, batch, "utterance"), True, batch, frames, steps, n, generator, device))
+                parts.append(self._draw(self._check(groups, batch, "utterance"), True, batch, frames, steps, n, generator, device, self.shared))
             else:
                 if speaker is None:
                     raise ValueError("same_speaker negatives need the batch's speaker ids")
@@ -116,7 +120,7 @@ class NegativeSampler:
                         f"same_speaker negatives: window(s) {lonely} have no other window of their speaker in the batch "
                         f"(speakers {groups.tolist()}); build batches with data.sampler=same_speaker"
                     )
-                parts.append(self._draw(groups, False, batch, frames, steps, n, generator, device))
+                parts.append(self._draw(groups, False, batch, frames, steps, n, generator, device, self.shared))
         return torch.cat(parts, dim=-1)
 
     @staticmethod
@@ -126,20 +130,26 @@ class NegativeSampler:
         return ids
 
     @staticmethod
-    def _draw(groups, include_self, batch, frames, steps, n, generator, device) -> torch.Tensor:
+    def _draw(groups, include_self, batch, frames, steps, n, generator, device, shared=False) -> torch.Tensor:
         """Uniform draws from each window's pool (the frames of its group members), skipping the
-        positive when it is in the pool: draw r in [0, pool - 1) and step over the positive."""
+        positives that are in the pool: draw r in [0, pool - excluded) and step over the excluded
+        run of frames (one positive per step, or the K positives ``t + 1 .. t + K`` when shared)."""
         groups = groups.to(device)
         members, count, self_rank = _group_members(groups, include_self)
         pool = (count * frames).view(batch, 1, 1, 1)
-        u = torch.rand((batch, frames, steps, n), generator=generator, device=device, dtype=torch.float64)
+        u = torch.rand((batch, frames, 1 if shared else steps, n), generator=generator, device=device, dtype=torch.float64)
         t = torch.arange(frames, device=device).view(1, frames, 1, 1)
-        k = torch.arange(1, steps + 1, device=device).view(1, 1, steps, 1)
         if include_self:
-            positive = self_rank.view(batch, 1, 1, 1) * frames + t + k  # position of the positive in the pool
-            r = (u * (pool - 1)).long().clamp_max(pool - 2).clamp_min(0)
-            r = r + (r >= positive).long()
+            if shared:  # positives t+1 .. t+K_t, K_t = min(K, frames - 1 - t), start at t + 1
+                first = self_rank.view(batch, 1, 1, 1) * frames + t + 1
+                excluded = (frames - 1 - t).clamp(0, steps)
+            else:
+                first = self_rank.view(batch, 1, 1, 1) * frames + t + torch.arange(1, steps + 1, device=device).view(1, 1, steps, 1)
+                excluded = torch.ones((), dtype=torch.long, device=device)
+            size = pool - excluded
+            r = (u * size).long().clamp_max(size - 1).clamp_min(0)
+            r = r + excluded * (r >= first).long()
         else:
             r = (u * pool).long().clamp_max(pool - 1)
-        member = torch.gather(members, 1, (r // frames).view(batch, -1)).view_as(r)
+        member = torch.gather(members, 1, (r // frames).reshape(batch, -1)).view_as(r)
         return member * frames + r % frames

@@ -8,16 +8,20 @@ samples (its receptive field).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cpc_speech.config import EncoderConfig
+from cpc_speech.model.strided_conv import StridedConv1d
 
 
 class ChannelNorm(nn.Module):
-    """Per-frame normalisation over channels with a learned per-channel affine.
+    """Per-frame normalisation over channels with a learned per-channel affine (CPC_audio's
+    channel norm; biased variance).
 
-    Input and output (batch, channels, frames). Each frame is normalised on its own, so the result
-    does not depend on the other frames (streaming-safe).
+    Input and output (batch, frames, channels). Each frame is normalised on its own, so the result
+    does not depend on the other frames (streaming-safe). Computed as ``layer_norm`` over the
+    channel axis; the parameters keep the (1, channels, 1) shape of earlier checkpoints.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -27,24 +31,42 @@ class ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        return F.layer_norm(x, (x.shape[-1],), self.weight.view(-1), self.bias.view(-1), self.eps)
+
+
+class FrameBatchNorm(nn.BatchNorm1d):
+    """Batch norm over all frames of all windows, for (batch, frames, channels) input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        return super().forward(x.reshape(b * t, c)).view(b, t, c)
+
+
+class FrameInstanceNorm(nn.InstanceNorm1d):
+    """Instance norm (per window and channel, over frames), for (batch, frames, channels) input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
+    """Normalisation layer for (batch, frames, channels) tensors."""
     if kind == "channel":
         return ChannelNorm(channels)
     if kind == "batch":
-        return nn.BatchNorm1d(channels)
+        return FrameBatchNorm(channels)
     if kind == "instance":
-        return nn.InstanceNorm1d(channels, affine=True)
+        return FrameInstanceNorm(channels, affine=True)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown encoder norm {kind!r}")
 
 
 class Encoder(nn.Module):
-    """Strided 1-D CNN. ``forward``: (batch, samples) -> (batch, frames, channels)."""
+    """Strided 1-D CNN. ``forward``: (batch, samples) -> (batch, frames, channels).
+
+    Every layer works in (batch, time, channels) layout (:mod:`cpc_speech.model.strided_conv`), so
+    no transposes are needed and the context network takes the output as it is."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -53,7 +75,7 @@ class Encoder(nn.Module):
         layers = []
         in_ch = 1
         for k, s, p in zip(cfg.kernels, cfg.strides, cfg.paddings):
-            layers += [nn.Conv1d(in_ch, cfg.channels, k, stride=s, padding=p), make_norm(cfg.norm, cfg.channels), nn.ReLU()]
+            layers += [StridedConv1d(in_ch, cfg.channels, k, stride=s, padding=p), make_norm(cfg.norm, cfg.channels), nn.ReLU()]
             in_ch = cfg.channels
         self.layers = nn.Sequential(*layers)
 
@@ -110,4 +132,4 @@ class Encoder(nn.Module):
                 f"input of {wav.shape[-1]} samples is shorter than the encoder needs ({self.min_samples} samples "
                 f"at 16 kHz; receptive field {self.receptive_field})"
             )
-        return self.layers(wav.unsqueeze(1)).transpose(1, 2)
+        return self.layers(wav.unsqueeze(-1))

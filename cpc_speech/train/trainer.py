@@ -100,7 +100,7 @@ class Trainer:
 
         torch.manual_seed(tc.seed)
         self.model = CPCModel(cfg.model).to(self.device)
-        self.loss_fn = InfoNCELoss(cfg.loss.negatives, cfg.loss.sampling, cfg.loss.temperature)
+        self.loss_fn = InfoNCELoss(cfg.loss.negatives, cfg.loss.sampling, cfg.loss.temperature, cfg.loss.shared_negatives)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=tc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_multiplier(s, tc))
         self.ddp_model = self.model
