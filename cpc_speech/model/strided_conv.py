@@ -100,7 +100,7 @@ class _BlockedConv(torch.autograd.Function):
         grad_y = grad_y.view(b * n_blocks, m * c_out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_xp = (grad_y @ w.t()).view(b, n_blocks * stride, c_in)
+            grad_xp = (grad_y @ w.t().contiguous()).view(b, n_blocks * stride, c_in)
             grad_x = grad_xp[:, padding:padding + frames]
             if grad_x.shape[1] < frames:  # input frames past the last block were never read
                 grad_x = F.pad(grad_x, (0, 0, 0, frames - grad_x.shape[1]))
@@ -136,7 +136,7 @@ def _unfolded_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     cols = F.pad(x, (0, 0, padding, padding)).unfold(1, k, stride)  # (batch, out, C_in, k)
     n_out = cols.shape[1]
     cols = cols.reshape(b * n_out, c_in * k)
-    w = weight.reshape(c_out, c_in * k).t()
+    w = weight.reshape(c_out, c_in * k).t().contiguous()  # row-major: its gradient is the fast cols^T @ grad
     out = torch.addmm(bias, cols, w) if bias is not None else cols @ w
     return out.view(b, n_out, c_out)
 
