@@ -50,6 +50,11 @@ import torch
 
 from cpc_speech.audio import SAMPLE_RATE, AudioError, load_waveform, read_audio
 
+# Inputs longer than this many seconds are processed in exact chunks. 10 s keeps the largest
+# intermediate (the first encoder layer's output: 32000 frames x 256 channels, 33 MB, for the
+# default preset) small, and measured faster than 60 s chunks (benchmarks/NOTES.md).
+CHUNK_SECONDS = 10.0
+
 LAYERS = ("context", "encoder")
 INDEX_NAME = "features.tsv"
 META_NAME = "meta.json"
@@ -150,16 +155,19 @@ def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int) -> tor
         if layer == "encoder":
             return z[0]
         return _run_context(model, z)[0][0]
-    outs, state = [], None
+    dim = model.cfg.context.hidden if layer == "context" else enc.dim
+    out = None  # preallocated once the dtype is known: no list of chunks to concatenate
+    state = None
     for f0 in range(0, total, chunk_frames):
         f1 = min(total, f0 + chunk_frames)
         z = _encode_frames(model, wav, f0, f1)
-        if layer == "encoder":
-            outs.append(z)
-        else:
+        if layer == "context":
             c, state = _run_context(model, z.unsqueeze(0), state)
-            outs.append(c[0])
-    return torch.cat(outs, 0)
+            z = c[0]
+        if out is None:
+            out = torch.empty(total, dim, dtype=z.dtype, device=z.device)
+        out[f0:f1] = z
+    return out
 
 
 class _EvalMode:
@@ -183,7 +191,7 @@ def extract_features(
     model: Any = None,
     layer: str = "context",
     device: Optional[Union[str, torch.device]] = None,
-    chunk_seconds: float = 60.0,
+    chunk_seconds: float = CHUNK_SECONDS,
 ) -> np.ndarray:
     """Per-frame features of one waveform: float32 ``(model.encoder.num_frames(n_16k), dim)``.
 
@@ -208,7 +216,7 @@ def extract_features_batch(
     device: Optional[Union[str, torch.device]] = None,
     sample_rate: Optional[int] = None,
     batch_seconds: float = 40.0,
-    chunk_seconds: float = 60.0,
+    chunk_seconds: float = CHUNK_SECONDS,
 ) -> List[np.ndarray]:
     """Features of many waveforms (paths, arrays at ``sample_rate``, or tensors), batched.
 
@@ -534,7 +542,7 @@ def extract_corpus(
     device: Optional[Union[str, torch.device]] = None,
     mode: str = "frames",
     batch_seconds: float = 40.0,
-    chunk_seconds: float = 60.0,
+    chunk_seconds: float = CHUNK_SECONDS,
     name: Optional[str] = None,
 ) -> CorpusFeatures:
     """Extract features for manifest ``rows`` (:class:`~cpc_speech.corpora.manifest.Utterance` or

@@ -75,7 +75,7 @@ class Encoder(nn.Module):
         layers = []
         in_ch = 1
         for k, s, p in zip(cfg.kernels, cfg.strides, cfg.paddings):
-            layers += [StridedConv1d(in_ch, cfg.channels, k, stride=s, padding=p), make_norm(cfg.norm, cfg.channels), nn.ReLU()]
+            layers += [StridedConv1d(in_ch, cfg.channels, k, stride=s, padding=p), make_norm(cfg.norm, cfg.channels), nn.ReLU(inplace=True)]
             in_ch = cfg.channels
         self.layers = nn.Sequential(*layers)
 
