@@ -470,7 +470,7 @@ def job_train(job: Dict[str, Any]) -> Dict[str, Any]:
         write_audio(wav_path, np.zeros(B * S, dtype=np.float32))
         manifest = write_manifest([utterance_from_file("silence", wav_path, "spk")], Path(td) / "manifest.tsv")
         tr = Trainer(cfg, str(manifest), str(Path(td) / "run"), progress=False)
-        if job.get("compile"):
+        if job.get("compile"):  # as train.compile=true does
             tr.ddp_model = torch.compile(tr.model)
         g = torch.Generator().manual_seed(1234)
         batches = [

@@ -108,6 +108,8 @@ class Trainer:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        if tc.compile:  # training steps only; checkpoints hold the plain model's weights
+            self.ddp_model = torch.compile(self.ddp_model)
         self.loader, self.sampler = make_loader(
             self.train_rows, cfg.data, seed=tc.seed, rank=self.dist.rank, world_size=self.dist.world_size,
             pin_memory=self.device.type == "cuda",
