@@ -108,3 +108,20 @@ def test_autocast_bf16_runs_in_bf16_and_keeps_fp32_gradients():
     assert x.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
     ref = F.conv1d(x.detach().transpose(1, 2), conv.weight.detach(), conv.bias.detach(), stride=4, padding=2).transpose(1, 2)
     assert torch.allclose(y.float(), ref, atol=0.05 * ref.abs().max().item())  # bf16 rounding only
+
+
+@pytest.mark.parametrize("c_in,kernel,stride,padding", [(1, 10, 5, 3), (6, 8, 4, 2)])
+def test_no_grad_path_reuses_weights_until_they_change(c_in, kernel, stride, padding):
+    torch.manual_seed(0)
+    conv = StridedConv1d(c_in, 8, kernel, stride=stride, padding=padding).double()
+    x = torch.randn(2, 80, c_in, dtype=torch.float64)
+    ref = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, stride=stride, padding=padding).transpose(1, 2)
+    with torch.inference_mode():
+        first = conv(x)
+        again = conv(x)
+    assert torch.allclose(first, ref, atol=1e-12) and torch.equal(first, again)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)  # an optimiser step: the cached matrix must be rebuilt
+        changed = conv(x)
+    ref2 = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, stride=stride, padding=padding).transpose(1, 2)
+    assert torch.allclose(changed, ref2, atol=1e-12) and not torch.allclose(changed, first)

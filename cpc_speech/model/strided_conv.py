@@ -49,6 +49,45 @@ def matrix_to_weight(matrix: torch.Tensor, c_out: int, c_in: int, kernel: int, s
     return w[:, :, :kernel].contiguous()
 
 
+def _bias_row(bias: torch.Tensor | None, kernel: int, stride: int) -> torch.Tensor | None:
+    """The bias on the first of the M partial outputs (added once per output frame)."""
+    return None if bias is None else F.pad(bias, (0, (-(-kernel // stride) - 1) * bias.shape[0]))
+
+
+def _blocked_product(x, w, bias_row, c_out: int, k: int, stride: int, padding: int):
+    """x (batch, frames, C_in), w = weight_to_matrix(weight) -> (out (batch, out frames, C_out),
+    blocks (batch * blocks, s * C_in), geometry for the backward)."""
+    b, frames, c_in = x.shape
+    n_out, m, n_blocks = _geometry(frames, k, stride, padding)
+    need = n_blocks * stride
+    right = need - frames - padding
+    xp = F.pad(x, (0, 0, padding, max(right, 0)))
+    if right < 0:
+        xp = xp[:, :need]
+    blocks = xp.reshape(b * n_blocks, stride * c_in)
+    y = (torch.addmm(bias_row, blocks, w) if bias_row is not None else blocks @ w).view(b, n_blocks, m, c_out)
+    out = torch.add(y[:, :n_out, 0], y[:, 1:1 + n_out, 1]) if m > 1 else y[:, :n_out, 0].contiguous()
+    for j in range(2, m):
+        out += y[:, j:j + n_out, j]
+    return out, blocks, (b, frames, c_in, c_out, k, stride, padding, n_out, m, n_blocks)
+
+
+def _unfolded_product(x, w, bias, k: int, stride: int, padding: int) -> torch.Tensor:
+    """x (batch, frames, C_in), w (k * C_in, C_out) -> (batch, out frames, C_out): each output frame's
+    k x C_in inputs copied into a row, then one GEMM (no partial outputs to add up)."""
+    b = x.shape[0]
+    cols = F.pad(x, (0, 0, padding, padding)).unfold(1, k, stride)  # (batch, out, C_in, k)
+    n_out = cols.shape[1]
+    cols = cols.reshape(b * n_out, -1)
+    out = torch.addmm(bias, cols, w) if bias is not None else cols @ w
+    return out.view(b, n_out, w.shape[1])
+
+
+def _uses_unfolding(c_in: int, c_out: int, kernel: int, stride: int) -> bool:
+    """Few input channels (the waveform layer): unfolding the input is cheaper than M partial outputs."""
+    return c_in * kernel < -(-kernel // stride) * c_out
+
+
 def _autocast_dtype(device_type: str):
     """The dtype autocast would run a matrix product in here, or None when autocast is off."""
     return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
@@ -67,23 +106,11 @@ class _BlockedConv(torch.autograd.Function):
 
     @staticmethod
     def _forward(ctx, x, weight, bias, stride: int, padding: int):
-        b, frames, c_in = x.shape
-        c_out, _, k = weight.shape
-        n_out, m, n_blocks = _geometry(frames, k, stride, padding)
-        need = n_blocks * stride
-        right = need - frames - padding
-        xp = F.pad(x, (0, 0, padding, max(right, 0)))
-        if right < 0:
-            xp = xp[:, :need]
-        blocks = xp.reshape(b * n_blocks, stride * c_in)
+        c_out, c_in, k = weight.shape
         w = weight_to_matrix(weight, stride)
-        bias_row = F.pad(bias, (0, (m - 1) * c_out)) if bias is not None else None
-        y = (torch.addmm(bias_row, blocks, w) if bias_row is not None else blocks @ w).view(b, n_blocks, m, c_out)
-        out = torch.add(y[:, :n_out, 0], y[:, 1:1 + n_out, 1]) if m > 1 else y[:, :n_out, 0].contiguous()
-        for j in range(2, m):
-            out += y[:, j:j + n_out, j]
+        out, blocks, geometry = _blocked_product(x, w, _bias_row(bias, k, stride), c_out, k, stride, padding)
         ctx.save_for_backward(blocks, w)
-        ctx.geometry = (b, frames, c_in, c_out, k, stride, padding, n_out, m, n_blocks)
+        ctx.geometry = geometry
         ctx.has_bias = bias is not None
         return out
 
@@ -123,22 +150,10 @@ def strided_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     if (x.shape[1] + 2 * padding - weight.shape[-1]) // stride + 1 < 1:
         raise ValueError(f"{x.shape[1]} input frames are too few for kernel {weight.shape[-1]} with padding {padding}")
     c_out, c_in, k = weight.shape
-    if c_in * k < -(-k // stride) * c_out:  # unfolding the input is cheaper than M partial outputs
-        return _unfolded_conv(x, weight, bias, stride, padding)
+    if _uses_unfolding(c_in, c_out, k, stride):
+        # row-major weight: autograd then takes the fast cols^T @ grad form for its gradient
+        return _unfolded_product(x, weight.reshape(c_out, c_in * k).t().contiguous(), bias, k, stride, padding)
     return _BlockedConv.apply(x, weight, bias, stride, padding)
-
-
-def _unfolded_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int) -> torch.Tensor:
-    """Few input channels (the waveform layer): copy each output frame's k x C_in inputs into a row,
-    then one GEMM (no partial outputs to add up)."""
-    b = x.shape[0]
-    c_out, c_in, k = weight.shape
-    cols = F.pad(x, (0, 0, padding, padding)).unfold(1, k, stride)  # (batch, out, C_in, k)
-    n_out = cols.shape[1]
-    cols = cols.reshape(b * n_out, c_in * k)
-    w = weight.reshape(c_out, c_in * k).t().contiguous()  # row-major: its gradient is the fast cols^T @ grad
-    out = torch.addmm(bias, cols, w) if bias is not None else cols @ w
-    return out.view(b, n_out, c_out)
 
 
 class StridedConv1d(nn.Module):
@@ -151,6 +166,7 @@ class StridedConv1d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
+        self._inference_cache: tuple = ((), None, None)  # (key, weight matrix, bias row)
 
     def reset_parameters(self) -> None:
         """``nn.Conv1d``'s initialisation (Kaiming uniform, a = sqrt(5); bias uniform in +-1/sqrt(fan_in))."""
@@ -160,7 +176,31 @@ class StridedConv1d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return strided_conv1d(x, self.weight, self.bias, self.stride, self.padding)
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        if needs_grad or _autocast_dtype(x.device.type) is not None or x.dim() != 3:
+            return strided_conv1d(x, self.weight, self.bias, self.stride, self.padding)
+        return self._inference(x)
+
+    def _inference(self, x: torch.Tensor) -> torch.Tensor:
+        """No-gradient forward with the weight matrix built once and reused while the weights are
+        unchanged (feature extraction runs many chunks through the same layer)."""
+        w, bias = self.weight, self.bias
+        key = (w._version, w.data_ptr(), w.dtype, w.device, None if bias is None else (bias._version, bias.data_ptr()))
+        cached_key, matrix, bias_row = self._inference_cache
+        k, c_out, c_in = self.kernel_size, self.out_channels, self.in_channels
+        unfold = _uses_unfolding(c_in, c_out, k, self.stride)
+        if cached_key != key:
+            with torch.no_grad():
+                if unfold:
+                    matrix, bias_row = w.reshape(c_out, c_in * k).t().contiguous(), bias
+                else:
+                    matrix, bias_row = weight_to_matrix(w, self.stride), _bias_row(bias, k, self.stride)
+            self._inference_cache = (key, matrix, bias_row)
+        if x.shape[-1] != c_in or (x.shape[1] + 2 * self.padding - k) // self.stride + 1 < 1:
+            return strided_conv1d(x, w, bias, self.stride, self.padding)  # its clear error
+        if unfold:
+            return _unfolded_product(x, matrix, bias_row, k, self.stride, self.padding)
+        return _blocked_product(x, matrix, bias_row, c_out, k, self.stride, self.padding)[0]
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
