@@ -67,6 +67,19 @@ def test_resume_rejects_a_different_config(tone_corpus, tmp_path):
         pretrain(small_config("train.max_steps=4", "train.lr=1e-2"), str(tone_corpus), str(tmp_path / "r"), progress=False)
 
 
+def test_resume_accepts_a_run_saved_before_a_config_key_existed(tone_corpus, tmp_path):
+    """A checkpoint whose config lacks a key added later (here train.compile) resumes with the
+    key's default instead of being refused."""
+    run = tmp_path / "old"
+    pretrain(small_config("train.max_steps=2", "train.checkpoint_every=2"), str(tone_corpus), str(run), progress=False)
+    last = run / "checkpoints" / "last.pt"
+    state = read_checkpoint(last)
+    del state["config"]["train"]["compile"]
+    torch.save(state, last)
+    again = pretrain(small_config("train.max_steps=4", "train.checkpoint_every=2"), str(tone_corpus), str(run), progress=False)
+    assert again["finished"] and again["step"] == 4
+
+
 def test_sigkill_then_resume_equals_uninterrupted_run(tone_corpus, tmp_path):
     common = ["pretrain", "--train-manifest", str(tone_corpus), "--no-progress", *SMALL,
               "train.max_steps=16", "train.checkpoint_every=4", "data.num_workers=1"]

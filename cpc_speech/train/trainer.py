@@ -43,7 +43,8 @@ from cpc_speech.train.schedule import lr_multiplier
 
 # config fields that may change between a run and its resumption
 RESUMABLE_CHANGES = {"train.max_steps", "train.log_batches", "train.log_every", "train.valid_every", "train.checkpoint_every",
-                     "train.keep_last", "train.device", "train.threads", "data.num_workers", "train.valid_batches"}
+                     "train.keep_last", "train.device", "train.threads", "data.num_workers", "train.valid_batches",
+                     "train.compile"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -126,7 +127,8 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if last.is_file():
             state = read_checkpoint(last, map_location="cpu")
-            saved = _flatten(state["config"])
+            # keys added to the config since the run started take their defaults
+            saved = _flatten(to_dict(config_from_dict(PretrainConfig, state["config"], where=f"{last} config")))
             now = _flatten(to_dict(self.cfg))
             changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
             if changed:
