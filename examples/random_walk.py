@@ -3,8 +3,9 @@
 5000 normalised random-walk sequences of 512 samples; a small encoder (two kernel-10, stride-5
 conv layers: 512 samples -> 20 frames) with a 2-layer GRU and 12 linear prediction steps; Adam with
 a cosine schedule and gradient clipping. Prints the loss and per-step accuracy each epoch.
-A random walk's future is partly predictable from its present, so accuracy is highest for k = 1 and
-falls with k. Runs in a few minutes on a CPU::
+A random walk's future is partly predictable from its present, so accuracy is highest for the
+nearest steps and falls with k (measured with --epochs 3: 0.33 0.34 0.30 ... 0.20 for k = 1..12,
+chance 0.059; about 5 s per epoch on 2 CPU cores)::
 
     python examples/random_walk.py --epochs 10
 """
