@@ -16,6 +16,17 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (tiny matrix products: extra intra-op threads only add
+    synchronisation, and are very slow when the cores are shared); restore the setting afterwards.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def write_tone_corpus(root, speakers=4, utterances=4, seconds=1.5, seed=0):
     """A small FLAC corpus in a speaker/utterance layout with a manifest: harmonic tones whose
     pitch drifts; each speaker has its own pitch range and timbre."""

@@ -27,12 +27,7 @@ from cpc_speech.features import (
 from cpc_speech.model.cpc import CPCModel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model(kind: str = "gru", norm: str = "channel", seed: int = 0) -> CPCModel:

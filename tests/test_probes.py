@@ -86,14 +86,7 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrix products: extra intra-op threads only add synchronisation (and are very slow when
-    the cores are shared); restore the session setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST_FIT = FitConfig(max_epochs=6, weight_decays=(0.0, 1e-3))
