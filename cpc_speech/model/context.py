@@ -13,40 +13,56 @@ import torch
 from torch import nn
 
 from cpc_speech.config import ContextConfig
+from cpc_speech.model.gru import gru_layer
+from cpc_speech.model.threads import single_thread
 from cpc_speech.model.transformer import CausalTransformerBlock
 
 
-class single_thread:
-    """Run a block with one intra-op thread on CPU.
-
-    A GRU/LSTM step multiplies tiny matrices; with several OpenMP threads each of the thousands of
-    steps pays a barrier, and when another process holds a core the barrier waits for a time slice:
-    measured 0.036 s (1 thread) against 4.9 s (2 threads, other core busy) for 1000 steps of a
-    128-unit GRU. One thread is never slower here (benchmarks/NOTES.md).
-    """
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-
-    def __enter__(self):
-        self.saved = torch.get_num_threads()
-        if self.enabled and self.saved > 1:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        if self.enabled and self.saved > 1:
-            torch.set_num_threads(self.saved)
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 class RecurrentContext(nn.Module):
-    """GRU or LSTM (unidirectional, batch_first)."""
+    """GRU or LSTM (unidirectional, batch_first).
+
+    Training a GRU on CPU runs :func:`cpc_speech.model.gru.gru_layer` (hand-written backward through
+    time, the same parameters as ``nn.GRU``); inference, LSTMs and CUDA run ``nn.GRU`` / ``nn.LSTM``.
+    """
 
     def __init__(self, in_dim: int, cfg: ContextConfig):
         super().__init__()
         rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg.kind]
         self.rnn = rnn(in_dim, cfg.hidden, num_layers=cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
 
+    def _cpu_gru_training(self, z: torch.Tensor) -> bool:
+        return (
+            isinstance(self.rnn, nn.GRU)
+            and not z.is_cuda
+            and torch.is_grad_enabled()
+            and z.dtype in (torch.float32, torch.float64)
+            and not _cpu_autocast()
+            and (z.requires_grad or self.rnn.weight_hh_l0.requires_grad)
+        )
+
+    def _gru_layers(self, z: torch.Tensor, state: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        rnn = self.rnn
+        b = z.shape[0]
+        x, last = z, []
+        for layer in range(rnn.num_layers):
+            h0 = state[layer] if state is not None else z.new_zeros(b, rnn.hidden_size)
+            weights = [getattr(rnn, f"{name}_l{layer}").to(z.dtype) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            x, h = gru_layer(x, h0, *weights)
+            last.append(h)
+            if layer < rnn.num_layers - 1 and rnn.dropout > 0:
+                x = nn.functional.dropout(x, rnn.dropout, self.training)
+        return x, torch.stack(last)
+
     def forward(self, z: torch.Tensor, state: Optional[Any] = None) -> Tuple[torch.Tensor, Any]:
+        if self._cpu_gru_training(z):
+            return self._gru_layers(z, state)  # threads: set inside (one for the steps)
         if z.is_cuda:
             self.rnn.flatten_parameters()
         with single_thread(not z.is_cuda):
