@@ -32,7 +32,7 @@ from cpc_speech.finetune import (
     read_alignments,
     select_hours,
 )
-from cpc_speech.finetune.trainer import FinetuneConfig, FinetuneError, Finetuner, FinetuneWarning, run_finetune
+from cpc_speech.finetune.trainer import FinetuneConfig, FinetuneError, Finetuner, FinetuneWarning, epoch_batches, run_finetune
 from cpc_speech.model.cpc import CPCModel
 
 # ------------------------------------------------------------------------------------------ PER
@@ -333,6 +333,40 @@ def test_resume_after_interruption_gives_the_same_result(corpus, tmp_path):
     changed = _cfg(corpus, output_dir=str(tmp_path / "b"), **dict(kw, lr=1e-3))
     with pytest.raises(FinetuneError, match="lr"):
         run_finetune(changed, progress=False, resume=True)
+    # a run saved before `batching` existed was trained with random batches: resuming it with
+    # length-sorted batches is refused, with random ones allowed
+    import yaml
+
+    path = tmp_path / "b" / "finetune_config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    del saved["batching"]
+    path.write_text(yaml.safe_dump(saved))
+    with pytest.raises(FinetuneError, match="batching: 'random' -> 'length'"):
+        run_finetune(cfg, progress=False, resume=True)
+    run_finetune(_cfg(corpus, output_dir=str(tmp_path / "b"), **dict(kw, batching="random")), progress=False, resume=True)
+
+
+def test_length_batches_cover_every_utterance_once_and_group_similar_lengths():
+    lengths = [16000 * (1 + (i * 37) % 23) // 4 for i in range(50)]
+    utts = [Utterance(f"u{i:02d}", f"u{i}.flac", "s", n, 16000) for i, n in enumerate(lengths)]
+    gen = torch.Generator().manual_seed(0)
+    by_length = epoch_batches(utts, 8, "length", gen)
+    assert sorted(i for b in by_length for i in b) == list(range(50))
+    assert [len(b) for b in by_length].count(8) == 6 and len(by_length) == 7
+    # padded samples (batch size x longest - total): sorted batches waste less than random ones
+    def padding(batches):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+    random_batches = epoch_batches(utts, 8, "random", torch.Generator().manual_seed(0))
+    assert sorted(i for b in random_batches for i in b) == list(range(50))
+    assert padding(by_length) < 0.25 * padding(random_batches)
+    # within a sorted batch, lengths are consecutive in sorted order; the batch order is shuffled
+    ranks = {i: r for r, i in enumerate(sorted(range(50), key=lambda i: (lengths[i], utts[i].id)))}
+    assert all(sorted(ranks[i] for i in b) == list(range(min(ranks[i] for i in b), min(ranks[i] for i in b) + len(b))) for b in by_length)
+    firsts = [min(ranks[i] for i in b) for b in by_length]
+    assert firsts != sorted(firsts)
+    other = epoch_batches(utts, 8, "length", torch.Generator().manual_seed(1))
+    assert other != by_length and sorted(map(sorted, other)) == sorted(map(sorted, by_length))
 
 
 def test_missing_and_too_short_utterances_are_skipped_or_rejected(corpus, tmp_path):

@@ -63,6 +63,7 @@ def register(sub) -> None:
     head.add_argument("--epochs", type=int, help="maximum epochs (default: 30)")
     head.add_argument("--patience", type=int, help="stop after this many epochs without a better dev PER (default: 5)")
     head.add_argument("--batch-size", type=int, help="utterances per step (default: 8)")
+    head.add_argument("--batching", choices=["length", "random"], help="length: batches of similar-length utterances (less padding), random: shuffled (default: length)")
     head.add_argument("--lr", type=float, help="head learning rate (Adam; default: 1e-3)")
     head.add_argument("--backbone-lr-scale", type=float, help="unfrozen: pretrained part at lr * this (default: 0.1)")
     head.add_argument("--scratch-lr-scale", type=float, help="scratch: random-init network at lr * this (default: 1.0)")
@@ -84,7 +85,7 @@ def register(sub) -> None:
 _FIELDS = [
     "model", "preset", "manifest", "phones", "transcripts", "alignments", "train_split", "dev_split", "test_split",
     "hours", "features", "head", "head_hidden", "head_kernel", "head_dropout", "bidirectional", "epochs", "patience",
-    "batch_size", "lr", "backbone_lr_scale", "scratch_lr_scale", "weight_decay", "grad_clip", "seed", "threads", "output_dir",
+    "batch_size", "batching", "lr", "backbone_lr_scale", "scratch_lr_scale", "weight_decay", "grad_clip", "seed", "threads", "output_dir",
 ]
 _PATHS = ("model", "manifest", "phones", "transcripts", "alignments", "train_split", "dev_split", "test_split", "output_dir")
 

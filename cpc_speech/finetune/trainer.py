@@ -60,6 +60,9 @@ FORMAT_VERSION = 1
 MAX_LISTED_WARNINGS = 5  # per split and reason; the rest only counted
 # config fields that may change between a run and its resumption
 _RESUME_FREE = ("conditions", "threads", "output_dir", "eval_batch_size")
+# settings of runs saved before the field existed (a resumed run must keep them)
+_LEGACY_DEFAULTS = {"batching": "random"}
+BATCHING = ("length", "random")
 
 
 class FinetuneError(ValueError):
@@ -94,6 +97,7 @@ class FinetuneConfig:
     epochs: int = 30
     patience: int = 5
     batch_size: int = 8  # utterances per step
+    batching: str = "length"  # length: batches of similar-length utterances, in random order | random
     lr: float = 1e-3  # head learning rate
     backbone_lr_scale: float = 0.1  # unfrozen: pretrained part at lr * this
     scratch_lr_scale: float = 1.0  # scratch: the random-init network at lr * this
@@ -123,6 +127,8 @@ class FinetuneConfig:
                 raise FinetuneError(f"{name.replace('_', '-')} is required")
         if self.features not in ("context", "encoder"):
             raise FinetuneError(f"features must be context or encoder, got {self.features!r}")
+        if self.batching not in BATCHING:
+            raise FinetuneError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
         if self.head not in HEAD_KINDS:
             raise FinetuneError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         self.head_config().validate()
@@ -326,6 +332,23 @@ class ConditionResult:
     record: Dict[str, Any]
     head: Optional[CTCHead] = None
     backbone: Optional[torch.nn.Module] = None
+
+
+def epoch_batches(utts: Sequence[Utterance], batch_size: int, batching: str, gen: torch.Generator) -> List[List[int]]:
+    """One epoch's batches of utterance indices.
+
+    ``random``: a random permutation cut into batches. ``length``: utterances sorted by length (in
+    samples) cut into batches, the batches in random order; a batch is padded to its longest
+    utterance, so similar lengths waste little computation on padding (about a third of an
+    end-to-end fine-tuning step with random batches of 2-9 s utterances).
+    """
+    n = len(utts)
+    if batching == "random":
+        order = torch.randperm(n, generator=gen).tolist()
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    order = sorted(range(n), key=lambda i: (utts[i].num_samples_16k, utts[i].id))
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
 
 
 def _tqdm_log(message: str) -> None:
@@ -564,6 +587,7 @@ class Finetuner:
 
             old = yaml.safe_load(path.read_text()) or {}
             new = to_dict(self.cfg)
+            old = {**_LEGACY_DEFAULTS, **old}
             changed = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))
             if changed:
                 detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
@@ -717,11 +741,10 @@ class Finetuner:
                 break
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             torch.manual_seed(cfg.seed * 1_000_033 + epoch)  # dropout
-            order = torch.randperm(n, generator=gen).tolist()
+            batches = epoch_batches(train.utterances, bs, cfg.batching, gen)
             head.train()
             source.train(True)
             total, weight = 0.0, 0
-            batches = [order[i : i + bs] for i in range(0, n, bs)]
             for idx in tqdm(batches, desc=f"{name} epoch {epoch}", unit="batch", disable=not self.progress, leave=False):
                 utts = [train.utterances[i] for i in idx]
                 labels = [train.targets[i].labels for i in idx]
