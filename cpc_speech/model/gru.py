@@ -23,39 +23,42 @@ import torch
 from cpc_speech.model.threads import single_thread
 
 
-def _forward_steps(gi, h0, w_hh, b_hh, outputs, gates, gh_n) -> torch.Tensor:
-    """The recurrence over precomputed input projections gi (frames, batch, 3H); fills outputs,
-    gates and gh_n (time-major) and returns the last state (batch, H)."""
+def _forward_steps(gi, h0, w_hh, b_hh, outputs, gates, gh) -> torch.Tensor:
+    """The recurrence over precomputed input projections gi (frames, batch, 3H); fills outputs
+    (frames, batch, H), gates r, z, n and the recurrent projections gh = h W_hh + b_hh (frames,
+    batch, 3H) and returns the last state (batch, H)."""
     hidden = h0.shape[1]
     w_hh_t = w_hh.t().contiguous()
     h = h0
     for s in range(gi.shape[0]):
-        gh = torch.addmm(b_hh, h, w_hh_t)
+        torch.addmm(b_hh, h, w_hh_t, out=gh[s])
         g = gates[s]
-        torch.add(gi[s, :, : 2 * hidden], gh[:, : 2 * hidden], out=g[:, : 2 * hidden]).sigmoid_()
-        gh_n[s] = gh[:, 2 * hidden :]
-        n = torch.addcmul(gi[s, :, 2 * hidden :], g[:, :hidden], gh_n[s], out=g[:, 2 * hidden :]).tanh_()
+        torch.add(gi[s, :, : 2 * hidden], gh[s, :, : 2 * hidden], out=g[:, : 2 * hidden]).sigmoid_()
+        n = torch.addcmul(gi[s, :, 2 * hidden :], g[:, :hidden], gh[s, :, 2 * hidden :], out=g[:, 2 * hidden :]).tanh_()
         h = torch.addcmul(n, g[:, hidden : 2 * hidden], h - n, out=outputs[s])  # n + z (h - n)
     return h
 
 
-def _backward_steps(grad_out, dh, h0, w_hh, outputs, gates, gh_n, d_gi, d_gh_n) -> torch.Tensor:
-    """Backpropagation through time: fills d_gi (gradients of the pre-activations, input side)
-    and d_gh_n (gradient of h W_hn + b_hn), returns the gradient of h0."""
-    hidden = h0.shape[1]
-    w_rz, w_n = w_hh[: 2 * hidden], w_hh[2 * hidden :]  # (2H, H), (H, H)
-    for s in range(outputs.shape[0] - 1, -1, -1):
+def _backward_steps(grad_out, dh, h_prev, w_hh, gates, gh, d_gh, d_gi_n) -> torch.Tensor:
+    """Backpropagation through time. Fills d_gh, the gradient of gh = h W_hh + b_hh (frames,
+    batch, 3H), and d_gi_n, that of the input-side pre-activation of n (frames, batch, H); the
+    input-side gradients of r and z equal the recurrent ones. Returns the gradient of h0.
+
+    The per-step factors are computed for all steps at once, so that a step is five element-wise
+    products and one matrix product."""
+    hidden = h_prev.shape[2]
+    r, z, n = gates[..., :hidden], gates[..., hidden : 2 * hidden], gates[..., 2 * hidden :]
+    through_n = (1 - z) * (1 - n * n)  # dL/d(n pre-activation) = dh * this
+    through_r = gh[..., 2 * hidden :] * r * (1 - r)  # dL/d(r pre-activation) = that * this
+    through_z = (h_prev - n) * z * (1 - z)  # dL/d(z pre-activation) = dh * this
+    for s in range(gates.shape[0] - 1, -1, -1):
         dh += grad_out[s]
-        h_prev = outputs[s - 1] if s > 0 else h0
-        g = gates[s]
-        r, z, n = g[:, :hidden], g[:, hidden : 2 * hidden], g[:, 2 * hidden :]
-        d = d_gi[s]
-        dn = d[:, 2 * hidden :]
-        torch.mul(dh, 1 - z, out=dn).mul_(1 - n * n)  # through tanh
-        torch.mul(dn, r, out=d_gh_n[s])
-        torch.mul(dn, gh_n[s], out=d[:, :hidden]).mul_(r * (1 - r))  # r, through sigmoid
-        torch.mul(dh, h_prev - n, out=d[:, hidden : 2 * hidden]).mul_(z * (1 - z))  # z
-        dh = torch.addmm(dh * z, d[:, : 2 * hidden], w_rz).addmm_(d_gh_n[s], w_n)
+        d = d_gh[s]
+        dn = torch.mul(dh, through_n[s], out=d_gi_n[s])
+        torch.mul(dn, through_r[s], out=d[:, :hidden])
+        torch.mul(dh, through_z[s], out=d[:, hidden : 2 * hidden])
+        torch.mul(dn, r[s], out=d[:, 2 * hidden :])
+        dh = torch.addmm(dh * z[s], d, w_hh)
     return dh
 
 
@@ -71,38 +74,31 @@ class _GRULayer(torch.autograd.Function):
         gi = torch.addmm(b_ih, x_tm, w_ih.t()).view(t, b, 3 * hidden)
         outputs = x.new_empty(t, b, hidden)
         gates = x.new_empty(t, b, 3 * hidden)  # r, z, n of every step
-        gh_n = x.new_empty(t, b, hidden)  # h W_hn + b_hn (needed for the gradient of r)
+        gh = x.new_empty(t, b, 3 * hidden)  # h W_hh + b_hh of every step
         with single_thread():
-            h = _forward_steps(gi, h0, w_hh, b_hh, outputs, gates, gh_n)
-        ctx.save_for_backward(x_tm, h0, w_ih, w_hh, outputs, gates, gh_n)
+            h = _forward_steps(gi, h0, w_hh, b_hh, outputs, gates, gh)
+        ctx.save_for_backward(x_tm, h0, w_ih, w_hh, outputs, gates, gh)
         return outputs.transpose(0, 1), h.clone()
 
     @staticmethod
     def backward(ctx, grad_out, grad_last):
-        x_tm, h0, w_ih, w_hh, outputs, gates, gh_n = ctx.saved_tensors
+        x_tm, h0, w_ih, w_hh, outputs, gates, gh = ctx.saved_tensors
         t, b, hidden = outputs.shape
         grad_out = grad_out.transpose(0, 1) if grad_out is not None else torch.zeros_like(outputs)
-        d_gi = torch.empty_like(gates)
-        d_gh_n = torch.empty_like(gh_n)
+        h_prev = torch.cat([h0.unsqueeze(0), outputs[:-1]], 0)
+        d_gh = torch.empty_like(gates)
+        d_gi_n = torch.empty_like(outputs)
         dh = grad_last.clone() if grad_last is not None else outputs.new_zeros(b, hidden)
         with single_thread():
-            dh = _backward_steps(grad_out, dh, h0, w_hh, outputs, gates, gh_n, d_gi, d_gh_n)
-        grad_x = grad_w_ih = grad_w_hh = grad_b_ih = grad_b_hh = None
-        d_gi = d_gi.view(t * b, 3 * hidden)
-        if ctx.needs_input_grad[0]:
-            grad_x = (d_gi @ w_ih).view(t, b, -1).transpose(0, 1)
+            dh = _backward_steps(grad_out, dh, h_prev, w_hh, gates, gh, d_gh, d_gi_n)
+        d_gh = d_gh.view(t * b, 3 * hidden)
+        d_gi = torch.cat([d_gh[:, : 2 * hidden], d_gi_n.view(t * b, hidden)], 1)
+        grad_x = (d_gi @ w_ih).view(t, b, -1).transpose(0, 1) if ctx.needs_input_grad[0] else None
         grad_h0 = dh if ctx.needs_input_grad[1] else None
-        if ctx.needs_input_grad[2]:
-            grad_w_ih = d_gi.t() @ x_tm
-        if ctx.needs_input_grad[3] or ctx.needs_input_grad[5]:
-            d_gh = torch.cat([d_gi[:, : 2 * hidden], d_gh_n.view(t * b, hidden)], 1)
-            if ctx.needs_input_grad[3]:
-                h_prev = torch.cat([h0.unsqueeze(0), outputs[:-1]], 0).view(t * b, hidden)
-                grad_w_hh = d_gh.t() @ h_prev
-            if ctx.needs_input_grad[5]:
-                grad_b_hh = d_gh.sum(0)
-        if ctx.needs_input_grad[4]:
-            grad_b_ih = d_gi.sum(0)
+        grad_w_ih = d_gi.t() @ x_tm if ctx.needs_input_grad[2] else None
+        grad_w_hh = d_gh.t() @ h_prev.view(t * b, hidden) if ctx.needs_input_grad[3] else None
+        grad_b_ih = d_gi.sum(0) if ctx.needs_input_grad[4] else None
+        grad_b_hh = d_gh.sum(0) if ctx.needs_input_grad[5] else None
         return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
 
 
