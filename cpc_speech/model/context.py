@@ -44,6 +44,8 @@ class RecurrentContext(nn.Module):
             and torch.is_grad_enabled()
             and z.dtype in (torch.float32, torch.float64)
             and not _cpu_autocast()
+            # torch.compile traces nn.GRU as one operation; tracing this layer would unroll its steps
+            and not torch.compiler.is_compiling()
             and (z.requires_grad or self.rnn.weight_hh_l0.requires_grad)
         )
 

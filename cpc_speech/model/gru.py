@@ -102,7 +102,6 @@ class _GRULayer(torch.autograd.Function):
         return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
 
 
-@torch.compiler.disable  # a graph break: tracing would unroll every time step
 def gru_layer(
     x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor]:
