@@ -24,7 +24,7 @@ from cpc_speech.probes.labels import (
     read_label_names,
     read_split,
 )
-from cpc_speech.probes.linear import FitConfig, ProbeData, context_neighbors, select_and_fit
+from cpc_speech.probes.linear import FitConfig, ProbeData, context_neighbors, select_and_fit, train_probe
 from cpc_speech.probes.phone import run_phone_probe
 from cpc_speech.probes.speaker import run_speaker_probe
 
@@ -189,6 +189,29 @@ def test_probe_learns_linear_labels_and_not_shuffled_ones():
     out = select_and_fit(fit, dev, test, 5, FitConfig(max_epochs=8, weight_decays=(0.0, 1e-3)))
     majority = np.bincount(test.y).max() / len(test.y)
     assert out.accuracy <= majority + 0.05, (out.accuracy, majority)
+
+
+def test_saturated_dev_accuracy_selects_on_dev_loss():
+    """Two far-apart classes: the 20-example dev set is classified perfectly after the first epoch.
+    Selection must then go on by dev cross-entropy (the kept probe is a later, better-fit epoch), not
+    stop at the first perfect epoch."""
+    rng = np.random.default_rng(3)
+
+    def blobs(n):
+        y = np.arange(n) % 2
+        X = rng.standard_normal((n, 6)).astype(np.float32) * 0.5
+        X[:, 0] += np.where(y == 1, 3.0, -3.0)
+        return ProbeData(X, y.astype(np.int64))
+
+    fit, dev, test = blobs(200), blobs(20), blobs(200)
+    cfg = FitConfig(optimizer="adam", lr=0.01, max_epochs=30, weight_decays=(0.0,))
+    _, scores = train_probe(fit, 2, 0.0, 30, cfg, dev, keep_best=True)
+    assert scores[0][0] == 1.0 and all(acc == 1.0 for acc, _ in scores)
+    assert scores[-1][1] > scores[0][1]  # -loss: the loss kept falling
+    out = select_and_fit(fit, dev, test, 2, cfg)
+    assert out.best["dev_accuracy"] == 1.0 and out.best["epochs"] > 5
+    assert out.best["dev_loss"] == pytest.approx(-max(scores)[1]) and out.best["dev_loss"] < -scores[0][1]
+    assert out.accuracy == 1.0
 
 
 def test_lbfgs_and_context_frames():

@@ -31,7 +31,7 @@ Result JSON (written to ``--out``; the report code relies on this layout)::
       "test_utterances": n,  "test_frames": n,
       ("train_examples", "fit_examples", "dev_examples", "test_examples", "speakers": speaker probe)
       "feature_dim": n,
-      "best": {"weight_decay", "epochs", "dev_accuracy", "optimizer", "lr", "batch_size", "refit_on_train"},
+      "best": {"weight_decay", "epochs", "dev_accuracy", "dev_loss", "optimizer", "lr", "batch_size", "refit_on_train"},
       "per_class_accuracy": {name: float or null},  # recall per true class on test (null: absent)
       "per_class_count": {name: n},
       "confusion": [[n, ...], ...],             # rows = true class, columns = predicted, label order

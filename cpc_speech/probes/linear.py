@@ -34,7 +34,9 @@ default. A round costs ~11 passes over the data (measured), an Adam epoch one: f
 Model selection (:func:`select_and_fit`): for each weight decay of a small grid, train on the *fit*
 part of the train split and record dev accuracy after every epoch (stopping after ``patience`` = 3
 epochs without improvement); the (weight decay, epochs) pair
-with the best dev accuracy wins (ties: fewer epochs, then larger weight decay). That snapshot is the
+with the best dev accuracy wins (ties: lower dev cross-entropy, then fewer epochs, then larger weight
+decay; a small dev set is often classified perfectly after one epoch, e.g. 32 utterances of 16
+speakers, and picking the first perfect epoch then stopped the probe undertrained). That snapshot is the
 final probe (``refit=True`` instead retrains with those settings on the whole train split, fit + dev,
 standardised with its own statistics: one more run); it is evaluated once on the test split. The
 test split never influences a choice.
@@ -42,6 +44,7 @@ test split never influences a choice.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -119,7 +122,7 @@ class FitConfig:
     max_epochs: int = 10  # epochs (adam) or rounds of lbfgs_iters_per_epoch iterations (lbfgs)
     weight_decays: Tuple[float, ...] = (0.0, 1e-4, 1e-3)
     lbfgs_iters_per_epoch: int = 10
-    patience: int = 3  # model selection: stop a run after this many epochs without a better dev accuracy
+    patience: int = 3  # model selection: stop a run after this many epochs without a better dev score (accuracy, then loss)
     seed: int = 0
 
     def validate(self) -> "FitConfig":
@@ -154,14 +157,27 @@ class LinearProbe:
         return (torch.from_numpy(np.ascontiguousarray(data.X, dtype=np.float32)) - self.mean) / self.std
 
     @torch.no_grad()
-    def predict(self, data: ProbeData, Xs: Optional[torch.Tensor] = None) -> np.ndarray:
+    def _logit_blocks(self, data: ProbeData, Xs: Optional[torch.Tensor]):
         Xs = self.standardised(data) if Xs is None else Xs
         nbr = None if data.neighbors is None else torch.from_numpy(data.neighbors)
-        out = []
         for s in range(0, len(data), EVAL_ROWS):
             idx = torch.arange(s, min(len(data), s + EVAL_ROWS))
-            out.append(self.logits(self.inputs(Xs, data, idx, nbr)).argmax(1))
+            yield idx, self.logits(self.inputs(Xs, data, idx, nbr))
+
+    def predict(self, data: ProbeData, Xs: Optional[torch.Tensor] = None) -> np.ndarray:
+        out = [logits.argmax(1) for _, logits in self._logit_blocks(data, Xs)]
         return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
+
+    @torch.no_grad()
+    def score(self, data: ProbeData, Xs: Optional[torch.Tensor] = None) -> Tuple[float, float]:
+        """(accuracy, -mean cross-entropy) on ``data``: larger is better, compared in that order."""
+        y = torch.from_numpy(data.y.astype(np.int64))
+        correct, loss = 0, 0.0
+        for idx, logits in self._logit_blocks(data, Xs):
+            correct += int((logits.argmax(1) == y[idx]).sum())
+            loss += float(F.cross_entropy(logits, y[idx], reduction="sum"))
+        n = max(1, len(data))
+        return correct / n, -loss / n
 
 
 def feature_stats(data: ProbeData) -> Tuple[np.ndarray, np.ndarray]:
@@ -183,9 +199,9 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean()) if len(y) else float("nan")
 
 
-def _stalled(history: List[float], patience: int) -> bool:
-    """No improvement on the best dev accuracy during the last ``patience`` epochs."""
-    return patience > 0 and len(history) > patience and max(history[-patience:]) <= max(history[:-patience])
+def _stalled(scores: List[Tuple[float, float]], patience: int) -> bool:
+    """No better (dev accuracy, -dev loss) during the last ``patience`` epochs."""
+    return patience > 0 and len(scores) > patience and max(scores[-patience:]) <= max(scores[:-patience])
 
 
 def effective_batch_size(n: int, cfg: FitConfig) -> int:
@@ -202,10 +218,11 @@ def train_probe(
     dev: Optional[ProbeData] = None,
     keep_best: bool = False,
 ) -> Tuple[LinearProbe, List[float]]:
-    """Train for ``epochs`` epochs; returns the probe and the dev accuracy after each epoch (empty
-    without ``dev``). With ``dev``, training stops early after ``cfg.patience`` epochs without a new
-    best dev accuracy; with ``keep_best`` the returned probe has the weights of the first epoch that
-    reached the best dev accuracy (else those of the last epoch)."""
+    """Train for ``epochs`` epochs; returns the probe and the (dev accuracy, -dev cross-entropy)
+    after each epoch (empty without ``dev``). With ``dev``, training stops early after
+    ``cfg.patience`` epochs without a better score (higher accuracy, or the same accuracy at a lower
+    loss); with ``keep_best`` the returned probe has the weights of the best-scoring epoch (else
+    those of the last epoch)."""
     cfg.validate()
     if len(train) == 0:
         raise ValueError("cannot train a probe on an empty train set")
@@ -215,14 +232,14 @@ def train_probe(
     y = torch.from_numpy(train.y.astype(np.int64))
     nbr = None if train.neighbors is None else torch.from_numpy(train.neighbors)
     Xdev = probe.standardised(dev) if dev is not None else None
-    history: List[float] = []
+    history: List[Tuple[float, float]] = []
     n = len(train)
     snapshot: List[Optional[Tuple[torch.Tensor, torch.Tensor]]] = [None]
 
     def record() -> bool:
-        """Append the dev accuracy (snapshotting a new best); True when training should stop."""
-        history.append(accuracy(probe.predict(dev, Xdev), dev.y))
-        if keep_best and history[-1] > max(history[:-1], default=-1.0):
+        """Append the dev score (snapshotting a new best); True when training should stop."""
+        history.append(probe.score(dev, Xdev))
+        if keep_best and history[-1] > max(history[:-1], default=(-1.0, -math.inf)):
             snapshot[0] = (probe.weight.detach().clone(), probe.bias.detach().clone())
         return _stalled(history, cfg.patience)
 
@@ -305,13 +322,13 @@ def select_and_fit(
     best_key, best_probe = None, None
     curves: Dict[str, List[float]] = {}
     for wd in cfg.weight_decays:
-        probe, hist = train_probe(fit, n_classes, wd, cfg.max_epochs, cfg, dev, keep_best=True)
-        curves[f"{wd:g}"] = hist
-        ep = int(np.argmax(hist)) + 1  # first epoch reaching the best accuracy (the snapshot)
-        key = (hist[ep - 1], -ep, wd)
+        probe, scores = train_probe(fit, n_classes, wd, cfg.max_epochs, cfg, dev, keep_best=True)
+        curves[f"{wd:g}"] = [acc for acc, _ in scores]
+        ep = max(range(len(scores)), key=lambda i: (scores[i], -i)) + 1  # the snapshot's epoch
+        key = (*scores[ep - 1], -ep, wd)
         if best_key is None or key > best_key:
             best_key, best_probe = key, probe
-    dev_acc, neg_ep, wd = best_key  # type: ignore[misc]
+    dev_acc, neg_loss, neg_ep, wd = best_key  # type: ignore[misc]
     epochs = -neg_ep
     if refit:
         final, _ = train_probe(ProbeData.concat([fit, dev]), n_classes, wd, epochs, cfg)
@@ -322,6 +339,7 @@ def select_and_fit(
         "weight_decay": wd,
         "epochs": epochs,
         "dev_accuracy": dev_acc,
+        "dev_loss": -neg_loss,
         "optimizer": cfg.optimizer,
         "lr": cfg.lr if cfg.optimizer == "adam" else 1.0,
         "batch_size": effective_batch_size(len(fit), cfg) if cfg.optimizer == "adam" else None,
