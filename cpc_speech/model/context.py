@@ -25,6 +25,11 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+def _compiling() -> bool:
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling and is_compiling())
+
+
 class RecurrentContext(nn.Module):
     """GRU or LSTM (unidirectional, batch_first).
 
@@ -45,7 +50,7 @@ class RecurrentContext(nn.Module):
             and z.dtype in (torch.float32, torch.float64)
             and not _cpu_autocast()
             # torch.compile traces nn.GRU as one operation; tracing this layer would unroll its steps
-            and not torch.compiler.is_compiling()
+            and not _compiling()
             and (z.requires_grad or self.rnn.weight_hh_l0.requires_grad)
         )
 
