@@ -334,6 +334,11 @@ class ConditionResult:
     backbone: Optional[torch.nn.Module] = None
 
 
+def length_order(utts: Sequence[Utterance]) -> List[int]:
+    """Indices of ``utts`` from shortest to longest (ties by id): batches of neighbours pad little."""
+    return sorted(range(len(utts)), key=lambda i: (utts[i].num_samples_16k, utts[i].id))
+
+
 def epoch_batches(utts: Sequence[Utterance], batch_size: int, batching: str, gen: torch.Generator) -> List[List[int]]:
     """One epoch's batches of utterance indices.
 
@@ -347,7 +352,7 @@ def epoch_batches(utts: Sequence[Utterance], batch_size: int, batching: str, gen
     if batching == "random":
         order = torch.randperm(n, generator=gen).tolist()
         return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    order = sorted(range(n), key=lambda i: (utts[i].num_samples_16k, utts[i].id))
+    order = length_order(utts)
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     return [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
 
@@ -558,7 +563,7 @@ class Finetuner:
         head.eval()
         source.train(False)
         blank = self.prepare().inventory.blank
-        order = sorted(range(len(split.utterances)), key=lambda i: (split.utterances[i].num_samples_16k, split.utterances[i].id))
+        order = length_order(split.utterances)
         refs, hyps = [], []
         nll = 0.0
         bs = self.cfg.eval_batch_size
