@@ -49,11 +49,13 @@ import numpy as np
 import torch
 
 from cpc_speech.audio import SAMPLE_RATE, AudioError, load_waveform, read_audio
+from cpc_speech.model.threads import single_thread
 
-# Inputs longer than this many seconds are processed in exact chunks. 10 s keeps the largest
-# intermediate (the first encoder layer's output: 32000 frames x 256 channels, 33 MB, for the
-# default preset) small, and measured faster than 60 s chunks (benchmarks/NOTES.md).
-CHUNK_SECONDS = 10.0
+# Inputs longer than this many seconds are processed in exact chunks, several at once on CPU (one
+# per thread; :func:`encode_in_order`). 5 s keeps the largest intermediate of each (the first
+# encoder layer's output: 16000 frames x 256 channels, 16 MB, for the default preset) in the
+# CPU cache and measured faster than 10 s and 60 s chunks (benchmarks/NOTES.md).
+CHUNK_SECONDS = 2.5
 
 LAYERS = ("context", "encoder")
 INDEX_NAME = "features.tsv"
@@ -127,6 +129,55 @@ def _encode_frames(model, wav: torch.Tensor, f0: int, f1: int) -> torch.Tensor:
     return out
 
 
+_END = object()
+
+
+def ordered_map(fn, items: Iterable[Any], workers: int, ahead: int) -> Iterator[Tuple[Any, Any]]:
+    """``(item, fn(item))`` in the order of ``items``. With ``workers`` > 0 the calls run on that
+    many threads, at most ``ahead`` items in advance (bounded memory); an exception in a call is
+    raised when its item comes up."""
+    if workers <= 0:
+        for item in items:
+            yield item, fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: collections.deque = collections.deque()
+        it = iter(items)
+        for item in it:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            item, fut = pending.popleft()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                pending.append((nxt, pool.submit(fn, nxt)))
+            yield item, fut.result()
+
+
+def encoder_threads(device: torch.device, tasks: int) -> int:
+    """How many encoder tasks (chunks or batches) run at once, each on one intra-op thread: torch's
+    thread count on CPU when there are at least two tasks, else 0 (one task at a time with all
+    threads). On CPU the encoder then keeps every core busy while the context network, which runs
+    its recurrent steps on one thread, works through the previous task (benchmarks/NOTES.md)."""
+    threads = torch.get_num_threads()
+    return threads if device.type == "cpu" and threads > 1 and tasks > 1 else 0
+
+
+def encode_in_order(encode, tasks: Sequence[Any], device: torch.device) -> Iterator[Tuple[Any, torch.Tensor]]:
+    """``(task, encode(task))`` in order, the calls spread over :func:`encoder_threads` threads
+    with one intra-op thread each (torch's thread count is set to 1 meanwhile and restored after),
+    without autograd."""
+    workers = encoder_threads(device, len(tasks))
+
+    def run(task):
+        with torch.inference_mode():
+            return encode(task)
+
+    with single_thread(workers > 0):
+        yield from ordered_map(run, tasks, workers, ahead=workers + 1)
+
+
 CONTEXT_PIECE = 1024  # frames given to the context network at once (the state carries across)
 
 
@@ -146,8 +197,7 @@ def _run_context(model, z: torch.Tensor, state: Any = None) -> Tuple[torch.Tenso
 def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int) -> torch.Tensor:
     """Features (frames, dim) of one 16 kHz 1-D tensor, chunked when long."""
     enc = model.encoder
-    n = wav.shape[-1]
-    total = enc.num_frames(n)
+    total = enc.num_frames(wav.shape[-1])
     if total == 0:
         return torch.zeros(0, model.cfg.context.hidden if layer == "context" else enc.dim, device=wav.device)
     if total <= chunk_frames or not chunkable(model):
@@ -155,19 +205,33 @@ def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int) -> tor
         if layer == "encoder":
             return z[0]
         return _run_context(model, z)[0][0]
+    return next(_forward_chunked(model, [wav], layer, chunk_frames))[1]
+
+
+def _forward_chunked(model, wavs: Sequence[torch.Tensor], layer: str, chunk_frames: int) -> Iterator[Tuple[int, torch.Tensor]]:
+    """``(index, features (frames, dim))`` of each 16 kHz 1-D tensor in ``wavs`` (at least one
+    frame each), in order. All inputs form one stream of encoder chunks (:func:`encode_in_order`),
+    so the encoders of the next chunks, also of the next input, run while the context network
+    works through the current one; the context state restarts with each input."""
+    enc = model.encoder
     dim = model.cfg.context.hidden if layer == "context" else enc.dim
-    out = None  # preallocated once the dtype is known: no list of chunks to concatenate
-    state = None
-    for f0 in range(0, total, chunk_frames):
-        f1 = min(total, f0 + chunk_frames)
-        z = _encode_frames(model, wav, f0, f1)
+    chunks = []
+    for i, wav in enumerate(wavs):
+        total = enc.num_frames(wav.shape[-1])
+        chunks.extend((i, f0, min(total, f0 + chunk_frames), total) for f0 in range(0, total, chunk_frames))
+    out, state = None, None
+    device = wavs[0].device
+    for (i, f0, f1, total), z in encode_in_order(lambda c: _encode_frames(model, wavs[c[0]], c[1], c[2]), chunks, device):
+        if f0 == 0:
+            out, state = None, None  # preallocated once the dtype is known: no list of chunks to concatenate
         if layer == "context":
             c, state = _run_context(model, z.unsqueeze(0), state)
             z = c[0]
         if out is None:
             out = torch.empty(total, dim, dtype=z.dtype, device=z.device)
         out[f0:f1] = z
-    return out
+        if f1 == total:
+            yield i, out
 
 
 class _EvalMode:
@@ -244,40 +308,41 @@ def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: f
     rest = sorted((i for i in range(len(arrays)) if i not in single_set), key=lambda i: arrays[i].size)
     max_samples = int(batch_seconds * SAMPLE_RATE)
     tail = _margin_frames(enc) + 2  # frames at the end of each input that may see padding
-    with torch.inference_mode(), _EvalMode(model):
-        for i in single:
-            results[i] = _forward_one(model, torch.from_numpy(arrays[i]).to(dev), layer, chunk_frames).float().cpu().numpy()
-        batch: List[int] = []
+    batches: List[List[int]] = []
+    for i in rest:  # sorted by length: a batch is at most max_samples of padded audio
+        if not batches or (len(batches[-1]) + 1) * arrays[i].size > max_samples:
+            batches.append([])
+        batches[-1].append(i)
 
-        def flush(batch: List[int]) -> None:
-            if not batch:
-                return
-            longest = max(arrays[i].size for i in batch)
-            x = torch.zeros(len(batch), longest)
-            for row, i in enumerate(batch):
-                x[row, :arrays[i].size] = torch.from_numpy(arrays[i])
-            x = x.to(dev)
-            z = enc(x)
-            for row, i in enumerate(batch):
-                n = arrays[i].size
-                total = enc.num_frames(n)
-                if n < longest:
-                    f0 = max(0, total - tail)
-                    z[row, f0:total] = _encode_frames(model, x[row, :n], f0, total)
-            if layer == "context":
-                feats = _run_context(model, z)[0]
-            else:
-                feats = z
+    def encode(batch: List[int]) -> torch.Tensor:
+        """Encoder frames (batch, frames, dim) of the padded batch, tails recomputed exactly."""
+        longest = max(arrays[i].size for i in batch)
+        x = torch.zeros(len(batch), longest)
+        for row, i in enumerate(batch):
+            x[row, :arrays[i].size] = torch.from_numpy(arrays[i])
+        x = x.to(dev)
+        z = enc(x)
+        for row, i in enumerate(batch):
+            n = arrays[i].size
+            total = enc.num_frames(n)
+            if n < longest:
+                f0 = max(0, total - tail)
+                z[row, f0:total] = _encode_frames(model, x[row, :n], f0, total)
+        return z
+
+    with torch.inference_mode(), _EvalMode(model):
+        if not chunkable(model):  # instance norm: every input in one pass
+            for i in single:
+                results[i] = _forward_one(model, torch.from_numpy(arrays[i]).to(dev), layer, chunk_frames).float().cpu().numpy()
+        elif single:  # long inputs: one stream of chunks
+            tensors = [torch.from_numpy(arrays[i]).to(dev) for i in single]
+            for j, feats in _forward_chunked(model, tensors, layer, chunk_frames):
+                results[single[j]] = feats.float().cpu().numpy()
+        for batch, z in encode_in_order(encode, batches, dev):
+            feats = _run_context(model, z)[0] if layer == "context" else z
             feats = feats.float().cpu().numpy()
             for row, i in enumerate(batch):
                 results[i] = np.ascontiguousarray(feats[row, :enc.num_frames(arrays[i].size)])
-
-        for i in rest:
-            if batch and (len(batch) + 1) * arrays[i].size > max_samples:
-                flush(batch)
-                batch = []
-            batch.append(i)
-        flush(batch)
     return results  # type: ignore[return-value]
 
 
@@ -512,23 +577,8 @@ def _read_ahead(items: Sequence[Tuple[str, str]], min_samples: int, workers: int
         except Exception as exc:  # never crash half-way on one bad file
             return AudioError(f"{path}: {type(exc).__name__}: {exc}")
 
-    if workers <= 0:
-        for item in items:
-            yield item[0], read(item)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: collections.deque = collections.deque()
-        it = iter(items)
-        for item in it:
-            pending.append((item[0], pool.submit(read, item)))
-            if len(pending) >= ahead:
-                break
-        while pending:
-            uid, fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt[0], pool.submit(read, nxt)))
-            yield uid, fut.result()
+    for (uid, _), wav in ordered_map(read, items, workers, ahead):
+        yield uid, wav
 
 
 def extract_corpus(

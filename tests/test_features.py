@@ -21,6 +21,7 @@ from cpc_speech.features import (
     extract_features,
     extract_features_batch,
     load_feature_dir,
+    ordered_map,
     read_index,
     read_meta,
 )
@@ -149,6 +150,67 @@ def test_batch_equals_single(gru):
     long = speechlike(16000 * 3)
     f = extract_features_batch([long, xs[1]], gru, sample_rate=16000, chunk_seconds=1.0)[0]
     np.testing.assert_allclose(f, extract_features(long, 16000, gru), atol=1e-4)
+
+
+def test_ordered_map_keeps_order_bounds_lookahead_and_raises_at_the_item():
+    """Results come back in input order although later calls finish first; at most ``ahead``
+    calls are submitted beyond the consumer; an exception surfaces at its own item."""
+    import threading
+
+    lock, running, seen_max = threading.Lock(), [0], [0]
+
+    def slow_square(i):
+        with lock:
+            running[0] += 1
+            seen_max[0] = max(seen_max[0], running[0])
+        time.sleep(0.02 if i % 2 == 0 else 0.001)  # even items finish after the odd ones
+        with lock:
+            running[0] -= 1
+        if i == 7:
+            raise ValueError("item 7 is bad")
+        return i * i
+
+    got = []
+    with pytest.raises(ValueError, match="item 7"):
+        for i, sq in ordered_map(slow_square, range(10), workers=2, ahead=3):
+            got.append((i, sq))
+    assert got == [(i, i * i) for i in range(7)]
+    assert seen_max[0] == 2  # two threads ran calls at the same time, never more
+    assert list(ordered_map(lambda i: -i, range(4), workers=0, ahead=1)) == [(0, 0), (1, -1), (2, -2), (3, -3)]
+
+
+def test_parallel_chunk_encoding_equals_one_thread(gru, monkeypatch):
+    """With 2 torch threads, the chunks of long inputs are encoded on 2 threads (one intra-op
+    thread each) while the context runs in order: the features equal the 1-thread result and one
+    pass, both worker threads did encode chunks, and torch's thread count is restored."""
+    import threading
+
+    import cpc_speech.features as features
+
+    xs = [speechlike(16000 * 3 + 321, seed=1), speechlike(16000 * 2, seed=2), speechlike(5000, seed=3)]
+    serial = extract_features_batch(xs, gru, sample_rate=16000, chunk_seconds=0.5)
+    calls = []
+    encode = features._encode_frames
+
+    def recording(*args):
+        calls.append((threading.get_ident(), torch.get_num_threads(), torch.is_inference_mode_enabled()))
+        return encode(*args)
+
+    monkeypatch.setattr(features, "_encode_frames", recording)
+    torch.set_num_threads(2)
+    parallel = extract_features_batch(xs, gru, sample_rate=16000, chunk_seconds=0.5)
+    assert torch.get_num_threads() == 2
+    chunk_calls = [c for c in calls if c[0] != threading.get_ident()]
+    assert len({c[0] for c in chunk_calls}) == 2, "chunks were not encoded on two threads"
+    assert all(c[1] == 1 and c[2] for c in chunk_calls)  # one intra-op thread each, no autograd
+    single = extract_features(xs[0], 16000, gru, chunk_seconds=0.5)
+    assert torch.get_num_threads() == 2
+    for x, a, b in zip(xs, serial, parallel):
+        assert a.shape == b.shape == (gru.encoder.num_frames(x.size), 32)
+        np.testing.assert_allclose(b, a, atol=1e-5)
+    with torch.inference_mode():
+        one_pass = gru(torch.from_numpy(xs[0])[None], predict=False).c[0].numpy()
+    np.testing.assert_allclose(single, one_pass, atol=1e-4)
 
 
 @pytest.fixture()

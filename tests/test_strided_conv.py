@@ -7,7 +7,7 @@ from torch import nn
 
 from cpc_speech.config import EncoderConfig
 from cpc_speech.model.encoder import Encoder
-from cpc_speech.model.strided_conv import StridedConv1d, matrix_to_weight, strided_conv1d, weight_to_matrix
+from cpc_speech.model.strided_conv import StridedConv1d, matrix_to_weight, pad_frames, strided_conv1d, weight_to_matrix
 
 
 @pytest.mark.parametrize(
@@ -125,3 +125,14 @@ def test_no_grad_path_reuses_weights_until_they_change(c_in, kernel, stride, pad
         changed = conv(x)
     ref2 = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, stride=stride, padding=padding).transpose(1, 2)
     assert torch.allclose(changed, ref2, atol=1e-12) and not torch.allclose(changed, first)
+
+
+@pytest.mark.parametrize("left,right", [(2, 3), (0, 0), (1, -2), (3, 0)])
+def test_pad_frames_equals_f_pad(left, right):
+    """The padding helper (zeroes only the added frames) gives F.pad's result, contiguous; a
+    negative right side drops input frames."""
+    x = torch.randn(3, 7, 5)
+    got = pad_frames(x, left, right)
+    want = torch.nn.functional.pad(x, (0, 0, left, right))
+    assert got.is_contiguous() and got.shape == want.shape == (3, left + 7 + right, 5)
+    assert torch.equal(got, want)

@@ -54,17 +54,27 @@ def _bias_row(bias: torch.Tensor | None, kernel: int, stride: int) -> torch.Tens
     return None if bias is None else F.pad(bias, (0, (-(-kernel // stride) - 1) * bias.shape[0]))
 
 
+def pad_frames(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """x (batch, frames, C) -> contiguous (batch, left + frames + right, C) with zero frames added
+    on both sides; a negative ``right`` drops frames at the end. Only the added frames are zeroed
+    (``F.pad`` fills the whole output with zeros before copying the input in: one extra pass over
+    the largest activations of the encoder)."""
+    b, frames, c = x.shape
+    if right < 0:
+        x, frames, right = x[:, :frames + right], frames + right, 0
+    out = x.new_empty(b, left + frames + right, c)
+    out[:, :left].zero_()
+    out[:, left + frames:].zero_()
+    out[:, left:left + frames].copy_(x)
+    return out
+
+
 def _blocked_product(x, w, bias_row, c_out: int, k: int, stride: int, padding: int):
     """x (batch, frames, C_in), w = weight_to_matrix(weight) -> (out (batch, out frames, C_out),
     blocks (batch * blocks, s * C_in), geometry for the backward)."""
     b, frames, c_in = x.shape
     n_out, m, n_blocks = _geometry(frames, k, stride, padding)
-    need = n_blocks * stride
-    right = need - frames - padding
-    xp = F.pad(x, (0, 0, padding, max(right, 0)))
-    if right < 0:
-        xp = xp[:, :need]
-    blocks = xp.reshape(b * n_blocks, stride * c_in)
+    blocks = pad_frames(x, padding, n_blocks * stride - frames - padding).view(b * n_blocks, stride * c_in)
     y = (torch.addmm(bias_row, blocks, w) if bias_row is not None else blocks @ w).view(b, n_blocks, m, c_out)
     out = torch.add(y[:, :n_out, 0], y[:, 1:1 + n_out, 1]) if m > 1 else y[:, :n_out, 0].contiguous()
     for j in range(2, m):
