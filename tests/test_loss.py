@@ -174,6 +174,45 @@ def test_gradients_equal_across_scoring_paths(spec):
         assert torch.allclose(a, b, atol=1e-10)
 
 
+def test_fused_shared_path_in_chunks_equals_dense_path(monkeypatch):
+    """The fused shared-negatives cross-entropy (gradients formed while each chunk's frames are
+    gathered) run in chunks of 7 queries (not a divisor of the 120 queries) equals the dense path:
+    loss, per-step loss and accuracy, and gradients of 3 * loss (the backward scales the stored
+    gradients by the incoming gradient); without autograd it returns the same loss."""
+    import cpc_speech.loss.infonce as infonce
+
+    torch.manual_seed(0)
+    z = torch.randn(B, T, 8, dtype=torch.float64, requires_grad=True)
+    pred = torch.randn(B, T, K, 8, dtype=torch.float64, requires_grad=True)
+    loss_fn = InfoNCELoss(N, "cross_batch", temperature=0.9, shared_negatives=True)
+    neg = loss_fn.sampler.sample(B, T, K, SPEAKER, UTTERANCE, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(infonce, "GATHER_CHUNK_BYTES", 7 * N * 8 * 8)
+    fused = loss_fn(z, pred, SPEAKER, UTTERANCE, negatives=neg)
+    g_fused = torch.autograd.grad(3 * fused.loss, (z, pred))
+    dense_fn = InfoNCELoss(N, "cross_batch", temperature=0.9, shared_negatives=False)
+    dense = dense_fn(z, pred, SPEAKER, UTTERANCE, negatives=neg.expand(B, T, K, N).contiguous())
+    g_dense = torch.autograd.grad(3 * dense.loss, (z, pred))
+    assert fused.loss.item() == pytest.approx(dense.loss.item(), abs=1e-10)
+    assert torch.allclose(fused.loss_per_step, dense.loss_per_step, atol=1e-10)
+    assert torch.equal(fused.accuracy, dense.accuracy) and 0 < fused.accuracy.mean() < 1
+    for a, b in zip(g_fused, g_dense):
+        assert torch.allclose(a, b, atol=1e-10) and a.abs().sum() > 0
+    with torch.no_grad():
+        assert loss_fn(z, pred, SPEAKER, UTTERANCE, negatives=neg).loss.item() == pytest.approx(fused.loss.item(), abs=1e-12)
+
+
+def test_fused_shared_path_gradcheck():
+    from cpc_speech.loss.infonce import shared_negatives_ce
+
+    torch.manual_seed(1)
+    pred = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    frames = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    negatives = torch.randint(0, 9, (5, 6))
+    positives = torch.randint(0, 9, (5, 3))
+    weights = torch.rand(5, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p, f: shared_negatives_ce(p, f, negatives, positives, weights, 0.7)[0], (pred, frames))
+
+
 def test_window_too_short_for_steps_is_an_error():
     with pytest.raises(ValueError, match="too short"):
         InfoNCELoss(4)(torch.randn(2, 4, 8), torch.randn(2, 4, 4, 8))

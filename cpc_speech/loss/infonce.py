@@ -12,8 +12,9 @@ negatives, dim) tensor is ever built):
 * every negative in the query's own window: one (T K x T) score matrix per window, then the N + 1
   candidate scores of each query are gathered from it;
 * negatives shared by the K steps of a query frame (the default, as CPC_audio): the N negative
-  frames of each query are gathered once, (batch * frames, N, dim), and scored against its K
-  predictions by a batched matrix product; the positive is a dot product;
+  frames of each query are gathered, chunk by chunk, and scored against its K predictions by a
+  batched matrix product (the positive is a dot product); the cross-entropy and its gradients are
+  computed in the same pass over the chunk (:class:`_SharedNegativesCE`);
 * a set per step from the whole batch: one matrix product of all predictions against all frames,
   then a gather (8x the FLOPs of the gathered form at batch 8, kept for ``shared_negatives=False``).
 """
@@ -39,51 +40,81 @@ class InfoNCEResult(NamedTuple):
 GATHER_CHUNK_BYTES = 4 << 20  # gathered negatives per chunk: small enough to stay in the CPU cache
 
 
-class _GatheredScores(torch.autograd.Function):
-    """scores[q, k, n] = predictions[q, k] . frames[index[q, n]].
+class _SharedNegativesCE(torch.autograd.Function):
+    """Cross-entropy of each query's K predictions against its positives and its N shared
+    negatives, with the gradients computed in the same pass.
 
-    Runs over chunks of queries whose gathered (chunk, N, dim) frames fit in the CPU cache; the
-    backward gathers them again instead of keeping them, so memory stays at one chunk and the
-    gradients come out in their natural layout (no transposed copies)."""
+    Inputs: predictions (Q, K, dim), frames (F, dim), negatives (Q, N) and positives (Q, K) frame
+    indices, weights (Q, K) of each cross-entropy in the loss. Outputs: loss = sum(weights * ce),
+    ce (Q, K) and correct (Q, K) (positive scored at least as high as every negative).
+
+    Runs over chunks of queries whose gathered (chunk, N, dim) frames fit in the CPU cache. While a
+    chunk's frames are in cache, the softmax gradient of its scores is formed and multiplied back
+    into gradients of the predictions and frames, so the frames are gathered once (not again in
+    the backward), and no (Q, K, 1 + N) logits or probabilities are ever stored. The backward only
+    scales the stored gradients by the loss's gradient. Without gradients (validation) the
+    gradient work is skipped."""
 
     @staticmethod
-    def forward(ctx, predictions, frames, index):
-        q, n = index.shape
-        dim = frames.shape[1]
+    def forward(ctx, predictions, frames, negatives, positives, weights, temperature: float):
+        q, k_steps, dim = predictions.shape
+        n = negatives.shape[1]
         chunk = max(1, GATHER_CHUNK_BYTES // max(1, n * dim * frames.element_size()))
-        scores = predictions.new_empty(q, predictions.shape[1], n)
+        want_pred, want_frames = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ce = predictions.new_empty(q, k_steps)
+        correct = torch.empty(q, k_steps, dtype=torch.bool, device=predictions.device)
+        grad_pred = torch.empty_like(predictions) if want_pred else None
+        grad_frames = torch.zeros_like(frames) if want_frames else None
+        inv_t = 1.0 / temperature
         with torch.autocast(predictions.device.type, enabled=False):  # inputs share one dtype already
             for a in range(0, q, chunk):
-                gathered = frames.index_select(0, index[a:a + chunk].reshape(-1)).view(-1, n, dim)
-                torch.bmm(predictions[a:a + chunk], gathered.transpose(1, 2), out=scores[a:a + chunk])
-        ctx.save_for_backward(predictions, frames, index)
-        ctx.chunk = chunk
-        return scores
+                rows = slice(a, a + chunk)
+                neg_idx, pos_idx = negatives[rows].reshape(-1), positives[rows].reshape(-1)
+                pred = predictions[rows]
+                neg_z = frames.index_select(0, neg_idx).view(-1, n, dim)
+                pos_z = frames.index_select(0, pos_idx).view(-1, k_steps, dim)
+                s_neg = torch.bmm(pred, neg_z.transpose(1, 2)).mul_(inv_t)  # (chunk, K, N)
+                s_pos = torch.linalg.vecdot(pred, pos_z).mul_(inv_t)  # (chunk, K)
+                top_neg = s_neg.amax(-1)
+                correct[rows] = s_pos >= top_neg  # argmax over [positive, negatives] is index 0
+                top = torch.maximum(top_neg, s_pos)
+                e_neg = s_neg.sub_(top.unsqueeze(-1)).exp_()
+                e_pos = (s_pos - top).exp_()
+                denom = e_neg.sum(-1).add_(e_pos)
+                ce[rows] = denom.log() - (s_pos - top)
+                if not (want_pred or want_frames):
+                    continue
+                w = weights[rows] * inv_t
+                g_neg = e_neg.mul_((w / denom).unsqueeze(-1))  # d loss / d (pred . z_neg): w softmax / T
+                g_pos = (e_pos / denom - 1).mul_(w).unsqueeze(-1)  # (chunk, K, 1)
+                if want_pred:
+                    out = grad_pred[rows]
+                    torch.bmm(g_neg, neg_z, out=out)
+                    out.addcmul_(g_pos, pos_z)
+                if want_frames:
+                    grad_frames.index_add_(0, neg_idx, torch.bmm(g_neg.transpose(1, 2), pred).view(-1, dim))
+                    grad_frames.index_add_(0, pos_idx, (g_pos * pred).view(-1, dim))
+        ctx.grads = (grad_pred, grad_frames)
+        ctx.mark_non_differentiable(ce, correct)
+        return (ce * weights).sum(), ce, correct
 
     @staticmethod
-    def backward(ctx, grad):
-        predictions, frames, index = ctx.saved_tensors
-        q, n = index.shape
-        dim = frames.shape[1]
-        grad = grad.to(predictions.dtype)
-        grad_pred = torch.empty_like(predictions) if ctx.needs_input_grad[0] else None
-        grad_frames = torch.zeros_like(frames) if ctx.needs_input_grad[1] else None
-        for a in range(0, q, ctx.chunk):
-            idx = index[a:a + ctx.chunk].reshape(-1)
-            gathered = frames.index_select(0, idx).view(-1, n, dim)
-            g = grad[a:a + ctx.chunk]
-            if grad_pred is not None:
-                torch.bmm(g, gathered, out=grad_pred[a:a + ctx.chunk])
-            if grad_frames is not None:
-                grad_frames.index_add_(0, idx, torch.bmm(g.transpose(1, 2), predictions[a:a + ctx.chunk]).view(-1, dim))
-        return grad_pred, grad_frames, None
+    def backward(ctx, grad_loss, _grad_ce, _grad_correct):
+        grad_pred, grad_frames = ctx.grads  # kept (not scaled in place): a retained graph may run backward again
+        return (
+            grad_pred * grad_loss if grad_pred is not None else None,
+            grad_frames * grad_loss if grad_frames is not None else None,
+            None, None, None, None,
+        )
 
 
-def gathered_scores(predictions: torch.Tensor, frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """predictions (Q, K, dim), frames (F, dim), index (Q, N) int64 -> scores (Q, K, N), in the
-    wider of the two input dtypes (under autocast the inputs may differ)."""
-    dtype = torch.promote_types(predictions.dtype, frames.dtype)
-    return _GatheredScores.apply(predictions.to(dtype), frames.to(dtype), index)
+def shared_negatives_ce(predictions, frames, negatives, positives, weights, temperature: float):
+    """predictions (Q, K, dim), frames (F, dim), negatives (Q, N), positives (Q, K), weights (Q, K)
+    -> (loss, ce (Q, K), correct (Q, K)); see :class:`_SharedNegativesCE`. Computed in the wider of
+    the input dtypes, at least float32."""
+    dtype = torch.promote_types(torch.promote_types(predictions.dtype, frames.dtype), torch.float32)
+    return _SharedNegativesCE.apply(predictions.to(dtype), frames.to(dtype), negatives, positives, weights.to(dtype),
+                                    float(temperature))
 
 
 class InfoNCELoss(nn.Module):
@@ -138,33 +169,34 @@ class InfoNCELoss(nn.Module):
         positive = base + (t_idx + k_idx).clamp_max(t - 1)  # (b, t, K, 1)
         shared = negatives.shape[2] == 1
 
+        valid = (t_idx + k_idx < t).view(1, t, k_steps).expand(b, t, k_steps)  # query t has a z_{t+k}
+        n_valid = valid.sum(dim=(0, 1)).clamp_min(1).float()
+        validf = valid.float()
         window_local = remote is None and self.sampler.within_window_only and bool(
             (utterance.unsqueeze(0) != utterance.unsqueeze(1)).sum() == b * (b - 1)
         )
-        if window_local:  # per-window scores: (b, t*K, t)
-            candidates = torch.cat([positive, negatives.expand(b, t, k_steps, -1)], dim=-1)  # (b, t, K, 1 + N)
-            scores = torch.bmm(predictions.reshape(b, t * k_steps, dim), z.transpose(1, 2))
-            logits = scores.gather(2, (candidates - base).reshape(b, t * k_steps, -1))
-        elif shared:  # gather each query frame's N negatives once, score its K predictions against them
-            flat = z_all.reshape(-1, dim)
-            pred = predictions.reshape(b * t, k_steps, dim)
-            negative_scores = gathered_scores(pred, flat, negatives.reshape(b * t, -1))  # (b t, K, N)
-            positive_z = flat.index_select(0, positive.reshape(-1)).view(b * t, k_steps, dim)
-            positive_scores = (pred * positive_z).sum(-1, keepdim=True)
-            logits = torch.cat([positive_scores, negative_scores], dim=-1)
-        else:  # all frames of the batch: (b*t*K, frames_all)
-            candidates = torch.cat([positive, negatives], dim=-1)
-            scores = predictions.reshape(b * t * k_steps, dim) @ z_all.reshape(-1, dim).t()
-            logits = scores.gather(1, candidates.reshape(b * t * k_steps, -1))
-        logits = (logits / temperature).view(b, t, k_steps, -1)
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()
-
-        valid = (t_idx + k_idx < t).view(1, t, k_steps).expand(b, t, k_steps)  # query t has a z_{t+k}
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.zeros(logits.shape[:-1].numel(), dtype=torch.long, device=device), reduction="none").view(b, t, k_steps)
-        correct = (logits.argmax(-1) == 0).float()
-        n_valid = valid.sum(dim=(0, 1)).clamp_min(1).float()
-        validf = valid.float()
-        loss_per_step = (ce * validf).sum(dim=(0, 1)) / n_valid
+        if shared and not window_local:  # each query frame's N negatives gathered once for its K predictions
+            loss, ce, correct = shared_negatives_ce(
+                predictions.reshape(b * t, k_steps, dim), z_all.reshape(-1, dim), negatives.reshape(b * t, -1),
+                positive.reshape(b * t, k_steps), (validf.double() / n_valid.double()).reshape(b * t, k_steps), temperature,
+            )
+            ce, correct = ce.view(b, t, k_steps), correct.float().view(b, t, k_steps)
+            loss_per_step = (ce.detach() * validf).sum(dim=(0, 1)) / n_valid
+        else:
+            if window_local:  # per-window scores: (b, t*K, t)
+                candidates = torch.cat([positive, negatives.expand(b, t, k_steps, -1)], dim=-1)  # (b, t, K, 1 + N)
+                scores = torch.bmm(predictions.reshape(b, t * k_steps, dim), z.transpose(1, 2))
+                logits = scores.gather(2, (candidates - base).reshape(b, t * k_steps, -1))
+            else:  # all frames of the batch: (b*t*K, frames_all)
+                candidates = torch.cat([positive, negatives], dim=-1)
+                scores = predictions.reshape(b * t * k_steps, dim) @ z_all.reshape(-1, dim).t()
+                logits = scores.gather(1, candidates.reshape(b * t * k_steps, -1))
+            logits = (logits / temperature).view(b, t, k_steps, -1)
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.zeros(logits.shape[:-1].numel(), dtype=torch.long, device=device), reduction="none").view(b, t, k_steps)
+            correct = (logits.argmax(-1) == 0).float()
+            loss_per_step = (ce * validf).sum(dim=(0, 1)) / n_valid
+            loss = loss_per_step.sum()
         accuracy = (correct * validf).sum(dim=(0, 1)) / n_valid
-        return InfoNCEResult(loss_per_step.sum(), loss_per_step.detach(), accuracy.detach(), negatives)
+        return InfoNCEResult(loss, loss_per_step.detach(), accuracy.detach(), negatives)
