@@ -51,15 +51,18 @@ def test_librispeech_recipe_end_to_end(tmp_path):
 
 
 def test_commonvoice_recipe_end_to_end(tmp_path):
-    run("commonvoice", tmp_path, "--demo-languages", "en-us,fr", "--demo-speakers", "3", "--demo-utterances", "4",
-        "--label-hours", "0.01")
+    """Budgets are run smallest first; the 1 h budget already uses every training clip of this tiny
+    corpus, so the 5 h budget (same clips) is skipped with a log line."""
+    out = run("commonvoice", tmp_path, "--demo-languages", "en-us,fr", "--demo-speakers", "3", "--demo-utterances", "4",
+              "--label-hours", "5,1")
     exp = tmp_path / "exp"
     report = json.loads((exp / "report.json").read_text())
     assert fraction(report["speaker_probe"]["model"]["accuracy"])
     by_locale = report["finetune_by_locale"]
-    assert set(by_locale) == {"en_0.01h", "fr_0.01h"}
+    assert set(by_locale) == {"en_1h", "fr_1h"}
+    assert (out.stdout + out.stderr).count("already used every training clip: 5 h skipped") == 2
     for entry in by_locale.values():
-        assert math.isfinite(entry["frozen"]["per_test"]) and entry["frozen"]["train_hours"] <= 0.01
+        assert math.isfinite(entry["frozen"]["per_test"]) and entry["frozen"]["train_hours"] <= 1
     assert (tmp_path / "data" / "corpus" / "fr" / "clips").is_dir()
 
 

@@ -148,16 +148,22 @@ if run_stage 5 "CTC phone recognition per locale ($label_hours h of labels)"; th
     if [ ! -f "$tr" ]; then
       log "  $loc: no phone transcriptions ($tr): skipped"; continue
     fi
-    for h in ${label_hours//,/ }; do
+    whole_pool=  # the smallest budget that used every training clip: larger ones would repeat it
+    for h in $(printf '%s\n' ${label_hours//,/ } | sort -g); do
       out=$exp_dir/results/finetune_${loc}_${h}h.json
-      if ! $force && newer_than "$out" "$model_ckpt"; then
-        log "  $out is up to date (use --force to redo)"; continue
+      if [ -n "$whole_pool" ]; then
+        log "  $loc: the ${whole_pool} h budget already used every training clip: ${h} h skipped"; continue
       fi
-      logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
-        --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" \
-        --train-split "$data_dir/$loc/train_ids.txt" --dev-split "$data_dir/$loc/dev_ids.txt" \
-        --test-split "$data_dir/$loc/test_ids.txt" --hours "$h" \
-        --output-dir "$exp_dir/finetune/${loc}_${h}h" --resume --out "$out" "${extra[@]}"
+      if ! $force && newer_than "$out" "$model_ckpt"; then
+        log "  $out is up to date (use --force to redo)"
+      else
+        logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
+          --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" \
+          --train-split "$data_dir/$loc/train_ids.txt" --dev-split "$data_dir/$loc/dev_ids.txt" \
+          --test-split "$data_dir/$loc/test_ids.txt" --hours "$h" \
+          --output-dir "$exp_dir/finetune/${loc}_${h}h" --resume --out "$out" "${extra[@]}"
+      fi
+      if used_whole_pool "$out"; then whole_pool=$h; fi
     done
   done
 fi
