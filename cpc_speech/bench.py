@@ -99,7 +99,7 @@ class Sizes:
     extract_seconds: float = 60.0
     extract_repeats: int = 3
     long_seconds: float = 3600.0
-    chunk_seconds: float = 5.0  # features.CHUNK_SECONDS
+    chunk_seconds: float = 2.5  # features.CHUNK_SECONDS
 
 
 QUICK = Sizes(batch=2, window=4096, negatives=16, steps=2, warmup=1, split_steps=1, matmul_n=256, matmul_repeats=3,

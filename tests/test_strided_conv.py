@@ -7,7 +7,14 @@ from torch import nn
 
 from cpc_speech.config import EncoderConfig
 from cpc_speech.model.encoder import Encoder
-from cpc_speech.model.strided_conv import StridedConv1d, matrix_to_weight, pad_frames, strided_conv1d, weight_to_matrix
+from cpc_speech.model.strided_conv import (
+    StridedConv1d,
+    matrix_to_weight,
+    pad_frames,
+    relu_padded,
+    strided_conv1d,
+    weight_to_matrix,
+)
 
 
 @pytest.mark.parametrize(
@@ -96,6 +103,16 @@ def test_encoder_equals_channels_first_reference(norm):
         assert got.shape == (3, 128, 16)
         assert torch.allclose(got, reference(wav, training), atol=1e-9), (norm, training)
 
+    # gradients in training mode (ReLUs written into the next layer's padded input, convolutions
+    # reading it as it is) equal those of the reference built on the same parameters
+    enc.train()
+    state = {k: v.clone().requires_grad_(v.is_floating_point() and "running" not in k) for k, v in enc.state_dict().items()}
+    proj = torch.randn(3, 128, 16, dtype=torch.float64)
+    want = torch.autograd.grad((reference(wav, True) * proj).sum(), [state[k] for k, _ in enc.named_parameters()])
+    have = torch.autograd.grad((enc(wav) * proj).sum(), list(enc.parameters()))
+    for (name, _), a, b in zip(enc.named_parameters(), have, want):
+        assert torch.allclose(a, b, atol=1e-9), (norm, name)
+
 
 def test_autocast_bf16_runs_in_bf16_and_keeps_fp32_gradients():
     torch.manual_seed(0)
@@ -136,3 +153,11 @@ def test_pad_frames_equals_f_pad(left, right):
     want = torch.nn.functional.pad(x, (0, 0, left, right))
     assert got.is_contiguous() and got.shape == want.shape == (3, left + 7 + right, 5)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("left,right", [(2, 3), (1, -2), (0, 0)])
+def test_relu_padded_equals_relu_then_pad(left, right):
+    x = torch.randn(2, 9, 4, dtype=torch.float64, requires_grad=True)
+    got = relu_padded(x, left, right)
+    assert torch.equal(got, pad_frames(F.relu(x), left, right))
+    assert torch.autograd.gradcheck(lambda x: relu_padded(x, left, right), (x,))

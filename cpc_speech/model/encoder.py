@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpc_speech.config import EncoderConfig
-from cpc_speech.model.strided_conv import StridedConv1d
+from cpc_speech.model.strided_conv import StridedConv1d, relu_padded
 
 
 class ChannelNorm(nn.Module):
@@ -132,4 +132,12 @@ class Encoder(nn.Module):
                 f"input of {wav.shape[-1]} samples is shorter than the encoder needs ({self.min_samples} samples "
                 f"at 16 kHz; receptive field {self.receptive_field})"
             )
-        return self.layers(wav.unsqueeze(-1))
+        layers = list(self.layers)  # [conv, norm, ReLU] per layer
+        x, padded = wav.unsqueeze(-1), False
+        for i in range(0, len(layers), 3):
+            conv, norm, relu = layers[i:i + 3]
+            x = norm(conv(x, padded=padded))
+            pad = layers[i + 3].input_padding(x.shape[1]) if i + 3 < len(layers) else None
+            # the ReLU writes straight into the next layer's zero-padded input
+            x, padded = (relu(x), False) if pad is None else (relu_padded(x, *pad), True)
+        return x

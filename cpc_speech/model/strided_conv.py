@@ -62,6 +62,8 @@ def pad_frames(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
     b, frames, c = x.shape
     if right < 0:
         x, frames, right = x[:, :frames + right], frames + right, 0
+    if left == 0 and right == 0 and x.is_contiguous():
+        return x  # already padded (see relu_padded)
     out = x.new_empty(b, left + frames + right, c)
     out[:, :left].zero_()
     out[:, left + frames:].zero_()
@@ -82,15 +84,27 @@ def _blocked_product(x, w, bias_row, c_out: int, k: int, stride: int, padding: i
     return out, blocks, (b, frames, c_in, c_out, k, stride, padding, n_out, m, n_blocks)
 
 
-def _unfolded_product(x, w, bias, k: int, stride: int, padding: int) -> torch.Tensor:
-    """x (batch, frames, C_in), w (k * C_in, C_out) -> (batch, out frames, C_out): each output frame's
-    k x C_in inputs copied into a row, then one GEMM (no partial outputs to add up)."""
-    b = x.shape[0]
-    cols = F.pad(x, (0, 0, padding, padding)).unfold(1, k, stride)  # (batch, out, C_in, k)
-    n_out = cols.shape[1]
-    cols = cols.reshape(b * n_out, -1)
-    out = torch.addmm(bias, cols, w) if bias is not None else cols @ w
-    return out.view(b, n_out, w.shape[1])
+def _unfolded_product(x, w, k: int, stride: int, padding: int) -> torch.Tensor:
+    """x (batch, frames, C_in), w = :func:`unfolded_matrix` -> (batch, out frames, C_out): each
+    output frame's k x C_in inputs copied into a row (plus a 1 for the bias row of ``w``), then one
+    GEMM (no partial outputs to add up; ``addmm`` would first copy the bias into every output row,
+    a full extra pass over the encoder's largest activation)."""
+    b, _, c_in = x.shape
+    windows = F.pad(x, (0, 0, padding, padding)).unfold(1, k, stride)  # (batch, out, C_in, k)
+    n_out = windows.shape[1]
+    cols = x.new_empty(b * n_out, w.shape[0])
+    cols[:, :c_in * k].view(b, n_out, c_in, k).copy_(windows)
+    if w.shape[0] > c_in * k:
+        cols[:, c_in * k:] = 1
+    return (cols @ w).view(b, n_out, w.shape[1])
+
+
+def unfolded_matrix(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(C_out, C_in, k) weight and (C_out,) bias -> (C_in k [+ 1], C_out) for :func:`_unfolded_product`
+    (row-major: autograd then takes the fast ``cols^T @ grad`` form for the weight gradient)."""
+    c_out = weight.shape[0]
+    w = weight.reshape(c_out, -1).t()
+    return (torch.cat([w, bias.unsqueeze(0)]) if bias is not None else w).contiguous()
 
 
 def _uses_unfolding(c_in: int, c_out: int, kernel: int, stride: int) -> bool:
@@ -152,6 +166,38 @@ class _BlockedConv(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+class _ReluPadded(torch.autograd.Function):
+    """relu(x) written straight into a zero-padded buffer (one pass instead of a ReLU pass and a
+    padding copy); the backward masks the gradient of the kept frames by the saved output."""
+
+    @staticmethod
+    def forward(ctx, x, left: int, right: int):
+        b, frames, c = x.shape
+        kept = frames + min(right, 0)
+        out = x.new_empty(b, left + kept + max(right, 0), c)
+        out[:, :left].zero_()
+        out[:, left + kept:].zero_()
+        torch.clamp_min(x[:, :kept], 0, out=out[:, left:left + kept])
+        ctx.save_for_backward(out)
+        ctx.geometry = (left, kept, frames)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        left, kept, frames = ctx.geometry
+        g = torch.ops.aten.threshold_backward(grad[:, left:left + kept], out[:, left:left + kept], 0)
+        if kept < frames:  # frames the next layer never reads
+            g = F.pad(g, (0, 0, 0, frames - kept))
+        return g, None, None
+
+
+def relu_padded(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """``pad_frames(relu(x), left, right)`` in one pass: x (batch, frames, C) -> (batch, left +
+    frames + right, C); a negative ``right`` drops frames at the end."""
+    return _ReluPadded.apply(x, left, right)
+
+
 def strided_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int) -> torch.Tensor:
     """``conv1d`` in channels-last layout: x (batch, frames, C_in) -> (batch, out frames, C_out),
     out frames = (frames + 2 padding - k) // stride + 1; weight (C_out, C_in, k) as ``nn.Conv1d``."""
@@ -161,8 +207,7 @@ def strided_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         raise ValueError(f"{x.shape[1]} input frames are too few for kernel {weight.shape[-1]} with padding {padding}")
     c_out, c_in, k = weight.shape
     if _uses_unfolding(c_in, c_out, k, stride):
-        # row-major weight: autograd then takes the fast cols^T @ grad form for its gradient
-        return _unfolded_product(x, weight.reshape(c_out, c_in * k).t().contiguous(), bias, k, stride, padding)
+        return _unfolded_product(x, unfolded_matrix(weight, bias), k, stride, padding)
     return _BlockedConv.apply(x, weight, bias, stride, padding)
 
 
@@ -185,13 +230,25 @@ class StridedConv1d(nn.Module):
             bound = 1 / math.sqrt(self.in_channels * self.kernel_size)
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def input_padding(self, frames: int) -> Tuple[int, int] | None:
+        """(left, right) frames to add around an input of ``frames`` frames so that ``forward(x,
+        padded=True)`` reads it as it is (right < 0: frames the layer never reads), or None for the
+        unfolded waveform layer, which pads its own (small) input."""
+        if _uses_unfolding(self.in_channels, self.out_channels, self.kernel_size, self.stride):
+            return None
+        _, _, n_blocks = _geometry(frames, self.kernel_size, self.stride, self.padding)
+        return self.padding, n_blocks * self.stride - frames - self.padding
+
+    def forward(self, x: torch.Tensor, padded: bool = False) -> torch.Tensor:
+        """x (batch, frames, C_in) -> (batch, out frames, C_out). ``padded``: x already carries the
+        zero frames of :meth:`input_padding` (e.g. from :func:`relu_padded`)."""
+        padding = 0 if padded else self.padding
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         if needs_grad or _autocast_dtype(x.device.type) is not None or x.dim() != 3:
-            return strided_conv1d(x, self.weight, self.bias, self.stride, self.padding)
-        return self._inference(x)
+            return strided_conv1d(x, self.weight, self.bias, self.stride, padding)
+        return self._inference(x, padding)
 
-    def _inference(self, x: torch.Tensor) -> torch.Tensor:
+    def _inference(self, x: torch.Tensor, padding: int) -> torch.Tensor:
         """No-gradient forward with the weight matrix built once and reused while the weights are
         unchanged (feature extraction runs many chunks through the same layer)."""
         w, bias = self.weight, self.bias
@@ -202,15 +259,15 @@ class StridedConv1d(nn.Module):
         if cached_key != key:
             with torch.no_grad():
                 if unfold:
-                    matrix, bias_row = w.reshape(c_out, c_in * k).t().contiguous(), bias
+                    matrix, bias_row = unfolded_matrix(w, bias), None
                 else:
                     matrix, bias_row = weight_to_matrix(w, self.stride), _bias_row(bias, k, self.stride)
             self._inference_cache = (key, matrix, bias_row)
-        if x.shape[-1] != c_in or (x.shape[1] + 2 * self.padding - k) // self.stride + 1 < 1:
-            return strided_conv1d(x, w, bias, self.stride, self.padding)  # its clear error
+        if x.shape[-1] != c_in or (x.shape[1] + 2 * padding - k) // self.stride + 1 < 1:
+            return strided_conv1d(x, w, bias, self.stride, padding)  # its clear error
         if unfold:
-            return _unfolded_product(x, matrix, bias_row, k, self.stride, self.padding)
-        return _blocked_product(x, matrix, bias_row, c_out, k, self.stride, self.padding)[0]
+            return _unfolded_product(x, matrix, k, self.stride, padding)
+        return _blocked_product(x, matrix, bias_row, c_out, k, self.stride, padding)[0]
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
