@@ -15,7 +15,10 @@ Single input::
 Long inputs are processed in chunks of ``chunk_seconds`` with bounded memory and the same result as
 one pass: each encoder chunk starts on a multiple of 160 samples (so the frame grid is the global
 one) and is extended by a margin of a few frames on both sides, more than the receptive field, whose
-frames are dropped; the context network carries its streaming ``state`` from chunk to chunk.
+frames are dropped; the context network carries its streaming ``state`` from chunk to chunk. On
+CPU the chunks are encoded on one Python thread per torch thread (one intra-op thread each) while the
+context network runs through the finished ones in order (:func:`encode_in_order`); torch's thread
+count, which is process-wide, is 1 during the call and restored after.
 Encoders with instance norm normalise over the whole input and cannot be chunked: they are run in
 one pass (memory then grows with the input length).
 
