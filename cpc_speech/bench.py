@@ -962,7 +962,7 @@ def format_report(res: Dict[str, Any]) -> str:
             if "error" in lg:
                 lines.append(f"  long: ERROR {lg['error']}")
             else:
-                lines.append(f"  {lg['audio_seconds']:.0f} s in {lg['chunk_seconds']:.0f} s chunks: {lg['rtf']:.1f}x real time; peak RSS "
+                lines.append(f"  {lg['audio_seconds']:.0f} s in {lg['chunk_seconds']:g} s chunks: {lg['rtf']:.1f}x real time; peak RSS "
                              f"{lg['peak_rss_mb']:.0f} MB (model+torch {_fmt(lg['rss_model_mb'], 0)} MB, input {lg['input_mb']:.0f} MB, "
                              f"output {lg['output_mb']:.0f} MB)")
     tg = res.get("targets") or []
