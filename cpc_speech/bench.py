@@ -129,8 +129,7 @@ def analytic_flops(cfg, batch: int, samples: int, negatives: int, sampling: str,
     of the own window (same_utterance only: one score matrix per window), 1 + N (negatives shared
     by the K steps: gathered and scored by a batched product) or B * T (a set per step: dense
     product against all frames).
-    Also returned: ``loss_gather`` (what scoring only the 1 + N candidates would need) and
-    ``redundant_qkv`` (the q/k/v projection a Transformer block computes twice when it has no past).
+    Also returned: ``loss_gather`` (what scoring only the 1 + N candidates would need).
     """
     from cpc_speech.loss.negatives import parse_sampling
 
@@ -145,16 +144,14 @@ def analytic_flops(cfg, batch: int, samples: int, negatives: int, sampling: str,
     if ctx.kind in ("gru", "lstm"):
         gates = 3 if ctx.kind == "gru" else 4
         context = sum(gates * 2 * ((d_enc if layer == 0 else h) * h + h * h) * t for layer in range(ctx.layers))
-        ctx_blocks = 0
     else:
         context = 2 * d_enc * h * t + ctx.layers * _block_flops(h, t, ctx.window)
-        ctx_blocks = ctx.layers
     pred = cfg.predictor
     k_steps = pred.steps
     if pred.kind == "linear":
-        heads, head_blocks = 2 * h * k_steps * d_enc * t, 0
+        heads = 2 * h * k_steps * d_enc * t
     else:
-        heads, head_blocks = k_steps * (_block_flops(h, t, pred.window) + 2 * h * d_enc * t), k_steps
+        heads = k_steps * (_block_flops(h, t, pred.window) + 2 * h * d_enc * t)
     modes = {m for m, _ in parse_sampling(sampling, negatives)}
     candidates = t if modes == {"same_utterance"} else (negatives + 1 if shared else batch * t)
     loss = 2 * batch * t * k_steps * d_enc * candidates
@@ -166,7 +163,6 @@ def analytic_flops(cfg, batch: int, samples: int, negatives: int, sampling: str,
         "step": 3 * forward,
         "frames": t,
         "loss_gather": 2 * batch * t * k_steps * d_enc * (negatives + 1),
-        "redundant_qkv": batch * (ctx_blocks + head_blocks) * 2 * t * h * 3 * h,
     }
 
 
@@ -924,11 +920,11 @@ def format_report(res: Dict[str, Any]) -> str:
         fl = [r for r in train if "error" not in r]
         if fl:
             lines.append("\nanalytic forward GFLOP per batch (step = 3x forward)")
-            lines.append(f"{'config':<20}{'sampling':<16}{'encoder':>9}{'context':>9}{'heads':>9}{'loss':>9}{'step':>9}{'loss@1+N':>10}{'dup qkv':>9}")
+            lines.append(f"{'config':<20}{'sampling':<16}{'encoder':>9}{'context':>9}{'heads':>9}{'loss':>9}{'step':>9}{'loss@1+N':>10}")
             for r in fl:
                 f = r["flops"]
                 lines.append(f"{r['config']:<20}{r['sampling']:<16}" + "".join(f"{f[k] / 1e9:>9.2f}" for k in ("encoder", "context", "heads", "loss", "step"))
-                             + f"{f['loss_gather'] / 1e9:>10.2f}{f['redundant_qkv'] / 1e9:>9.2f}")
+                             + f"{f['loss_gather'] / 1e9:>10.2f}")
     ld = res.get("loader")
     if ld:
         if "error" in ld:

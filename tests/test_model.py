@@ -100,6 +100,24 @@ def test_transformer_heads_are_causal():
     assert torch.equal(p1[:, :30], p2[:, :30])
 
 
+def test_transformer_block_projects_once_and_streams_exactly():
+    """One q/k/v projection per call (queries are the last t rows of the projection of past + x),
+    and running 40 frames as 25 + 15 with the first part as ``past`` equals one pass."""
+    from cpc_speech.model.transformer import CausalTransformerBlock
+
+    torch.manual_seed(0)
+    block = CausalTransformerBlock(32, 4, window=8).double().eval()
+    calls = []
+    block.qkv.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[1]))
+    x = torch.randn(2, 40, 32, dtype=torch.float64)
+    with torch.no_grad():
+        whole = block(x)
+        assert calls == [40]
+        tail = block(x[:, 25:], past=x[:, 18:25])  # the last window - 1 inputs before frame 25
+    assert calls == [40, 22]
+    assert torch.allclose(tail, whole[:, 25:], atol=1e-12)
+
+
 def test_invalid_config_values_are_clear_errors():
     with pytest.raises(ValueError, match="encoder.norm"):
         CPCModel(CPCConfig(encoder=EncoderConfig(norm="layer")))

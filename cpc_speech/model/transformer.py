@@ -51,9 +51,9 @@ class CausalTransformerBlock(nn.Module):
         """``past`` (batch, P, dim): earlier inputs (not outputs) of this block, for streaming."""
         b, t, d = x.shape
         full = x if past is None else torch.cat([past, x], dim=1)
-        q = self.qkv(self.norm1(x))[..., :d]
-        kv = self.qkv(self.norm1(full))[..., d:]
-        k, v = kv.split(d, dim=-1)
+        # one projection of every position: keys and values from all of them, queries from the last t
+        q, k, v = self.qkv(self.norm1(full)).split(d, dim=-1)
+        q = q[:, -t:]
         h = self.heads
 
         def split(u: torch.Tensor) -> torch.Tensor:
