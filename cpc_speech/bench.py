@@ -99,7 +99,7 @@ class Sizes:
     extract_seconds: float = 60.0
     extract_repeats: int = 3
     long_seconds: float = 3600.0
-    chunk_seconds: float = 2.5  # features.CHUNK_SECONDS
+    chunk_seconds: Optional[float] = None  # None: features.CHUNK_SECONDS, the default of extract_features
 
 
 QUICK = Sizes(batch=2, window=4096, negatives=16, steps=2, warmup=1, split_steps=1, matmul_n=256, matmul_repeats=3,
@@ -595,8 +595,6 @@ def _flac_corpus(root: Path, sizes: Dict[str, Any], copies: int = 1):
 
 def job_loader(job: Dict[str, Any]) -> Dict[str, Any]:
     _setup_torch(job["threads"], "cpu")
-    import numpy as np
-
     from cpc_speech.batching import make_loader
     from cpc_speech.config import DataConfig
 
@@ -649,7 +647,7 @@ def job_loader_e2e(job: Dict[str, Any]) -> Dict[str, Any]:
     ``Trainer.fit``) against the same steps on batches already in memory: the time each step waits
     for its batch, and the step-time slowdown from workers competing for the cores."""
     device, sizes = job["device"], job["sizes"]
-    torch = _setup_torch(job["threads"], device)
+    _setup_torch(job["threads"], device)
     from cpc_speech.train.trainer import Trainer
 
     steps, warmup, workers = sizes["steps"], sizes["warmup"], job.get("workers", 2)
@@ -730,7 +728,7 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
     import numpy as np
 
     from cpc_speech.config import preset
-    from cpc_speech.features import extract_features
+    from cpc_speech.features import CHUNK_SECONDS, extract_features
     from cpc_speech.model.cpc import CPCModel
 
     torch.manual_seed(0)
@@ -743,11 +741,12 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
     rss_input = rss_mb()
     reset_ok = reset_peak_rss()
     t0 = time.perf_counter()
-    feats = extract_features(wav, sample_rate=16000, model=model, chunk_seconds=sizes["chunk_seconds"])
+    chunk_seconds = sizes["chunk_seconds"] or CHUNK_SECONDS
+    feats = extract_features(wav, sample_rate=16000, model=model, chunk_seconds=chunk_seconds)
     _sync(device)
     elapsed = time.perf_counter() - t0
     return {
-        "preset": job.get("preset", "default"), "audio_seconds": seconds, "chunk_seconds": sizes["chunk_seconds"],
+        "preset": job.get("preset", "default"), "audio_seconds": seconds, "chunk_seconds": chunk_seconds,
         "seconds": elapsed, "rtf": seconds / elapsed, "frames": int(feats.shape[0]), "dim": int(feats.shape[1]),
         "input_mb": wav.nbytes / 2**20, "output_mb": feats.nbytes / 2**20,
         "rss_model_mb": rss_model, "rss_with_input_mb": rss_input,

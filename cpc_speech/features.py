@@ -55,9 +55,9 @@ from cpc_speech.audio import SAMPLE_RATE, AudioError, load_waveform, read_audio
 from cpc_speech.model.threads import single_thread
 
 # Inputs longer than this many seconds are processed in exact chunks, several at once on CPU (one
-# per thread; :func:`encode_in_order`). 5 s keeps the largest intermediate of each (the first
-# encoder layer's output: 16000 frames x 256 channels, 16 MB, for the default preset) in the
-# CPU cache and measured faster than 10 s and 60 s chunks (benchmarks/NOTES.md).
+# per thread; :func:`encode_in_order`). 2.5 s keeps the largest intermediate of each (the first
+# encoder layer's output: 8000 frames x 256 channels, 8 MB, for the default preset) small: as fast
+# as 5 s and 10 s chunks, and a 1-hour file stays under 1 GB with two threads (benchmarks/NOTES.md).
 CHUNK_SECONDS = 2.5
 
 LAYERS = ("context", "encoder")

@@ -54,20 +54,26 @@ def _bias_row(bias: torch.Tensor | None, kernel: int, stride: int) -> torch.Tens
     return None if bias is None else F.pad(bias, (0, (-(-kernel // stride) - 1) * bias.shape[0]))
 
 
+def _zero_padded(x: torch.Tensor, left: int, right: int):
+    """An empty (batch, left + kept + max(right, 0), C) buffer whose added frames are zeroed, its
+    interior view (batch, kept, C) and the kept input x[:, :kept] (kept = frames + min(right, 0))."""
+    b, frames, c = x.shape
+    kept = frames + min(right, 0)
+    out = x.new_empty(b, left + kept + max(right, 0), c)
+    out[:, :left].zero_()
+    out[:, left + kept:].zero_()
+    return out, out[:, left:left + kept], x[:, :kept]
+
+
 def pad_frames(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
     """x (batch, frames, C) -> contiguous (batch, left + frames + right, C) with zero frames added
     on both sides; a negative ``right`` drops frames at the end. Only the added frames are zeroed
     (``F.pad`` fills the whole output with zeros before copying the input in: one extra pass over
     the largest activations of the encoder)."""
-    b, frames, c = x.shape
-    if right < 0:
-        x, frames, right = x[:, :frames + right], frames + right, 0
-    if left == 0 and right == 0 and x.is_contiguous():
-        return x  # already padded (see relu_padded)
-    out = x.new_empty(b, left + frames + right, c)
-    out[:, :left].zero_()
-    out[:, left + frames:].zero_()
-    out[:, left:left + frames].copy_(x)
+    if left == 0 and right <= 0 and x[:, :x.shape[1] + right].is_contiguous():
+        return x[:, :x.shape[1] + right]  # nothing to add (e.g. already padded by relu_padded)
+    out, interior, kept = _zero_padded(x, left, right)
+    interior.copy_(kept)
     return out
 
 
@@ -172,14 +178,10 @@ class _ReluPadded(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, left: int, right: int):
-        b, frames, c = x.shape
-        kept = frames + min(right, 0)
-        out = x.new_empty(b, left + kept + max(right, 0), c)
-        out[:, :left].zero_()
-        out[:, left + kept:].zero_()
-        torch.clamp_min(x[:, :kept], 0, out=out[:, left:left + kept])
+        out, interior, kept = _zero_padded(x, left, right)
+        torch.clamp_min(kept, 0, out=interior)
         ctx.save_for_backward(out)
-        ctx.geometry = (left, kept, frames)
+        ctx.geometry = (left, kept.shape[1], x.shape[1])
         return out
 
     @staticmethod
