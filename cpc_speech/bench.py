@@ -58,23 +58,17 @@ CONFIGS: Dict[str, Tuple[str, List[str]]] = {
 }
 DEFAULT_PRESETS = ("default", "paper", "cpc_audio_default")
 
-# CPC_audio on this kind of machine (shared/notes/cpc-reference.md): audio s/s, peak GB
-REFERENCE = {
-    "cpc_audio_default": {"audio_seconds_per_second": 1.9, "peak_gb": 3.4, "what": "CPC_audio default (256 ch, LSTM, Transformer predictors)"},
-    "default": {"audio_seconds_per_second": 1.9, "peak_gb": 3.4, "what": "CPC_audio default (256 ch)"},
-    "paper_256": {"audio_seconds_per_second": 2.7, "peak_gb": 2.9, "what": "CPC_audio paper-style, 256 ch, GRU, linear W_k"},
-    "paper": {"audio_seconds_per_second": 1.2, "peak_gb": 4.3, "what": "CPC_audio paper-style, 512 ch"},
-}
-REFERENCE_EXTRACT_RTF = 46.0
+# Precisions measured side by side: float32 and what ``auto`` resolves to on this machine
+# (cpc_speech.precision). Every ratio the bench prints is between figures of the same run; figures
+# of other toolkits or machines are in benchmarks/NOTES.md, never divided into these.
+PRECISIONS = ("fp32", "auto")
 
-# Targets of the performance issue
+# Targets of the performance issue (ratios: automatic precision over float32, same run)
 TARGETS = {
-    "train_fraction_of_matmul": 0.5,
-    "speedup_vs_reference": 5.0,
-    "audio_seconds_per_second": {"default": 10.0, "paper": 6.0, "cpc_audio_default": 9.5, "paper_256": 13.5},
-    "loss_share_max": 0.15,
-    "step_peak_rss_mb_max": 1536.0,
-    "extract_rtf_min": 100.0,
+    "train_speedup_over_fp32": {"default": 2.5, "paper": 3.5},
+    "encoder_fraction_of_roofline": 0.5,  # encoder forward+backward GFLOP/s over the matmul rate of its precision
+    "extract_speedup_over_fp32": 3.0,
+    "step_peak_rss_mb_max": 1024.0,
     "long_extract_peak_rss_mb_max": 1024.0,
     "loader_wait_share_max": 0.05,  # training fed by 2 workers waits for batches at most this share of the step
 }
@@ -329,11 +323,15 @@ def _sync(device: str) -> None:
 
 
 def job_matmul(job: Dict[str, Any]) -> Dict[str, Any]:
-    """Best-of-N square matmul rate (fp32, and bf16 for reference)."""
+    """Best-of-N square matmul rate in fp32 and bf16: the roofline of each precision; plus what
+    ``auto`` resolves to here and why."""
     device = job["device"]
     torch = _setup_torch(job["threads"], device)
+    from cpc_speech.precision import resolve
+
+    auto = resolve("auto", device)
     n, reps = job["sizes"]["matmul_n"], job["sizes"]["matmul_repeats"]
-    out: Dict[str, Any] = {"n": n, "repeats": reps}
+    out: Dict[str, Any] = {"n": n, "repeats": reps, "auto": {"name": auto.name, "reason": auto.reason}}
     for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         if dtype_name == "bf16" and device == "cpu" and not _fast_bf16():
             n_d = min(n, 512)  # emulated bf16 (no AVX512-BF16/AMX) runs at a fraction of fp32: keep it short
@@ -356,6 +354,14 @@ def job_matmul(job: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def roofline(matmul: Optional[Dict[str, Any]], precision: str) -> Optional[float]:
+    """Best matmul GFLOP/s of the precision a measurement ran in (fp32 for fp32)."""
+    if not matmul or "error" in matmul:
+        return None
+    key = "bf16" if precision in ("bf16", "fp16") else "fp32"
+    return (matmul.get(key) or {}).get("gflops_best")
+
+
 def _fast_bf16() -> bool:
     """Whether the CPU has native bf16 matmul instructions (AVX512-BF16 or AMX)."""
     try:
@@ -364,6 +370,11 @@ def _fast_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _amp_value(precision: str) -> str:
+    """The ``train.amp`` value of a bench precision name (fp32 -> none)."""
+    return "none" if precision == "fp32" else precision
 
 
 def build_config(name: str, sizes: Dict[str, Any], sampling: str, amp: str, device: str, threads: int,
@@ -456,8 +467,8 @@ def job_train(job: Dict[str, Any]) -> Dict[str, Any]:
     from cpc_speech.corpora.manifest import utterance_from_file, write_manifest
     from cpc_speech.train.trainer import Trainer
 
-    cfg, overrides = build_config(job["config"], sizes, job["sampling"], job.get("amp", "none"), device, job["threads"],
-                                  job.get("overrides", ()))
+    cfg, overrides = build_config(job["config"], sizes, job["sampling"], _amp_value(job.get("precision", "fp32")), device,
+                                  job["threads"], job.get("overrides", ()))
     B, S = sizes["batch"], sizes["window"]
     flops = analytic_flops(cfg.model, B, S, sizes["negatives"], job["sampling"], cfg.loss.shared_negatives)
     rss_start = rss_mb()
@@ -466,6 +477,7 @@ def job_train(job: Dict[str, Any]) -> Dict[str, Any]:
         write_audio(wav_path, np.zeros(B * S, dtype=np.float32))
         manifest = write_manifest([utterance_from_file("silence", wav_path, "spk")], Path(td) / "manifest.tsv")
         tr = Trainer(cfg, str(manifest), str(Path(td) / "run"), progress=False)
+        precision = tr.precision
         if job.get("compile"):  # as train.compile=true does
             tr.ddp_model = torch.compile(tr.model)
         g = torch.Generator().manual_seed(1234)
@@ -508,7 +520,8 @@ def job_train(job: Dict[str, Any]) -> Dict[str, Any]:
     med = st["median"]
     out: Dict[str, Any] = {
         "config": job["config"], "sampling": job["sampling"], "preset": CONFIGS[job["config"]][0], "overrides": overrides,
-        "amp": job.get("amp", "none"), "compile": bool(job.get("compile")),
+        "precision_requested": job.get("precision", "fp32"), "precision": precision.name, "precision_reason": precision.reason,
+        "compile": bool(job.get("compile")),
         "model": _model_summary(cfg.model), "parameters": params, "feature_parameters": feature_params,
         "batch": B, "window_samples": S, "frames": flops["frames"], "negatives": sizes["negatives"],
         "steps": sizes["steps"], "warmup": sizes["warmup"], "warmup_seconds": [round(x, 6) for x in warm],
@@ -659,7 +672,7 @@ def job_loader_e2e(job: Dict[str, Any]) -> Dict[str, Any]:
         copies = max(1, int(math.ceil((steps + warmup + 1) * B / (files * per_file_windows))))
         rows, info = _flac_corpus(Path(td), sizes, copies)
         manifest = str(Path(td) / "manifest.tsv")
-        cfg, overrides = build_config(job["config"], sizes, "cross_batch", "none", device, job["threads"], [f"data.num_workers={workers}"])
+        cfg, overrides = build_config(job["config"], sizes, "cross_batch", "auto", device, job["threads"], [f"data.num_workers={workers}"])
         tr = Trainer(cfg, manifest, str(Path(td) / "run"), progress=False)
         tr.sampler.set_epoch(0)
         it = iter(tr.loader)
@@ -702,14 +715,16 @@ def job_extract(job: Dict[str, Any]) -> Dict[str, Any]:
     model = CPCModel(preset(job.get("preset", "default"))).to(device).eval()
     seconds = sizes["extract_seconds"]
     wav = 0.1 * np.random.default_rng(0).standard_normal(int(seconds * 16000), dtype=np.float32)
-    extract_features(wav[: 16000 * 2], sample_rate=16000, model=model)  # warm-up
-    out: Dict[str, Any] = {"preset": job.get("preset", "default"), "audio_seconds": seconds, "repeats": sizes["extract_repeats"]}
+    precision = job.get("precision", "fp32")
+    extract_features(wav[: 16000 * 2], sample_rate=16000, model=model, precision=precision)  # warm-up
+    out: Dict[str, Any] = {"preset": job.get("preset", "default"), "audio_seconds": seconds, "repeats": sizes["extract_repeats"],
+                           **_precision_fields(precision, device)}
     for layer in ("context", "encoder"):
         times = []
         for _ in range(sizes["extract_repeats"] if layer == "context" else 1):
             _sync(device)
             t0 = time.perf_counter()
-            feats = extract_features(wav, sample_rate=16000, model=model, layer=layer)
+            feats = extract_features(wav, sample_rate=16000, model=model, layer=layer, precision=precision)
             _sync(device)
             times.append(time.perf_counter() - t0)
         out[layer] = {"seconds": spread(times), "rtf": seconds / statistics.median(times), "frames": int(feats.shape[0]),
@@ -733,7 +748,8 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
 
     torch.manual_seed(0)
     model = CPCModel(preset(job.get("preset", "default"))).to(device).eval()
-    extract_features(np.zeros(16000, np.float32), sample_rate=16000, model=model)  # warm-up (allocator, kernels)
+    precision = job.get("precision", "fp32")
+    extract_features(np.zeros(16000, np.float32), sample_rate=16000, model=model, precision=precision)  # warm-up
     rss_model = rss_mb()
     seconds = sizes["long_seconds"]
     wav = np.random.default_rng(1).standard_normal(int(seconds * 16000), dtype=np.float32)
@@ -742,16 +758,24 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
     reset_ok = reset_peak_rss()
     t0 = time.perf_counter()
     chunk_seconds = sizes["chunk_seconds"] or CHUNK_SECONDS
-    feats = extract_features(wav, sample_rate=16000, model=model, chunk_seconds=chunk_seconds)
+    feats = extract_features(wav, sample_rate=16000, model=model, chunk_seconds=chunk_seconds, precision=precision)
     _sync(device)
     elapsed = time.perf_counter() - t0
     return {
         "preset": job.get("preset", "default"), "audio_seconds": seconds, "chunk_seconds": chunk_seconds,
+        **_precision_fields(precision, device),
         "seconds": elapsed, "rtf": seconds / elapsed, "frames": int(feats.shape[0]), "dim": int(feats.shape[1]),
         "input_mb": wav.nbytes / 2**20, "output_mb": feats.nbytes / 2**20,
         "rss_model_mb": rss_model, "rss_with_input_mb": rss_input,
         "extract_peak_rss_mb": hwm_mb() if reset_ok else None, "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def _precision_fields(requested: str, device: str) -> Dict[str, Any]:
+    from cpc_speech.precision import resolve
+
+    p = resolve(requested, device, key="precision")
+    return {"precision_requested": requested, "precision": p.name, "precision_reason": p.reason}
 
 
 JOBS = {"matmul": job_matmul, "train": job_train, "loader": job_loader, "loader_e2e": job_loader_e2e, "extract": job_extract, "extract_long": job_extract_long}
@@ -800,55 +824,104 @@ def _child_main(argv: List[str]) -> int:
 # ------------------------------------------------------------------------------------ summary
 
 
+def _train_rate(r: Dict[str, Any]) -> float:
+    return r["audio_seconds_per_second"]["median"]
+
+
+def roofline_fractions(r: Dict[str, Any], matmul: Optional[Dict[str, Any]]) -> Dict[str, Optional[float]]:
+    """Achieved GFLOP/s of a training measurement (whole step, encoder forward+backward) over the
+    matmul rate of the precision it ran in."""
+    ceiling = roofline(matmul, r.get("precision", "fp32"))
+    enc = ((((r.get("split") or {}).get("parts") or {}).get("encoder")) or {}).get("gflops_per_second")
+    return {"step": r["gflops_per_second"] / ceiling if ceiling else None,
+            "encoder": enc / ceiling if ceiling and enc else None}
+
+
+def compare_precisions(results: Dict[str, Any], precisions: Sequence[str]) -> List[Dict[str, Any]]:
+    """For every configuration measured in several precisions in this run: the figure of each
+    (training audio s/s, extraction real-time factor) and its ratio over the first precision
+    (fp32 by default), training ratios as the median over rounds of A/B pairs."""
+    base = precisions[0]
+    rows: List[Dict[str, Any]] = []
+    groups: Dict[Tuple[str, str], Dict[str, List[Dict[str, Any]]]] = {}
+    for r in results.get("train", []):
+        if "error" not in r:
+            groups.setdefault((r["config"], r["sampling"]), {}).setdefault(r["precision_requested"], []).append(r)
+    for (config, sampling), by in groups.items():
+        for prec, runs in by.items():
+            if prec == base or base not in by:
+                continue
+            pairs = [(a, b) for a in by[base] for b in runs if a.get("round") == b.get("round")]
+            if not pairs:
+                continue
+            rows.append({
+                "what": "train", "config": config, "sampling": sampling, "unit": "audio s/s",
+                "baseline": base, "precision": prec, "resolved": runs[0]["precision"],
+                "baseline_value": statistics.median(_train_rate(a) for a, _ in pairs),
+                "value": statistics.median(_train_rate(b) for _, b in pairs),
+                "ratio": statistics.median(_train_rate(b) / _train_rate(a) for a, b in pairs),
+                "pairs": len(pairs),
+            })
+    ex = results.get("extract") or {}
+    for part, unit in (("short", "x real time"), ("long", "x real time")):
+        a = (ex.get(base) or {}).get(part)
+        for prec in precisions[1:]:
+            b = (ex.get(prec) or {}).get(part)
+            if a and b and "error" not in a and "error" not in b:
+                rows.append({"what": f"extract {part}", "config": a["preset"], "sampling": f"{a['audio_seconds']:.0f} s",
+                             "unit": unit, "baseline": base, "precision": prec, "resolved": b["precision"],
+                             "baseline_value": a["rtf"], "value": b["rtf"], "ratio": b["rtf"] / a["rtf"], "pairs": 1})
+    return rows
+
+
 def evaluate_targets(results: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """One row per target of the performance issue: name, value, target, ok."""
+    """One row per target of the performance issue: name, value, target, ok. Every value comes
+    from this run (ratios between precisions measured here)."""
     rows: List[Dict[str, Any]] = []
 
     def add(name, value, target, ok, note=""):
         rows.append({"name": name, "value": value, "target": target, "ok": None if value is None else bool(ok), "note": note})
 
-    ceiling = (results.get("matmul") or {}).get("gflops")
+    matmul = results.get("matmul")
+    for c in results.get("comparisons", []):
+        if c["what"] == "train" and c["precision"] == "auto" and c["sampling"] == "cross_batch":
+            tgt = TARGETS["train_speedup_over_fp32"].get(c["config"])
+            if tgt:
+                add(f"train {c['config']}: auto ({c['resolved']}) over fp32", c["ratio"], f">= {tgt}", c["ratio"] >= tgt,
+                    note=f"{c['value']:.1f} vs {c['baseline_value']:.1f} audio s/s")
+        if c["what"] == "extract short" and c["precision"] == "auto":
+            tgt = TARGETS["extract_speedup_over_fp32"]
+            add(f"extract {c['sampling']}: auto ({c['resolved']}) over fp32", c["ratio"], f">= {tgt}", c["ratio"] >= tgt,
+                note=f"{c['value']:.0f}x vs {c['baseline_value']:.0f}x real time")
     train = [r for r in results.get("train", []) if "error" not in r]
     for r in train:
-        if r["sampling"] != "cross_batch" or r.get("amp", "none") != "none" or r.get("compile"):
+        if r["sampling"] != "cross_batch" or r.get("precision_requested") != "auto" or r.get("compile") or r.get("round", 0):
             continue
         name = r["config"]
-        aps = r["audio_seconds_per_second"]["median"]
-        tgt = TARGETS["audio_seconds_per_second"].get(name)
-        if tgt:
-            add(f"train {name}: audio s/s", aps, f">= {tgt}", aps >= tgt)
-        ref = REFERENCE.get(name)
-        if ref:
-            sp = aps / ref["audio_seconds_per_second"]
-            add(f"train {name}: x CPC_audio ({ref['audio_seconds_per_second']} s/s)", sp, f">= {TARGETS['speedup_vs_reference']}",
-                sp >= TARGETS["speedup_vs_reference"])
-        if ceiling:
-            frac = r["gflops_per_second"] / ceiling
-            add(f"train {name}: fraction of matmul GFLOP/s", frac, f">= {TARGETS['train_fraction_of_matmul']}",
-                frac >= TARGETS["train_fraction_of_matmul"])
-        share = (((r.get("split") or {}).get("parts") or {}).get("loss") or {}).get("share")
-        if share is not None:
-            add(f"train {name}: loss share of step", share, f"<= {TARGETS['loss_share_max']}", share <= TARGETS["loss_share_max"])
+        enc = roofline_fractions(r, matmul)["encoder"]
+        if enc is not None:
+            tgt = TARGETS["encoder_fraction_of_roofline"]
+            add(f"train {name} ({r['precision']}): encoder fwd+bwd / {r['precision']} matmul rate", enc, f">= {tgt}", enc >= tgt)
         peak = r["memory"].get("peak_rss_mb")
         if r["memory"].get("cuda_peak_allocated_mb") is not None:
             peak = r["memory"]["cuda_peak_allocated_mb"]
-        add(f"train {name}: peak memory MB", peak, f"< {TARGETS['step_peak_rss_mb_max']:.0f}", peak is not None and peak < TARGETS["step_peak_rss_mb_max"])
-    ex = results.get("extract") or {}
-    if ex.get("short") and "error" not in ex["short"]:
-        v = ex["short"]["rtf"]
-        add(f"extract {ex['short']['audio_seconds']:.0f} s: x real time", v, f">= {TARGETS['extract_rtf_min']:.0f}", v >= TARGETS["extract_rtf_min"])
-    if ex.get("long") and "error" not in ex["long"]:
-        v = ex["long"]["peak_rss_mb"]
-        add(f"extract {ex['long']['audio_seconds'] / 3600:.2g} h: peak RSS MB", v, f"< {TARGETS['long_extract_peak_rss_mb_max']:.0f}",
-            v < TARGETS["long_extract_peak_rss_mb_max"])
+        if name == "default":
+            add(f"train {name} ({r['precision']}): peak memory MB", peak, f"< {TARGETS['step_peak_rss_mb_max']:.0f}",
+                peak is not None and peak < TARGETS["step_peak_rss_mb_max"])
+    for prec, ex in (results.get("extract") or {}).items():
+        lg = ex.get("long")
+        if lg and "error" not in lg:
+            v = lg["peak_rss_mb"]
+            add(f"extract {lg['audio_seconds'] / 3600:.2g} h ({lg['precision']}): peak RSS MB", v,
+                f"< {TARGETS['long_extract_peak_rss_mb_max']:.0f}", v < TARGETS["long_extract_peak_rss_mb_max"])
     ld = results.get("loader") or {}
     w2 = (ld.get("workers") or {}).get("2")
     if w2 and train:
-        fastest = max(train, key=lambda r: r["audio_seconds_per_second"]["median"])
+        fastest = max(train, key=_train_rate)
         need = fastest["batch"] / fastest["step_seconds"]["median"]
         have = w2["windows_per_second"]
-        add(f"loader 2 workers: windows/s vs need of {fastest['config']}/{fastest['sampling']}", have, f">= {need:.1f}",
-            have is not None and have >= need,
+        add(f"loader 2 workers: windows/s vs need of {fastest['config']}/{fastest['sampling']}/{fastest['precision']}", have,
+            f">= {need:.1f}", have is not None and have >= need,
             note=f"loader CPU per step {w2['cpu_ms_per_window'] * fastest['batch']:.0f} ms vs step {1000 * fastest['step_seconds']['median']:.0f} ms")
     e2e = ld.get("e2e")
     if e2e and "error" not in e2e:
@@ -870,6 +943,14 @@ def _fmt(x: Any, nd: int = 2) -> str:
     return str(x)
 
 
+def _label(r: Dict[str, Any]) -> str:
+    """A training measurement's name: config, the precision it ran in, +compile, round."""
+    label = f"{r.get('config', '?')}/{r.get('precision', r.get('precision_requested', '?'))}"
+    if r.get("compile"):
+        label += "+compile"
+    return label + (f" #{r['round'] + 1}" if r.get("round") else "")
+
+
 def format_report(res: Dict[str, Any]) -> str:
     lines: List[str] = []
     m = res["machine"]
@@ -885,19 +966,21 @@ def format_report(res: Dict[str, Any]) -> str:
         else:
             lines.append(f"\nmatmul {mm['n']}x{mm['n']}: fp32 {mm['fp32']['gflops_best']:.1f} GFLOP/s best "
                          f"({mm['fp32']['gflops_median']:.1f} median), bf16 {mm['bf16']['gflops_best']:.1f} GFLOP/s (n={mm['bf16']['n']})")
+            if mm.get("auto"):
+                lines.append(f"precision auto = {mm['auto']['name']} ({mm['auto']['reason']})")
     train = res.get("train") or []
     if train:
-        lines.append("\ntraining (batch x window, negatives; median step, audio s/s [min..max], GFLOP/s, % of matmul, peak RSS)")
+        lines.append("\ntraining (median step, audio s/s [min..max], GFLOP/s, % of the matmul rate of the precision it ran in, peak RSS)")
         hdr = f"{'config':<20}{'sampling':<16}{'step s':>8}{'audio s/s':>11}{'range':>14}{'GFLOP/s':>9}{'%mm':>6}{'peak MB':>9}{'stepMB':>8}"
         lines.append(hdr)
-        ceiling = (mm or {}).get("gflops")
         for r in train:
-            label = r.get("config", "?") + ("" if r.get("amp", "none") == "none" else f"+{r['amp']}") + ("+compile" if r.get("compile") else "")
+            label = _label(r)
             if "error" in r:
                 lines.append(f"{label:<20}{r.get('sampling', ''):<16}ERROR {r['error']}")
                 continue
             a = r["audio_seconds_per_second"]
-            pct = 100 * r["gflops_per_second"] / ceiling if ceiling else None
+            frac = roofline_fractions(r, mm)["step"]
+            pct = 100 * frac if frac is not None else None
             lines.append(f"{label:<20}{r['sampling']:<16}{r['step_seconds']['median']:>8.3f}{a['median']:>11.2f}"
                          f"{a['min']:>7.2f}..{a['max']:<5.2f}{r['gflops_per_second']:>9.1f}{_fmt(pct, 0):>6}"
                          f"{_fmt(r['memory']['peak_rss_mb']):>9}{_fmt(r['memory']['step_peak_rss_mb']):>8}")
@@ -908,7 +991,7 @@ def format_report(res: Dict[str, Any]) -> str:
             sp = r.get("split")
             if not sp:
                 continue
-            label = r["config"] + ("" if r.get("amp", "none") == "none" else f"+{r['amp']}") + ("+compile" if r.get("compile") else "")
+            label = _label(r)
             cells = []
             for p in PARTS:
                 d = sp["parts"][p]
@@ -942,24 +1025,31 @@ def format_report(res: Dict[str, Any]) -> str:
                 lines.append(f"  {e2e['config']} training fed by {e2e['workers']} workers: step {e2e['step_seconds_with_loader']['median']:.3f} s "
                              f"(in-memory batches {e2e['step_seconds_prebuilt']['median']:.3f} s, x{e2e['slowdown']:.2f}), "
                              f"waiting for batches {100 * e2e['wait_share']:.1f}% of the step (max wait {e2e['wait_seconds']['max']:.3f} s)")
-    ex = res.get("extract")
-    if ex:
-        lines.append("\nfeature extraction (default preset, random init)")
+    for prec, ex in (res.get("extract") or {}).items():
+        lines.append(f"\nfeature extraction (default preset, random init), precision {prec}")
         s = ex.get("short")
         if s:
             if "error" in s:
                 lines.append(f"  short: ERROR {s['error']}")
             else:
-                lines.append(f"  {s['audio_seconds']:.0f} s one pass: {s['rtf']:.1f}x real time (context c_t), "
+                lines.append(f"  {s['audio_seconds']:.0f} s one pass ({s['precision']}): {s['rtf']:.1f}x real time (context c_t), "
                              f"{s['encoder']['rtf']:.1f}x (encoder z_t only); peak RSS {s['peak_rss_mb']:.0f} MB")
         lg = ex.get("long")
         if lg:
             if "error" in lg:
                 lines.append(f"  long: ERROR {lg['error']}")
             else:
-                lines.append(f"  {lg['audio_seconds']:.0f} s in {lg['chunk_seconds']:g} s chunks: {lg['rtf']:.1f}x real time; peak RSS "
+                lines.append(f"  {lg['audio_seconds']:.0f} s in {lg['chunk_seconds']:g} s chunks ({lg['precision']}): {lg['rtf']:.1f}x real time; peak RSS "
                              f"{lg['peak_rss_mb']:.0f} MB (model+torch {_fmt(lg['rss_model_mb'], 0)} MB, input {lg['input_mb']:.0f} MB, "
                              f"output {lg['output_mb']:.0f} MB)")
+    cmp_rows = res.get("comparisons") or []
+    if cmp_rows:
+        lines.append("\nprecisions side by side (this run; ratio = precision / baseline)")
+        lines.append(f"{'what':<16}{'config':<20}{'sampling':<16}{'baseline':>16}{'precision':>22}{'ratio':>8}")
+        for c in cmp_rows:
+            lines.append(f"{c['what']:<16}{c['config']:<20}{c['sampling']:<16}"
+                         f"{c['baseline'] + ' ' + _fmt(c['baseline_value'], 1):>16}"
+                         f"{c['precision'] + '=' + c['resolved'] + ' ' + _fmt(c['value'], 1):>22}{c['ratio']:>8.2f}")
     tg = res.get("targets") or []
     if tg:
         lines.append("\ntargets")
@@ -984,7 +1074,11 @@ def add_arguments(p: argparse.ArgumentParser, default_out_dir: str = "benchmarks
     p.add_argument("--window", type=int, help="samples per window (default 20480)")
     p.add_argument("--negatives", type=int, help="negatives per query (default 128)")
     p.add_argument("--long-seconds", type=float, help="length of the long extraction input (default 3600)")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast for training steps (A/B; default none)")
+    p.add_argument("--precisions", default=",".join(PRECISIONS),
+                   help="precisions measured side by side, from fp32, auto, bf16, fp16 (default: %(default)s; "
+                        "auto = what train.amp=auto picks on this machine)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="training measurements per configuration and precision, interleaved A B A B (default %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model for training steps (A/B)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: number of usable cores)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: cuda when present)")
@@ -1041,6 +1135,12 @@ def run(args, progress=print) -> Dict[str, Any]:
         if "same_speaker" in s:
             raise ValueError("--sampling: same_speaker needs speaker-grouped batches; not benchmarked")
     sizes = resolve_sizes(args)
+    precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
+    bad = [s for s in precisions if s not in ("fp32", "auto", "bf16", "fp16")]
+    if bad or not precisions:
+        raise ValueError(f"--precisions: unknown precision(s) {bad}; choose from fp32, auto, bf16, fp16")
+    if args.rounds < 1:
+        raise ValueError("--rounds must be at least 1")
     threads = args.threads if args.threads and args.threads > 0 else usable_cores()
     device = _resolve_device(args.device)
     iso = not args.in_process
@@ -1055,9 +1155,9 @@ def run(args, progress=print) -> Dict[str, Any]:
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_info(args.machine, threads, device),
         "settings": {"quick": bool(args.quick), "sections": only, "presets": presets, "samplings": samplings,
-                     "amp": args.amp, "compile": bool(args.compile), "isolated_subprocesses": iso, **sz},
+                     "precisions": precisions, "rounds": args.rounds, "compile": bool(args.compile),
+                     "isolated_subprocesses": iso, **sz},
         "load_average_start": _loadavg(),
-        "reference": {"cpc_audio": REFERENCE, "cpc_audio_extract_rtf": REFERENCE_EXTRACT_RTF},
         "targets_spec": TARGETS,
     }
     t_start = time.perf_counter()
@@ -1068,17 +1168,22 @@ def run(args, progress=print) -> Dict[str, Any]:
         results["train"] = []
         for name in presets:
             for sampling in samplings:
-                progress(f"[bench] train {name} {sampling} ({sizes.warmup}+{sizes.steps} steps) ...")
-                r = run_job({"kind": "train", "config": name, "sampling": sampling, "amp": args.amp, "compile": bool(args.compile), **base},
-                            iso, args.timeout)
-                r.setdefault("config", name)
-                r.setdefault("sampling", sampling)
-                results["train"].append(r)
-                if "error" not in r:
-                    progress(f"[bench]   {r['audio_seconds_per_second']['median']:.2f} audio s/s, step {r['step_seconds']['median']:.3f} s, "
-                             f"{r['gflops_per_second']:.1f} GFLOP/s, peak {r['memory']['peak_rss_mb']:.0f} MB")
-                else:
-                    progress(f"[bench]   ERROR {r['error']}")
+                for rnd in range(args.rounds):
+                    for prec in precisions:  # interleaved: A B A B ...
+                        progress(f"[bench] train {name} {sampling} {prec} ({sizes.warmup}+{sizes.steps} steps, round {rnd + 1}) ...")
+                        r = run_job({"kind": "train", "config": name, "sampling": sampling, "precision": prec,
+                                     "compile": bool(args.compile), **base}, iso, args.timeout)
+                        r.setdefault("config", name)
+                        r.setdefault("sampling", sampling)
+                        r.setdefault("precision_requested", prec)
+                        r["round"] = rnd
+                        results["train"].append(r)
+                        if "error" not in r:
+                            progress(f"[bench]   {r['precision']}: {r['audio_seconds_per_second']['median']:.2f} audio s/s, "
+                                     f"step {r['step_seconds']['median']:.3f} s, {r['gflops_per_second']:.1f} GFLOP/s, "
+                                     f"peak {r['memory']['peak_rss_mb']:.0f} MB")
+                        else:
+                            progress(f"[bench]   ERROR {r['error']}")
     if "loader" in only:
         progress("[bench] loader ...")
         results["loader"] = run_job({"kind": "loader", **base, "device": "cpu"}, iso, args.timeout)
@@ -1086,12 +1191,16 @@ def run(args, progress=print) -> Dict[str, Any]:
         progress(f"[bench] loader feeding {e2e_config} training, 2 workers ({sizes.warmup}+{sizes.steps} steps) ...")
         results["loader"]["e2e"] = run_job({"kind": "loader_e2e", "config": e2e_config, "workers": 2, **base}, iso, args.timeout)
     if "extract" in only:
-        progress(f"[bench] extract {sizes.extract_seconds:.0f} s ...")
-        results["extract"] = {"short": run_job({"kind": "extract", **base}, iso, args.timeout)}
-        progress(f"[bench] extract {sizes.long_seconds:.0f} s in chunks ...")
-        results["extract"]["long"] = run_job({"kind": "extract_long", **base}, iso, args.timeout)
+        results["extract"] = {}
+        for prec in precisions:
+            progress(f"[bench] extract {sizes.extract_seconds:.0f} s, {prec} ...")
+            results["extract"][prec] = {"short": run_job({"kind": "extract", "precision": prec, **base}, iso, args.timeout)}
+        for prec in precisions:
+            progress(f"[bench] extract {sizes.long_seconds:.0f} s in chunks, {prec} ...")
+            results["extract"][prec]["long"] = run_job({"kind": "extract_long", "precision": prec, **base}, iso, args.timeout)
     results["load_average_end"] = _loadavg()
     results["total_seconds"] = time.perf_counter() - t_start
+    results["comparisons"] = compare_precisions(results, precisions)
     results["targets"] = evaluate_targets(results)
     out = Path(args.output) if args.output else Path(args.out_dir) / f"{_safe(results['machine']['name'])}-{datetime.date.today():%Y-%m-%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

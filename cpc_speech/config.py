@@ -144,7 +144,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    amp: str = "none"  # none | bf16 | fp16 (fp16 on CUDA only)
+    amp: str = "auto"  # auto (bf16 where the device computes it fast, see cpc_speech.precision) | none | bf16 | fp16 (CUDA only)
     compile: bool = False  # torch.compile the model for training steps (1.07-1.2x here; first step compiles)
     seed: int = 0
     log_every: int = 10
@@ -177,8 +177,8 @@ class PretrainConfig:
             raise ValueError(f"data.sampler must be uniform, same_speaker or same_utterance, got {self.data.sampler!r}")
         if self.data.sampler != "uniform" and self.data.batch_size % self.data.windows_per_group:
             raise ValueError("data.batch_size must be a multiple of data.windows_per_group")
-        if self.train.amp not in ("none", "bf16", "fp16"):
-            raise ValueError("train.amp must be none, bf16 or fp16")
+        if self.train.amp not in ("auto", "none", "bf16", "fp16"):
+            raise ValueError(f"train.amp must be auto, none, bf16 or fp16, got {self.train.amp!r}")
         if self.train.schedule not in ("cosine", "step", "constant"):
             raise ValueError("train.schedule must be cosine, step or constant")
         return self

@@ -22,6 +22,10 @@ count, which is process-wide, is 1 during the call and restored after.
 Encoders with instance norm normalise over the whole input and cannot be chunked: they are run in
 one pass (memory then grows with the input length).
 
+``precision="auto"`` (the default) runs the encoder's matrix products in bf16 where the CPU computes
+bf16 fast (:mod:`cpc_speech.precision`; the recurrent context stays float32 on CPU), else in float32;
+``"fp32"`` forces float32. Features are returned as float32 either way.
+
 Corpus::
 
     extract_corpus(model, read_manifest("manifest.tsv"), "feats/", layer="context")
@@ -37,6 +41,7 @@ through the same machinery.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import math
@@ -53,6 +58,8 @@ import torch
 
 from cpc_speech.audio import SAMPLE_RATE, AudioError, load_waveform, read_audio
 from cpc_speech.model.threads import single_thread
+from cpc_speech.precision import Precision
+from cpc_speech.precision import resolve as resolve_precision
 
 # Inputs longer than this many seconds are processed in exact chunks, several at once on CPU (one
 # per thread; :func:`encode_in_order`). 2.5 s keeps the largest intermediate of each (the first
@@ -167,14 +174,16 @@ def encoder_threads(device: torch.device, tasks: int) -> int:
     return threads if device.type == "cpu" and threads > 1 and tasks > 1 else 0
 
 
-def encode_in_order(encode, tasks: Sequence[Any], device: torch.device) -> Iterator[Tuple[Any, torch.Tensor]]:
+def encode_in_order(encode, tasks: Sequence[Any], device: torch.device,
+                    precision: Optional[Precision] = None) -> Iterator[Tuple[Any, torch.Tensor]]:
     """``(task, encode(task))`` in order, the calls spread over :func:`encoder_threads` threads
     with one intra-op thread each (torch's thread count is set to 1 meanwhile and restored after),
-    without autograd."""
+    without autograd, in ``precision`` (autocast is per thread: it is entered in each worker)."""
     workers = encoder_threads(device, len(tasks))
+    autocast = precision.autocast if precision is not None else (lambda _device: contextlib.nullcontext())
 
     def run(task):
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device):
             return encode(task)
 
     with single_thread(workers > 0):
@@ -197,21 +206,23 @@ def _run_context(model, z: torch.Tensor, state: Any = None) -> Tuple[torch.Tenso
     return torch.cat(outs, 1), state
 
 
-def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int) -> torch.Tensor:
+def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int, precision: Precision) -> torch.Tensor:
     """Features (frames, dim) of one 16 kHz 1-D tensor, chunked when long."""
     enc = model.encoder
     total = enc.num_frames(wav.shape[-1])
     if total == 0:
         return torch.zeros(0, model.cfg.context.hidden if layer == "context" else enc.dim, device=wav.device)
     if total <= chunk_frames or not chunkable(model):
-        z = enc(wav.unsqueeze(0))
-        if layer == "encoder":
-            return z[0]
-        return _run_context(model, z)[0][0]
-    return next(_forward_chunked(model, [wav], layer, chunk_frames))[1]
+        with precision.autocast(wav.device):
+            z = enc(wav.unsqueeze(0))
+            if layer == "encoder":
+                return z[0]
+            return _run_context(model, z)[0][0]
+    return next(_forward_chunked(model, [wav], layer, chunk_frames, precision))[1]
 
 
-def _forward_chunked(model, wavs: Sequence[torch.Tensor], layer: str, chunk_frames: int) -> Iterator[Tuple[int, torch.Tensor]]:
+def _forward_chunked(model, wavs: Sequence[torch.Tensor], layer: str, chunk_frames: int,
+                     precision: Precision) -> Iterator[Tuple[int, torch.Tensor]]:
     """``(index, features (frames, dim))`` of each 16 kHz 1-D tensor in ``wavs`` (at least one
     frame each), in order. All inputs form one stream of encoder chunks (:func:`encode_in_order`),
     so the encoders of the next chunks, also of the next input, run while the context network
@@ -224,14 +235,16 @@ def _forward_chunked(model, wavs: Sequence[torch.Tensor], layer: str, chunk_fram
         chunks.extend((i, f0, min(total, f0 + chunk_frames), total) for f0 in range(0, total, chunk_frames))
     out, state = None, None
     device = wavs[0].device
-    for (i, f0, f1, total), z in encode_in_order(lambda c: _encode_frames(model, wavs[c[0]], c[1], c[2]), chunks, device):
+    encoded = encode_in_order(lambda c: _encode_frames(model, wavs[c[0]], c[1], c[2]), chunks, device, precision)
+    for (i, f0, f1, total), z in encoded:
         if f0 == 0:
-            out, state = None, None  # preallocated once the dtype is known: no list of chunks to concatenate
+            out, state = None, None  # preallocated once the first chunk is there: no list of chunks to concatenate
         if layer == "context":
-            c, state = _run_context(model, z.unsqueeze(0), state)
+            with precision.autocast(device):
+                c, state = _run_context(model, z.unsqueeze(0), state)
             z = c[0]
         if out is None:
-            out = torch.empty(total, dim, dtype=z.dtype, device=z.device)
+            out = torch.empty(total, dim, dtype=torch.float32, device=z.device)
         out[f0:f1] = z
         if f1 == total:
             yield i, out
@@ -259,20 +272,23 @@ def extract_features(
     layer: str = "context",
     device: Optional[Union[str, torch.device]] = None,
     chunk_seconds: float = CHUNK_SECONDS,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Per-frame features of one waveform: float32 ``(model.encoder.num_frames(n_16k), dim)``.
 
     ``layer="context"`` gives c_t (dim = context hidden size), ``"encoder"`` gives z_t (dim = encoder
     channels). Inputs longer than ``chunk_seconds`` are processed in exact chunks (see the module
     docstring). Runs on ``device`` if given, else where the model is (CUDA if the model is on CUDA).
+    ``precision``: ``auto``, ``fp32`` or ``bf16`` (module docstring).
     """
     _check_layer(layer)
     model = resolve_model(model, device)
     x = load_waveform(wav, sample_rate=sample_rate, min_samples=model.encoder.min_samples)
     dev = model_device(model)
+    prec = resolve_precision(precision, dev, key="precision")
     chunk_frames = max(1, int(round(chunk_seconds * SAMPLE_RATE / model.encoder.downsampling)))
     with torch.inference_mode(), _EvalMode(model):
-        out = _forward_one(model, torch.from_numpy(x).to(dev), layer, chunk_frames)
+        out = _forward_one(model, torch.from_numpy(x).to(dev), layer, chunk_frames, prec)
     return out.float().cpu().numpy()
 
 
@@ -284,6 +300,7 @@ def extract_features_batch(
     sample_rate: Optional[int] = None,
     batch_seconds: float = 40.0,
     chunk_seconds: float = CHUNK_SECONDS,
+    precision: str = "auto",
 ) -> List[np.ndarray]:
     """Features of many waveforms (paths, arrays at ``sample_rate``, or tensors), batched.
 
@@ -297,10 +314,12 @@ def extract_features_batch(
     model = resolve_model(model, device)
     arrays = [load_waveform(w, sample_rate=None if isinstance(w, (str, Path)) else sample_rate,
                             min_samples=model.encoder.min_samples, name=f"input {i}") for i, w in enumerate(wavs)]
-    return _batch_forward(model, arrays, layer, batch_seconds, chunk_seconds)
+    prec = resolve_precision(precision, model_device(model), key="precision")
+    return _batch_forward(model, arrays, layer, batch_seconds, chunk_seconds, prec)
 
 
-def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: float, chunk_seconds: float) -> List[np.ndarray]:
+def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: float, chunk_seconds: float,
+                   precision: Precision) -> List[np.ndarray]:
     enc = model.encoder
     dev = model_device(model)
     hop = enc.downsampling
@@ -336,13 +355,18 @@ def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: f
     with torch.inference_mode(), _EvalMode(model):
         if not chunkable(model):  # instance norm: every input in one pass
             for i in single:
-                results[i] = _forward_one(model, torch.from_numpy(arrays[i]).to(dev), layer, chunk_frames).float().cpu().numpy()
+                results[i] = _forward_one(model, torch.from_numpy(arrays[i]).to(dev), layer, chunk_frames,
+                                          precision).float().cpu().numpy()
         elif single:  # long inputs: one stream of chunks
             tensors = [torch.from_numpy(arrays[i]).to(dev) for i in single]
-            for j, feats in _forward_chunked(model, tensors, layer, chunk_frames):
+            for j, feats in _forward_chunked(model, tensors, layer, chunk_frames, precision):
                 results[single[j]] = feats.float().cpu().numpy()
-        for batch, z in encode_in_order(encode, batches, dev):
-            feats = _run_context(model, z)[0] if layer == "context" else z
+        for batch, z in encode_in_order(encode, batches, dev, precision):
+            if layer == "context":
+                with precision.autocast(dev):
+                    feats = _run_context(model, z)[0]
+            else:
+                feats = z
             feats = feats.float().cpu().numpy()
             for row, i in enumerate(batch):
                 results[i] = np.ascontiguousarray(feats[row, :enc.num_frames(arrays[i].size)])
@@ -365,7 +389,9 @@ class Featurizer:
     mode: str = "frames"
     name: str = "model"
     checkpoint: Optional[str] = None
+    precision: str = "auto"  # auto | fp32 | bf16 (resolved on the model's device)
     _fingerprint: Optional[str] = field(default=None, repr=False)
+    _precision: Optional[Precision] = field(default=None, repr=False)
 
     @property
     def is_mfcc(self) -> bool:
@@ -378,6 +404,15 @@ class Featurizer:
         if self.mode.startswith("windows:"):
             return int(self.mode.split(":", 1)[1])
         raise FeatureError(f"unknown feature mode {self.mode!r} (frames or windows:N)")
+
+    def resolved_precision(self) -> Precision:
+        """The precision the model runs in (float32 for MFCC)."""
+        if self._precision is None:
+            if self.is_mfcc:
+                self._precision = Precision("fp32", "MFCC")
+            else:
+                self._precision = resolve_precision(self.precision, model_device(self.model), key="precision")
+        return self._precision
 
     def min_samples(self) -> int:
         if self.window_samples:  # shorter inputs just have no window
@@ -410,6 +445,7 @@ class Featurizer:
             "layer": None if self.is_mfcc else self.layer,
             "mode": self.mode,
             "dtype": dtype,
+            "precision": self.resolved_precision().name,
             "fingerprint": self.fingerprint(),
         }
         if not self.is_mfcc:
@@ -423,11 +459,14 @@ class Featurizer:
         """Whether a folder's meta.json describes features this featuriser would produce."""
         new = self.meta(dtype)
         keys = ("meta_version", "featurizer", "layer", "mode", "dtype", "fingerprint")
-        return all(old.get(k) == new.get(k) for k in keys)
+        # folders written before the precision was recorded hold float32 features
+        return all(old.get(k) == new.get(k) for k in keys) and old.get("precision", "fp32") == new["precision"]
 
 
-def make_featurizer(model: Any, layer: str = "context", mode: str = "frames", device=None, name: Optional[str] = None) -> Featurizer:
-    """``model``: a CPCModel, a checkpoint file / run folder, or ``"mfcc"``."""
+def make_featurizer(model: Any, layer: str = "context", mode: str = "frames", device=None, name: Optional[str] = None,
+                    precision: str = "auto") -> Featurizer:
+    """``model``: a CPCModel, a checkpoint file / run folder, or ``"mfcc"``; ``precision``: auto,
+    fp32 or bf16 (see the module docstring)."""
     if isinstance(model, str) and model == "mfcc":
         f = Featurizer(None, layer="mfcc", mode=mode, name=name or "mfcc")
     else:
@@ -437,8 +476,9 @@ def make_featurizer(model: Any, layer: str = "context", mode: str = "frames", de
 
             ckpt = str(resolve_checkpoint(model))
         m = resolve_model(model, device)
-        f = Featurizer(m, layer=_check_layer(layer), mode=mode, name=name or "model", checkpoint=ckpt)
+        f = Featurizer(m, layer=_check_layer(layer), mode=mode, name=name or "model", checkpoint=ckpt, precision=precision)
     f.window_samples  # validate mode
+    f.resolved_precision()  # validate precision
     return f
 
 
@@ -456,8 +496,9 @@ def _featurize(feat: Featurizer, arrays: List[np.ndarray], batch_seconds: float,
                 f = f[: k * per].reshape(k, per, -1).mean(axis=1)
             out.append(f.astype(np.float32))
         return out
+    precision = feat.resolved_precision()
     if not win:
-        return _batch_forward(feat.model, arrays, feat.layer, batch_seconds, chunk_seconds)
+        return _batch_forward(feat.model, arrays, feat.layer, batch_seconds, chunk_seconds, precision)
     # window protocol: every window is an independent input of the same length (one batch each)
     windows, owner = [], []
     for j, a in enumerate(arrays):
@@ -468,7 +509,7 @@ def _featurize(feat: Featurizer, arrays: List[np.ndarray], batch_seconds: float,
     dev = model_device(model)
     per_batch = max(1, int(batch_seconds * SAMPLE_RATE) // win)
     vecs = []
-    with torch.inference_mode(), _EvalMode(model):
+    with torch.inference_mode(), _EvalMode(model), precision.autocast(dev):
         for s in range(0, len(windows), per_batch):
             x = torch.from_numpy(np.stack(windows[s:s + per_batch])).to(dev)
             z = enc(x)
@@ -597,6 +638,7 @@ def extract_corpus(
     batch_seconds: float = 40.0,
     chunk_seconds: float = CHUNK_SECONDS,
     name: Optional[str] = None,
+    precision: str = "auto",
 ) -> CorpusFeatures:
     """Extract features for manifest ``rows`` (:class:`~cpc_speech.corpora.manifest.Utterance` or
     ``(id, path)`` pairs) into ``out_dir`` (see the module docstring for the layout and caching).
@@ -604,12 +646,13 @@ def extract_corpus(
     ``model``: a CPCModel, a checkpoint file or run folder, ``"mfcc"``, or a :class:`Featurizer`.
     ``workers`` threads decode audio ahead of the model (0: read in the main thread). Unreadable or
     too short files are skipped with one warning each and a summary warning at the end.
-    ``dtype``: ``"float32"`` or ``"float16"`` on disk.
+    ``dtype``: ``"float32"`` or ``"float16"`` on disk; ``precision``: the model's arithmetic
+    (``auto``, ``fp32``, ``bf16``; ignored when ``model`` is a :class:`Featurizer`).
     """
     t_start = time.time()
     if dtype not in ("float32", "float16"):
         raise FeatureError(f"dtype must be float32 or float16, got {dtype!r}")
-    feat = model if isinstance(model, Featurizer) else make_featurizer(model, layer, mode, device, name)
+    feat = model if isinstance(model, Featurizer) else make_featurizer(model, layer, mode, device, name, precision)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = [_row_fields(r) for r in rows]

@@ -44,19 +44,26 @@ def test_bench_quick_writes_json(tmp_path):
     assert "error" not in res["matmul"], res["matmul"]
     assert res["matmul"]["fp32"]["gflops_best"] > 0
 
-    (tr,) = res["train"]
-    assert "error" not in tr, tr
-    assert tr["config"] == "tiny" and tr["sampling"] == "cross_batch" and tr["isolated"]
-    assert len(tr["step_seconds"]["values"]) == res["settings"]["steps"]
-    for key in ("median", "min", "max", "q1", "q3"):
-        assert tr["step_seconds"][key] > 0
-    assert tr["audio_seconds_per_second"]["median"] > 0 and tr["gflops_per_second"] > 0
-    assert set(tr["flops"]) >= {"encoder", "context", "heads", "loss", "forward", "step"}
-    parts = tr["split"]["parts"]
-    assert set(parts) == set(bench.PARTS)
-    assert abs(sum(p["share"] for p in parts.values()) - 1) < 1e-6
-    assert tr["memory"]["peak_rss_mb"] > 0
-    assert all(v == v for v in tr["loss_values"])  # finite, not NaN
+    fp32, auto = res["train"]  # the same configuration in fp32 and in the automatic precision, in turn
+    assert fp32["precision_requested"] == "fp32" and fp32["precision"] == "fp32"
+    assert auto["precision_requested"] == "auto" and auto["precision"] == res["matmul"]["auto"]["name"]
+    for tr in (fp32, auto):
+        assert "error" not in tr, tr
+        assert tr["config"] == "tiny" and tr["sampling"] == "cross_batch" and tr["isolated"]
+        assert len(tr["step_seconds"]["values"]) == res["settings"]["steps"]
+        for key in ("median", "min", "max", "q1", "q3"):
+            assert tr["step_seconds"][key] > 0
+        assert tr["audio_seconds_per_second"]["median"] > 0 and tr["gflops_per_second"] > 0
+        assert set(tr["flops"]) >= {"encoder", "context", "heads", "loss", "forward", "step"}
+        parts = tr["split"]["parts"]
+        assert set(parts) == set(bench.PARTS)
+        assert abs(sum(p["share"] for p in parts.values()) - 1) < 1e-6
+        assert tr["memory"]["peak_rss_mb"] > 0
+        assert all(v == v for v in tr["loss_values"])  # finite, not NaN
+    (train_cmp,) = [c for c in res["comparisons"] if c["what"] == "train"]
+    ratio = auto["audio_seconds_per_second"]["median"] / fp32["audio_seconds_per_second"]["median"]
+    assert train_cmp["ratio"] == pytest.approx(ratio) and train_cmp["resolved"] == auto["precision"]
+    assert "reference" not in res  # no figures from other machines
 
     ld = res["loader"]
     assert "error" not in ld, ld
@@ -65,14 +72,18 @@ def test_bench_quick_writes_json(tmp_path):
     assert "error" not in ld["e2e"], ld["e2e"]
     assert ld["e2e"]["workers"] == 2 and 0 <= ld["e2e"]["wait_share"] <= 1
 
-    ex = res["extract"]
-    assert "error" not in ex["short"] and "error" not in ex["long"], ex
-    assert ex["short"]["rtf"] > 0 and ex["long"]["peak_rss_mb"] > 0
-    assert ex["long"]["frames"] == int(res["settings"]["long_seconds"] * 100)
+    assert set(res["extract"]) == {"fp32", "auto"}
+    for prec, ex in res["extract"].items():
+        assert "error" not in ex["short"] and "error" not in ex["long"], ex
+        assert ex["short"]["rtf"] > 0 and ex["long"]["peak_rss_mb"] > 0
+        assert ex["long"]["frames"] == int(res["settings"]["long_seconds"] * 100)
+        assert ex["short"]["precision_requested"] == prec
+    assert {c["what"] for c in res["comparisons"]} == {"train", "extract short", "extract long"}
 
     names = [t["name"] for t in res["targets"]]
-    assert any("loss share" in n for n in names) and any("real time" in n for n in names)
-    assert "matmul" in bench.format_report(res)
+    assert any("over fp32" in n for n in names) and any("peak RSS" in n for n in names)
+    report = bench.format_report(res)
+    assert "matmul" in report and "precisions side by side" in report and "CPC_audio" not in report
 
 
 def test_bench_cli_registered():

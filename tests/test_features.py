@@ -3,6 +3,7 @@ extraction with its cache, checkpoint loading."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import warnings
@@ -15,17 +16,15 @@ from cpc_speech.audio import write_audio
 from cpc_speech.checkpoint import load_model, save_checkpoint
 from cpc_speech.config import ContextConfig, EncoderConfig, preset
 from cpc_speech.corpora.manifest import Utterance
-from cpc_speech.features import (
-    FeatureError,
-    extract_corpus,
-    extract_features,
-    extract_features_batch,
-    load_feature_dir,
-    ordered_map,
-    read_index,
-    read_meta,
-)
+from cpc_speech import features
+from cpc_speech.features import FeatureError, load_feature_dir, ordered_map, read_index, read_meta
 from cpc_speech.model.cpc import CPCModel
+
+# These tests pin float32: they check that chunking, batching and threading reproduce one pass of
+# the model to float32 rounding on any CPU. bf16 extraction is tested in test_precision.py.
+extract_features = functools.partial(features.extract_features, precision="fp32")
+extract_features_batch = functools.partial(features.extract_features_batch, precision="fp32")
+extract_corpus = functools.partial(features.extract_corpus, precision="fp32")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -80,3 +80,43 @@ def test_training_path_streams_exactly_in_chunks():
     second, state = ctx(z[:, 11:], state)
     torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=0, atol=1e-13)
     torch.testing.assert_close(state, last, rtol=0, atol=1e-13)
+
+
+def test_bf16_autocast_runs_the_training_gru_with_bf16_products_and_float32_state():
+    """Under CPU bf16 autocast the custom layer runs (not nn.GRU): its input projection is a bf16
+    product (as autocast's own linear layers), the recurrence runs in float32 (equal to a float64
+    recurrence on that projection), and values and gradients stay within bf16 rounding of the
+    float32 layer."""
+    torch.manual_seed(4)
+    ctx = RecurrentContext(32, ContextConfig(kind="gru", hidden=24)).train()
+    z = torch.randn(3, 40, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        c, state = ctx(z.bfloat16())
+    assert "GRULayer" in type(c.grad_fn).__name__
+    assert c.dtype == torch.float32 and state.dtype == torch.float32
+
+    # reference: a float64 recurrence on the bf16 input projection
+    rnn = ctx.rnn
+    w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{n}_l0").detach().double() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    gi = (z.detach().bfloat16() @ rnn.weight_ih_l0.detach().bfloat16().t()).double() + b_ih
+    h = torch.zeros(3, 24, dtype=torch.float64)
+    outs = []
+    for s in range(40):
+        gh = h @ w_hh.t() + b_hh
+        r = torch.sigmoid(gi[:, s, :24] + gh[:, :24])
+        u = torch.sigmoid(gi[:, s, 24:48] + gh[:, 24:48])
+        n = torch.tanh(gi[:, s, 48:] + r * gh[:, 48:])
+        h = (1 - u) * n + u * h
+        outs.append(h)
+    torch.testing.assert_close(c.double(), torch.stack(outs, 1), rtol=0, atol=2e-5)
+
+    c.pow(2).sum().backward()
+    got = [z.grad.clone()] + [p.grad.clone() for p in ctx.parameters()]
+    for t in [z, *ctx.parameters()]:
+        t.grad = None
+    ref, _ = ctx(z)  # float32 custom layer
+    ref.pow(2).sum().backward()
+    want = [z.grad.clone()] + [p.grad.clone() for p in ctx.parameters()]
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype == torch.float32
+        assert (a - b).norm() <= 2e-2 * b.norm()  # bf16 has an 8-bit mantissa

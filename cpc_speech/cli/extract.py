@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--layer", choices=("context", "encoder"), default="context", help="c_t (context) or z_t (encoder); default %(default)s")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cpu)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="arithmetic of the model: auto = bf16 where the CPU computes it fast, else fp32 (default %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="audio reading threads (default %(default)s)")
     p.add_argument("--float16", action="store_true", help="store float16 instead of float32")
     p.add_argument("--batch-seconds", type=float, default=40.0, help="padded audio per model batch (default %(default)s)")
@@ -41,6 +43,7 @@ def run(args) -> int:
     res = extract_corpus(
         args.model, rows, args.out, layer=args.layer, workers=args.workers, progress=not args.no_progress,
         dtype="float16" if args.float16 else "float32", device=args.device, batch_seconds=args.batch_seconds,
+        precision=args.precision,
     )
     rtf = res.audio_seconds / res.seconds if res.seconds > 0 and res.audio_seconds else 0.0
     print(

@@ -18,11 +18,13 @@ from cpc_speech.model.threads import single_thread
 from cpc_speech.model.transformer import CausalTransformerBlock
 
 
-def _cpu_autocast() -> bool:
+def _cpu_autocast_dtype() -> Optional[torch.dtype]:
+    """The dtype CPU autocast runs matrix products in, or None when it is off."""
     try:
-        return torch.is_autocast_enabled("cpu")
+        on = torch.is_autocast_enabled("cpu")
+        return torch.get_autocast_dtype("cpu") if on else None
     except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
 def _compiling() -> bool:
@@ -34,7 +36,9 @@ class RecurrentContext(nn.Module):
     """GRU or LSTM (unidirectional, batch_first).
 
     Training a GRU on CPU runs :func:`cpc_speech.model.gru.gru_layer` (hand-written backward through
-    time, the same parameters as ``nn.GRU``); inference, LSTMs and CUDA run ``nn.GRU`` / ``nn.LSTM``.
+    time, the same parameters as ``nn.GRU``; under bf16 autocast its large products run in bf16 and
+    the recurrence in float32); inference, LSTMs and CUDA run ``nn.GRU`` / ``nn.LSTM``, on CPU in
+    float32 also under autocast.
     """
 
     def __init__(self, in_dim: int, cfg: ContextConfig):
@@ -47,8 +51,8 @@ class RecurrentContext(nn.Module):
             isinstance(self.rnn, nn.GRU)
             and not z.is_cuda
             and torch.is_grad_enabled()
-            and z.dtype in (torch.float32, torch.float64)
-            and not _cpu_autocast()
+            and z.dtype in (torch.float32, torch.float64, torch.bfloat16)
+            and _cpu_autocast_dtype() in (None, torch.bfloat16)
             # torch.compile traces nn.GRU as one operation; tracing this layer would unroll its steps
             and not _compiling()
             and (z.requires_grad or self.rnn.weight_hh_l0.requires_grad)
@@ -57,11 +61,13 @@ class RecurrentContext(nn.Module):
     def _gru_layers(self, z: torch.Tensor, state: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         rnn = self.rnn
         b = z.shape[0]
+        low = _cpu_autocast_dtype()
+        dtype = rnn.weight_hh_l0.dtype if low is not None else z.dtype  # the state's dtype
         x, last = z, []
         for layer in range(rnn.num_layers):
-            h0 = state[layer] if state is not None else z.new_zeros(b, rnn.hidden_size)
-            weights = [getattr(rnn, f"{name}_l{layer}").to(z.dtype) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            x, h = gru_layer(x, h0, *weights)
+            h0 = state[layer] if state is not None else z.new_zeros(b, rnn.hidden_size, dtype=dtype)
+            weights = [getattr(rnn, f"{name}_l{layer}").to(dtype) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            x, h = gru_layer(x, h0, *weights, low=low)
             last.append(h)
             if layer < rnn.num_layers - 1 and rnn.dropout > 0:
                 x = nn.functional.dropout(x, rnn.dropout, self.training)
@@ -72,6 +78,11 @@ class RecurrentContext(nn.Module):
             return self._gru_layers(z, state)  # threads: set inside (one for the steps)
         if z.is_cuda:
             self.rnn.flatten_parameters()
+        if not z.is_cuda and _cpu_autocast_dtype() is not None:
+            # torch's bf16 recurrent kernels on CPU are slower than float32 (batch-1 extraction:
+            # 2-3x); the recurrence runs in float32 (benchmarks/NOTES.md)
+            with torch.autocast("cpu", enabled=False):
+                return self.forward(z.float(), state)
         with single_thread(not z.is_cuda):
             c, state = self.rnn(z, state)
         if not z.is_cuda and c.requires_grad and z.requires_grad and torch.get_num_threads() > 1:

@@ -330,6 +330,17 @@ def _mean(values) -> Optional[float]:
     return sum(vals) / len(vals) if vals else None
 
 
+def _precisions(events: Sequence[Dict[str, Any]]) -> Optional[str]:
+    """The precision(s) training ran in, in order of use, e.g. ``bf16`` or ``fp32, bf16`` (None for
+    runs logged before the precision was recorded)."""
+    seen: List[str] = []
+    for e in events:
+        name = e.get("precision") if e.get("split") == "info" else None
+        if isinstance(name, str) and name not in seen:
+            seen.append(name)
+    return ", ".join(seen) if seen else None
+
+
 def pretraining_section(events: Sequence[Dict[str, Any]], bad_lines: int, config: Dict[str, Any]) -> Dict[str, Any]:
     """Steps, losses, final per-step accuracy, throughput and wall time from ``log.jsonl`` events."""
     series = log_series(events)
@@ -396,6 +407,7 @@ def pretraining_section(events: Sequence[Dict[str, Any]], bad_lines: int, config
         "resumed": resumed,
         "parameters": info.get("parameters"),
         "device": info.get("device"),
+        "precision": _precisions(events),
         "world_size": info.get("world_size"),
         "train_utterances": info.get("train_utterances"),
         "batches_per_epoch": info.get("batches_per_epoch"),

@@ -177,6 +177,7 @@ def pretraining_tables(p: Dict[str, Any]) -> str:
         [f"Best valid loss (step {p.get('best_valid_step')})", loss(p.get("best_valid_loss"))],
         [f"Final mean InfoNCE accuracy (%, {fa.get('split', DASH)}, step {fa.get('step', DASH)})", pct(fa.get("mean"))],
         ["Throughput (audio seconds per second, median)", fixed(p.get("audio_seconds_per_second"), 1)],
+        ["Precision (matrix products)", p.get("precision") or DASH],
         ["Wall time (seconds, first to last log event)", fixed(p.get("wall_time_seconds"), 1)],
         ["Parameters", integer(p.get("parameters"))],
         ["Train utterances", integer(p.get("train_utterances"))],

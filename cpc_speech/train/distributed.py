@@ -34,6 +34,16 @@ def init_distributed(device_kind: str) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def broadcast_choice(value: str, choices: "tuple[str, ...]", info: DistInfo, device: torch.device) -> str:
+    """Rank 0's ``value`` (one of ``choices``) on every rank: a decision every rank must share,
+    such as the precision that ``auto`` picked from a timing."""
+    if not info.enabled:
+        return value
+    index = torch.tensor([choices.index(value)], dtype=torch.long, device=device)
+    dist.broadcast(index, src=0)
+    return choices[int(index.item())]
+
+
 def all_gather_windows(z: torch.Tensor, speaker: torch.Tensor, utterance: torch.Tensor, info: DistInfo):
     """Encoder frames and ids of the *other* ranks' windows, without gradient.
 

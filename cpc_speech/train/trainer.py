@@ -1,5 +1,5 @@
-"""The pretraining loop: Adam + warm-up/cosine schedule, gradient clipping, optional bf16/fp16
-autocast, validation, JSONL (+ TensorBoard) logs, atomic checkpoints, exact resume, DDP.
+"""The pretraining loop: Adam + warm-up/cosine schedule, gradient clipping, bf16/fp16 autocast
+where the device computes it fast (:mod:`cpc_speech.precision`), validation, JSONL (+ TensorBoard) logs, atomic checkpoints, exact resume, DDP.
 
 Run folder layout (everything needed to resume or extract features)::
 
@@ -17,7 +17,6 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -38,13 +37,15 @@ from cpc_speech.config import PretrainConfig, config_from_dict, save_config, to_
 from cpc_speech.corpora.manifest import read_manifest
 from cpc_speech.loss import InfoNCELoss
 from cpc_speech.model.cpc import CPCModel
-from cpc_speech.train.distributed import DistInfo, all_gather_windows, cleanup, init_distributed
+from cpc_speech.precision import PRECISION_NAMES, Precision
+from cpc_speech.precision import resolve as resolve_precision
+from cpc_speech.train.distributed import DistInfo, all_gather_windows, broadcast_choice, cleanup, init_distributed
 from cpc_speech.train.schedule import lr_multiplier
 
 # config fields that may change between a run and its resumption
 RESUMABLE_CHANGES = {"train.max_steps", "train.log_batches", "train.log_every", "train.valid_every", "train.checkpoint_every",
                      "train.keep_last", "train.device", "train.threads", "data.num_workers", "train.valid_batches",
-                     "train.compile"}
+                     "train.compile", "train.amp"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -95,6 +96,10 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
+        self.precision = resolve_precision(tc.amp, self.device)
+        chosen = broadcast_choice(self.precision.name, PRECISION_NAMES, self.dist, self.device)
+        if chosen != self.precision.name:  # every rank runs in rank 0's precision
+            self.precision = Precision(chosen, f"rank 0's choice ({self.precision.reason} here)")
         self.train_rows = read_manifest(train_manifest)
         self.valid_rows = read_manifest(valid_manifest) if valid_manifest else None
         self.manifests = {"train": str(Path(train_manifest).resolve()), "valid": str(Path(valid_manifest).resolve()) if valid_manifest else None}
@@ -118,7 +123,7 @@ class Trainer:
         self.step = 0
         self.skipped_windows = 0  # unreadable (or lone-speaker) windows left out of batches
         self.best_valid = math.inf
-        self.scaler = torch.amp.GradScaler("cuda") if tc.amp == "fp16" and self.device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.name == "fp16" else None
         self._tb = None
 
     # ------------------------------------------------------------------------------ run folder
@@ -196,11 +201,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ steps
     def _autocast(self):
-        amp = self.cfg.train.amp
-        if amp == "none":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return self.precision.autocast(self.device)
 
     def _loss(self, batch, generator):
         out = self.ddp_model(batch.wav)
@@ -285,11 +286,17 @@ class Trainer:
         window_seconds = self.cfg.data.window_samples / 16000
         t_last, audio_since, running = time.time(), 0.0, []
         stopped_early = False
-        if self.dist.is_main and self.step == 0:
-            self.log_event(split="info", step=0, train_utterances=len(self.train_rows),
-                           skipped_short=self.sampler.skipped_short, batches_per_epoch=per_epoch,
-                           world_size=self.dist.world_size, device=str(self.device),
-                           parameters=sum(p.numel() for p in self.model.parameters()))
+        if self.dist.is_main:
+            print(f"precision: {self.precision.describe()}", file=sys.stderr)
+            if self.step == 0:
+                self.log_event(split="info", step=0, train_utterances=len(self.train_rows),
+                               skipped_short=self.sampler.skipped_short, batches_per_epoch=per_epoch,
+                               world_size=self.dist.world_size, device=str(self.device),
+                               precision=self.precision.name, precision_reason=self.precision.reason,
+                               parameters=sum(p.numel() for p in self.model.parameters()))
+            else:  # a resumption may run in another precision (another machine, or train.amp changed)
+                self.log_event(split="info", step=self.step, resumed=True, device=str(self.device),
+                               precision=self.precision.name, precision_reason=self.precision.reason)
         try:
             while self.step < tc.max_steps:
                 epoch, start = divmod(self.step, per_epoch)
