@@ -423,8 +423,8 @@ def _staged_step(tr, batch, seed: int, device: str) -> Dict[str, float]:
         cd = c.detach().requires_grad_()
         p = model.heads(cd)
         lap("heads_forward")
-        zl = z.detach().float().requires_grad_()
-        pl = p.detach().float().requires_grad_()
+        zl = z.detach().requires_grad_()
+        pl = p.detach().requires_grad_()
         b, frames, k_steps, _ = pl.shape
         neg = loss_fn.sampler.sample(b, frames, k_steps, batch.speaker, batch.utterance, generator=gen, device=zl.device)
         lap("loss_sampling")

@@ -250,3 +250,30 @@ def test_tiny_model_learns_to_predict_structured_signal():
     chance = 1 / 17
     assert r.accuracy.mean().item() > 3 * chance, r.accuracy
     assert r.loss.item() < first - 1.0
+
+
+def test_fused_shared_path_in_bf16_matches_float64_on_the_same_inputs(monkeypatch):
+    """bf16 inputs (as under autocast): the fused path gathers and multiplies in bf16 and scores in
+    float32; loss and gradients stay within bf16 rounding of float64 on the same (bf16-valued)
+    inputs, the gradients come back in bf16, and several chunks accumulate the frames' gradient
+    in float32."""
+    import cpc_speech.loss.infonce as infonce
+
+    torch.manual_seed(5)
+    z64 = torch.randn(B, T, 16, dtype=torch.float64).bfloat16().double()
+    p64 = torch.randn(B, T, K, 16, dtype=torch.float64).bfloat16().double()
+    loss_fn = InfoNCELoss(N, "cross_batch", shared_negatives=True)
+    neg = loss_fn.sampler.sample(B, T, K, SPEAKER, UTTERANCE, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(infonce, "GATHER_CHUNK_BYTES", 7 * N * 16 * 2)
+    z16, p16 = z64.bfloat16().requires_grad_(), p64.bfloat16().requires_grad_()
+    z64.requires_grad_(), p64.requires_grad_()
+    low = loss_fn(z16, p16, SPEAKER, UTTERANCE, negatives=neg)
+    ref = loss_fn(z64, p64, SPEAKER, UTTERANCE, negatives=neg)
+    assert low.loss.dtype == torch.float32
+    assert low.loss.item() == pytest.approx(ref.loss.item(), rel=1e-2)
+    assert (low.accuracy.double() - ref.accuracy).abs().max() <= 0.05
+    g16 = torch.autograd.grad(low.loss, (z16, p16))
+    g64 = torch.autograd.grad(ref.loss, (z64, p64))
+    for a, b in zip(g16, g64):
+        assert a.dtype == torch.bfloat16
+        assert (a.double() - b).norm() <= 3e-2 * b.norm()

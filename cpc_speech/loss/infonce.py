@@ -53,7 +53,11 @@ class _SharedNegativesCE(torch.autograd.Function):
     into gradients of the predictions and frames, so the frames are gathered once (not again in
     the backward), and no (Q, K, 1 + N) logits or probabilities are ever stored. The backward only
     scales the stored gradients by the loss's gradient. Without gradients (validation) the
-    gradient work is skipped."""
+    gradient work is skipped.
+
+    bf16 inputs (under autocast) are gathered and multiplied in bf16 (half the memory traffic of
+    the gathers, bf16 matrix products); scores, softmax and cross-entropy are float32, and the
+    frames' gradient is accumulated in float32 before it is returned in bf16."""
 
     @staticmethod
     def forward(ctx, predictions, frames, negatives, positives, weights, temperature: float):
@@ -61,10 +65,13 @@ class _SharedNegativesCE(torch.autograd.Function):
         n = negatives.shape[1]
         chunk = max(1, GATHER_CHUNK_BYTES // max(1, n * dim * frames.element_size()))
         want_pred, want_frames = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        ce = predictions.new_empty(q, k_steps)
+        low = frames.dtype  # the dtype of gathers and products; scores are at least float32
+        acc = torch.promote_types(low, torch.float32)
+        ce = predictions.new_empty(q, k_steps, dtype=acc)
         correct = torch.empty(q, k_steps, dtype=torch.bool, device=predictions.device)
         grad_pred = torch.empty_like(predictions) if want_pred else None
-        grad_frames = torch.zeros_like(frames) if want_frames else None
+        grad_frames = torch.zeros(frames.shape, dtype=acc, device=frames.device) if want_frames else None
+        weights = weights.to(acc)
         inv_t = 1.0 / temperature
         with torch.autocast(predictions.device.type, enabled=False):  # inputs share one dtype already
             for a in range(0, q, chunk):
@@ -73,8 +80,8 @@ class _SharedNegativesCE(torch.autograd.Function):
                 pred = predictions[rows]
                 neg_z = frames.index_select(0, neg_idx).view(-1, n, dim)
                 pos_z = frames.index_select(0, pos_idx).view(-1, k_steps, dim)
-                s_neg = torch.bmm(pred, neg_z.transpose(1, 2)).mul_(inv_t)  # (chunk, K, N)
-                s_pos = torch.linalg.vecdot(pred, pos_z).mul_(inv_t)  # (chunk, K)
+                s_neg = torch.bmm(pred, neg_z.transpose(1, 2)).to(acc).mul_(inv_t)  # (chunk, K, N)
+                s_pos = torch.linalg.vecdot(pred.to(acc), pos_z.to(acc)).mul_(inv_t)  # (chunk, K)
                 top_neg = s_neg.amax(-1)
                 correct[rows] = s_pos >= top_neg  # argmax over [positive, negatives] is index 0
                 top = torch.maximum(top_neg, s_pos)
@@ -87,14 +94,15 @@ class _SharedNegativesCE(torch.autograd.Function):
                 w = weights[rows] * inv_t
                 g_neg = e_neg.mul_((w / denom).unsqueeze(-1))  # d loss / d (pred . z_neg): w softmax / T
                 g_pos = (e_pos / denom - 1).mul_(w).unsqueeze(-1)  # (chunk, K, 1)
+                g_neg_low = g_neg.to(low)
                 if want_pred:
                     out = grad_pred[rows]
-                    torch.bmm(g_neg, neg_z, out=out)
-                    out.addcmul_(g_pos, pos_z)
+                    torch.bmm(g_neg_low, neg_z, out=out)
+                    out.addcmul_(g_pos.to(low), pos_z)
                 if want_frames:
-                    grad_frames.index_add_(0, neg_idx, torch.bmm(g_neg.transpose(1, 2), pred).view(-1, dim))
+                    grad_frames.index_add_(0, neg_idx, torch.bmm(g_neg_low.transpose(1, 2), pred).view(-1, dim).to(acc))
                     grad_frames.index_add_(0, pos_idx, (g_pos * pred).view(-1, dim))
-        ctx.grads = (grad_pred, grad_frames)
+        ctx.grads = (grad_pred, grad_frames.to(low) if grad_frames is not None else None)
         ctx.mark_non_differentiable(ce, correct)
         return (ce * weights).sum(), ce, correct
 
@@ -110,10 +118,13 @@ class _SharedNegativesCE(torch.autograd.Function):
 
 def shared_negatives_ce(predictions, frames, negatives, positives, weights, temperature: float):
     """predictions (Q, K, dim), frames (F, dim), negatives (Q, N), positives (Q, K), weights (Q, K)
-    -> (loss, ce (Q, K), correct (Q, K)); see :class:`_SharedNegativesCE`. Computed in the wider of
-    the input dtypes, at least float32."""
-    dtype = torch.promote_types(torch.promote_types(predictions.dtype, frames.dtype), torch.float32)
-    return _SharedNegativesCE.apply(predictions.to(dtype), frames.to(dtype), negatives, positives, weights.to(dtype),
+    -> (loss, ce (Q, K), correct (Q, K)); see :class:`_SharedNegativesCE`. Gathers and products run
+    in bf16 when both inputs are bf16, else in the wider input dtype (at least float32); scores and
+    cross-entropy are at least float32."""
+    dtype = torch.promote_types(predictions.dtype, frames.dtype)
+    if dtype != torch.bfloat16:
+        dtype = torch.promote_types(dtype, torch.float32)
+    return _SharedNegativesCE.apply(predictions.to(dtype), frames.to(dtype), negatives, positives, weights,
                                     float(temperature))
 
 

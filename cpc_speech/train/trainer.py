@@ -208,7 +208,8 @@ class Trainer:
         remote = None
         if self.dist.enabled and self.cfg.loss.gather_across_ranks:
             remote = all_gather_windows(out.z, batch.speaker, batch.utterance, self.dist)
-        return self.loss_fn(out.z.float(), out.predictions.float(), batch.speaker, batch.utterance, generator=generator, remote=remote)
+        # bf16 under autocast: the loss gathers and multiplies in bf16, scores in float32
+        return self.loss_fn(out.z, out.predictions, batch.speaker, batch.utterance, generator=generator, remote=remote)
 
     def train_step(self, batch) -> Dict[str, object]:
         tc = self.cfg.train
