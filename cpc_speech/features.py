@@ -51,7 +51,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Sized, Tuple, Union
 
 import numpy as np
 import torch
@@ -174,12 +174,14 @@ def encoder_threads(device: torch.device, tasks: int) -> int:
     return threads if device.type == "cpu" and threads > 1 and tasks > 1 else 0
 
 
-def encode_in_order(encode, tasks: Sequence[Any], device: torch.device,
+def encode_in_order(encode, tasks: Iterable[Any], device: torch.device,
                     precision: Optional[Precision] = None) -> Iterator[Tuple[Any, torch.Tensor]]:
     """``(task, encode(task))`` in order, the calls spread over :func:`encoder_threads` threads
     with one intra-op thread each (torch's thread count is set to 1 meanwhile and restored after),
-    without autograd, in ``precision`` (autocast is per thread: it is entered in each worker)."""
-    workers = encoder_threads(device, len(tasks))
+    without autograd, in ``precision`` (autocast is per thread: it is entered in each worker).
+    ``tasks`` may be a lazy iterable (then taken to hold several tasks): it is consumed at most
+    a few tasks ahead."""
+    workers = encoder_threads(device, len(tasks) if isinstance(tasks, Sized) else 2)
     autocast = precision.autocast if precision is not None else (lambda _device: contextlib.nullcontext())
 
     def run(task):
@@ -218,25 +220,30 @@ def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int, precis
             if layer == "encoder":
                 return z[0]
             return _run_context(model, z)[0][0]
-    return next(_forward_chunked(model, [wav], layer, chunk_frames, precision))[1]
+    return next(_forward_chunked(model, [(0, wav)], layer, chunk_frames, precision))[1]
 
 
-def _forward_chunked(model, wavs: Sequence[torch.Tensor], layer: str, chunk_frames: int,
-                     precision: Precision) -> Iterator[Tuple[int, torch.Tensor]]:
-    """``(index, features (frames, dim))`` of each 16 kHz 1-D tensor in ``wavs`` (at least one
-    frame each), in order. All inputs form one stream of encoder chunks (:func:`encode_in_order`),
-    so the encoders of the next chunks, also of the next input, run while the context network
-    works through the current one; the context state restarts with each input."""
+def _forward_chunked(model, wavs: Iterable[Tuple[Any, torch.Tensor]], layer: str, chunk_frames: int,
+                     precision: Precision) -> Iterator[Tuple[Any, torch.Tensor]]:
+    """``(key, features (frames, dim))`` of each ``(key, 16 kHz 1-D tensor)`` in ``wavs`` (at
+    least one frame each), in order. All inputs form one stream of encoder chunks
+    (:func:`encode_in_order`), so the encoders of the next chunks, also of the next input, run
+    while the context network works through the current one; the context state restarts with each
+    input. ``wavs`` may be a lazy iterable (a corpus read ahead): it is consumed a few chunks
+    ahead of the context network."""
     enc = model.encoder
     dim = model.cfg.context.hidden if layer == "context" else enc.dim
-    chunks = []
-    for i, wav in enumerate(wavs):
-        total = enc.num_frames(wav.shape[-1])
-        chunks.extend((i, f0, min(total, f0 + chunk_frames), total) for f0 in range(0, total, chunk_frames))
+    device = model_device(model)
+
+    def chunks():
+        for key, wav in wavs:
+            total = enc.num_frames(wav.shape[-1])
+            for f0 in range(0, total, chunk_frames):
+                yield key, wav, f0, min(total, f0 + chunk_frames), total
+
     out, state = None, None
-    device = wavs[0].device
-    encoded = encode_in_order(lambda c: _encode_frames(model, wavs[c[0]], c[1], c[2]), chunks, device, precision)
-    for (i, f0, f1, total), z in encoded:
+    encoded = encode_in_order(lambda c: _encode_frames(model, c[1], c[2], c[3]), chunks(), device, precision)
+    for (i, _, f0, f1, total), z in encoded:
         if f0 == 0:
             out, state = None, None  # preallocated once the first chunk is there: no list of chunks to concatenate
         if layer == "context":
@@ -358,9 +365,9 @@ def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: f
                 results[i] = _forward_one(model, torch.from_numpy(arrays[i]).to(dev), layer, chunk_frames,
                                           precision).float().cpu().numpy()
         elif single:  # long inputs: one stream of chunks
-            tensors = [torch.from_numpy(arrays[i]).to(dev) for i in single]
-            for j, feats in _forward_chunked(model, tensors, layer, chunk_frames, precision):
-                results[single[j]] = feats.float().cpu().numpy()
+            tensors = [(i, torch.from_numpy(arrays[i]).to(dev)) for i in single]
+            for i, feats in _forward_chunked(model, tensors, layer, chunk_frames, precision):
+                results[i] = feats.float().cpu().numpy()
         for batch, z in encode_in_order(encode, batches, dev, precision):
             if layer == "context":
                 with precision.autocast(dev):
@@ -639,12 +646,16 @@ def extract_corpus(
     chunk_seconds: float = CHUNK_SECONDS,
     name: Optional[str] = None,
     precision: str = "auto",
+    processes: int = 1,
 ) -> CorpusFeatures:
     """Extract features for manifest ``rows`` (:class:`~cpc_speech.corpora.manifest.Utterance` or
     ``(id, path)`` pairs) into ``out_dir`` (see the module docstring for the layout and caching).
 
     ``model``: a CPCModel, a checkpoint file or run folder, ``"mfcc"``, or a :class:`Featurizer`.
-    ``workers`` threads decode audio ahead of the model (0: read in the main thread). Unreadable or
+    ``workers`` threads decode audio ahead of the model (0: read in the main thread);
+    ``processes`` > 1 spreads the files over that many worker processes, each with its share of
+    torch's threads. Features are saved file by file and the index every few seconds, so a killed
+    run resumes where it stopped. Unreadable or
     too short files are skipped with one warning each and a summary warning at the end.
     ``dtype``: ``"float32"`` or ``"float16"`` on disk; ``precision``: the model's arithmetic
     (``auto``, ``fp32``, ``bf16``; ignored when ``model`` is a :class:`Featurizer`).
@@ -707,63 +718,193 @@ def extract_corpus(
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc=f"extract {feat.name}", unit="file")
-    audio_seconds = 0.0
-    batch_ids: List[str] = []
-    batch_wavs: List[np.ndarray] = []
-    batch_total = 0
-    max_batch = int(batch_seconds * SAMPLE_RATE)
     np_dtype = np.float16 if dtype == "float16" else np.float32
+    last_index_write = time.time()
 
-    def flush() -> None:
-        nonlocal batch_ids, batch_wavs, batch_total
-        if not batch_ids:
-            return
-        try:
-            outs = _featurize(feat, batch_wavs, batch_seconds, chunk_seconds)
-        except Exception:  # e.g. out of memory on one huge batch: retry one by one
-            outs = []
-            for uid, w in zip(batch_ids, batch_wavs):
-                try:
-                    outs.append(_featurize(feat, [w], batch_seconds, chunk_seconds)[0])
-                except Exception as exc1:
-                    outs.append(exc1)
-        for uid, f in zip(batch_ids, outs):
-            if isinstance(f, Exception):
-                skipped.append((uid, f"{type(f).__name__}: {f}"))
-                warnings.warn(f"skipping {uid}: feature extraction failed ({f})", stacklevel=3)
-                continue
-            fname = _safe_name(uid)
-            _save_npy(out_dir / fname, f.astype(np_dtype, copy=False))
-            index[uid] = (uid, fname, int(f.shape[0]), int(f.shape[1]))
-        if bar is not None:
-            bar.update(len(batch_ids))
-        batch_ids, batch_wavs, batch_total = [], [], 0
-
-    try:
-        for uid, wav in _read_ahead(todo, feat.min_samples(), workers, ahead=max(4, 4 * max(1, workers))):
-            if isinstance(wav, Exception):
-                skipped.append((uid, str(wav)))
-                warnings.warn(f"skipping {uid}: {wav}", stacklevel=2)
-                if bar is not None:
-                    bar.update(1)
-                continue
-            audio_seconds += wav.size / SAMPLE_RATE
-            if batch_ids and batch_total + wav.size > max_batch:
-                flush()
-            batch_ids.append(uid)
-            batch_wavs.append(wav)
-            batch_total += wav.size
-        flush()
-    finally:
-        if bar is not None:
-            bar.close()
+    def write_index() -> None:
         # keep rows of other ids that are still valid (e.g. a previous run on a bigger manifest)
         keep = {u: r for u, r in old_index.items() if u not in index and u not in seen and (out_dir / r[1]).is_file()}
         _write_index(out_dir, [index[u] for u, _ in items if u in index] + list(keep.values()))
+
+    def done(rows: Sequence[Tuple[str, str, int, int]], skips: Sequence[Tuple[str, str]], files: int) -> None:
+        """Bookkeeping of finished files; the index is rewritten every few seconds, so a killed run
+        loses at most those (their .npy files are found again on resume)."""
+        nonlocal last_index_write
+        for row in rows:
+            index[row[0]] = row
+        skipped.extend(skips)
+        if bar is not None:
+            bar.update(files)
+        if time.time() - last_index_write > INDEX_EVERY_SECONDS:
+            write_index()
+            last_index_write = time.time()
+
+    audio_seconds = 0.0
+    try:
+        if processes > 1 and len(todo) > 1:
+            audio_seconds = _extract_in_processes(feat, todo, out_dir, np_dtype, processes, workers, batch_seconds,
+                                                  chunk_seconds, done)
+        else:
+            audio_seconds = _extract_items(feat, todo, out_dir, np_dtype, workers, batch_seconds, chunk_seconds, done)
+    finally:
+        if bar is not None:
+            bar.close()
+        write_index()
     if skipped:
         warnings.warn(f"skipped {len(skipped)} of {len(items)} file(s) (see the warnings above)", stacklevel=2)
     return CorpusFeatures(out_dir, [u for u, _ in items if u in index], len(index) - cached, cached, skipped,
                           time.time() - t_start, audio_seconds)
+
+
+INDEX_EVERY_SECONDS = 10.0  # how often a running corpus extraction rewrites features.tsv
+
+
+def _readable(feat: Featurizer, todo: Sequence[Tuple[str, str]], workers: int, done) -> Iterator[Tuple[str, np.ndarray]]:
+    """(id, 16 kHz waveform) of the readable files of ``todo``, read ahead by ``workers`` threads;
+    an unreadable or too short file is reported to ``done`` with one warning and left out."""
+    for uid, wav in _read_ahead(todo, feat.min_samples(), workers, ahead=max(4, 4 * max(1, workers))):
+        if isinstance(wav, Exception):
+            warnings.warn(f"skipping {uid}: {wav}", stacklevel=3)
+            done((), [(uid, str(wav))], 1)
+            continue
+        yield uid, wav
+
+
+def _extract_items(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: Path, np_dtype, workers: int,
+                   batch_seconds: float, chunk_seconds: float, done) -> float:
+    """Compute and save the features of ``todo`` ((id, path) pairs) into ``out_dir``; ``done(rows,
+    skipped, files)`` is called as files finish. Returns the seconds of audio read.
+
+    Frame features of a chunkable CPC model are computed as one stream of encoder chunks over the
+    whole list (:func:`_forward_chunked`: the cores stay busy across file boundaries); MFCC, the
+    window protocol and instance-norm encoders go in groups of at most ``batch_seconds`` of audio."""
+    audio = [0.0]
+
+    def save(uid: str, f: np.ndarray) -> None:
+        fname = _safe_name(uid)
+        _save_npy(out_dir / fname, np.ascontiguousarray(f.astype(np_dtype, copy=False)))
+        done([(uid, fname, int(f.shape[0]), int(f.shape[1]))], (), 1)
+
+    def counted(stream):
+        for uid, wav in stream:
+            audio[0] += wav.size / SAMPLE_RATE
+            yield uid, wav
+
+    stream = counted(_readable(feat, todo, workers, done))
+    if not feat.is_mfcc and not feat.window_samples and chunkable(feat.model):
+        model, precision = feat.model, feat.resolved_precision()
+        dev = model_device(model)
+        chunk_frames = max(1, int(round(chunk_seconds * SAMPLE_RATE / model.encoder.downsampling)))
+        tensors = ((uid, torch.from_numpy(wav).to(dev)) for uid, wav in stream)
+        with torch.inference_mode(), _EvalMode(model):
+            for uid, f in _forward_chunked(model, tensors, feat.layer, chunk_frames, precision):
+                save(uid, f.float().cpu().numpy())
+        return audio[0]
+
+    max_batch = int(batch_seconds * SAMPLE_RATE)
+    group: List[Tuple[str, np.ndarray]] = []
+
+    def flush() -> None:
+        if not group:
+            return
+        try:
+            outs: List[Any] = _featurize(feat, [w for _, w in group], batch_seconds, chunk_seconds)
+        except Exception:  # e.g. out of memory on one huge batch: retry one by one
+            outs = []
+            for _, w in group:
+                try:
+                    outs.append(_featurize(feat, [w], batch_seconds, chunk_seconds)[0])
+                except Exception as exc1:
+                    outs.append(exc1)
+        for (uid, _), f in zip(group, outs):
+            if isinstance(f, Exception):
+                warnings.warn(f"skipping {uid}: feature extraction failed ({f})", stacklevel=3)
+                done((), [(uid, f"{type(f).__name__}: {f}")], 1)
+            else:
+                save(uid, f)
+        group.clear()
+
+    for uid, wav in stream:
+        if group and sum(w.size for _, w in group) + wav.size > max_batch:
+            flush()
+        group.append((uid, wav))
+    flush()
+    return audio[0]
+
+
+# A worker process's featuriser, built once by _init_worker.
+_WORKER: Dict[str, Any] = {}
+
+
+def _featurizer_spec(feat: Featurizer) -> Dict[str, Any]:
+    """What a worker process needs to rebuild ``feat`` (with the parent's resolved precision, so
+    that every process computes the same features)."""
+    spec: Dict[str, Any] = {"layer": feat.layer, "mode": feat.mode, "name": feat.name,
+                            "precision": feat.resolved_precision().name}
+    if feat.is_mfcc:
+        spec["model"] = "mfcc"
+    else:
+        from cpc_speech.config import to_dict
+
+        spec["model_config"] = to_dict(feat.model.cfg)
+        spec["state_dict"] = {k: v.detach().cpu() for k, v in feat.model.state_dict().items()}
+        spec["device"] = str(model_device(feat.model))
+    return spec
+
+
+def _init_worker(spec: Dict[str, Any], threads: int) -> None:
+    torch.set_num_threads(max(1, threads))
+    if spec.get("model") == "mfcc":
+        _WORKER["feat"] = Featurizer(None, layer="mfcc", mode=spec["mode"], name=spec["name"])
+        return
+    from cpc_speech.config import CPCConfig, from_dict
+    from cpc_speech.model.cpc import CPCModel
+
+    model = CPCModel(from_dict(CPCConfig, spec["model_config"]).validate()).eval()
+    model.load_state_dict(spec["state_dict"], strict=True)
+    model.to(spec["device"])
+    _WORKER["feat"] = Featurizer(model, layer=spec["layer"], mode=spec["mode"], name=spec["name"], precision=spec["precision"])
+
+
+def _worker_shard(todo: List[Tuple[str, str]], out_dir: str, np_dtype, workers: int, batch_seconds: float,
+                  chunk_seconds: float):
+    rows: List[Tuple[str, str, int, int]] = []
+    skips: List[Tuple[str, str]] = []
+
+    def done(r, s, _files):
+        rows.extend(r)
+        skips.extend(s)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the parent warns once per skipped file
+        audio = _extract_items(_WORKER["feat"], todo, Path(out_dir), np_dtype, workers, batch_seconds, chunk_seconds, done)
+    return rows, skips, audio
+
+
+def _extract_in_processes(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: Path, np_dtype, processes: int,
+                          workers: int, batch_seconds: float, chunk_seconds: float, done) -> float:
+    """:func:`_extract_items` over ``processes`` worker processes (spawned), each with
+    ``threads // processes`` torch threads, on shards of the file list; finished shards are
+    reported to ``done`` as they come."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, torch.get_num_threads() // processes)
+    per_shard = max(1, min(64, math.ceil(len(todo) / (4 * processes))))
+    shards = [list(todo[i:i + per_shard]) for i in range(0, len(todo), per_shard)]
+    audio = 0.0
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_init_worker,
+                             initargs=(_featurizer_spec(feat), threads)) as pool:
+        futures = {pool.submit(_worker_shard, shard, str(out_dir), np_dtype, workers, batch_seconds, chunk_seconds): shard
+                   for shard in shards}
+        for fut in as_completed(futures):
+            rows, skips, seconds = fut.result()
+            for uid, reason in skips:
+                warnings.warn(f"skipping {uid}: {reason}", stacklevel=3)
+            done(rows, skips, len(futures[fut]))
+            audio += seconds
+    return audio
 
 
 def load_feature_dir(out_dir: PathLike, mmap: bool = True, ids: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:

@@ -308,3 +308,73 @@ def test_extract_corpus_batch_norm_model(small_corpus, tmp_path):
     res = extract_corpus(model, good, tmp_path / "bn", progress=False)
     assert res.computed == 5
     assert extract_corpus(model, good, tmp_path / "bn", progress=False).cached == 5
+
+
+def _long_corpus(tmp_path, lengths=(16000 * 3 + 77, 5000, 16000 * 4, 9000, 16000 * 2 + 1)):
+    rows = []
+    for i, n in enumerate(lengths):
+        p = tmp_path / "long" / f"l{i}.flac"
+        write_audio(p, speechlike(n, seed=20 + i))
+        rows.append(Utterance(f"l{i}", str(p), "spk", n, 16000))
+    return rows
+
+
+def test_corpus_chunks_form_one_stream_across_files(gru, tmp_path, monkeypatch):
+    """With 2 torch threads the chunks of every file of the corpus go through one encoder stream:
+    the stream is created once for the whole corpus (not per group of files), both worker threads
+    encode, and each file's features equal extract_features on it alone."""
+    rows = _long_corpus(tmp_path)
+    streams = []
+    real = features.encode_in_order
+
+    def counting(*args, **kwargs):
+        streams.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "encode_in_order", counting)
+    torch.set_num_threads(2)
+    res = extract_corpus(gru, rows, tmp_path / "out", progress=False, chunk_seconds=0.7, batch_seconds=3.0)
+    assert len(streams) == 1 and res.computed == 5
+    monkeypatch.setattr(features, "encode_in_order", real)
+    feats = load_feature_dir(tmp_path / "out")
+    for r in rows:
+        np.testing.assert_allclose(feats[r.id], extract_features(r.path, model=gru), atol=1e-5)
+
+
+def test_corpus_extraction_in_two_processes_equals_one(gru, tmp_path):
+    rows = _long_corpus(tmp_path)
+    one = extract_corpus(gru, rows, tmp_path / "one", progress=False)
+    two = extract_corpus(gru, rows, tmp_path / "two", progress=False, processes=2)
+    assert one.ids == two.ids == [r.id for r in rows] and two.computed == 5
+    assert read_index(tmp_path / "one") == read_index(tmp_path / "two")
+    a, b = load_feature_dir(tmp_path / "one"), load_feature_dir(tmp_path / "two")
+    for r in rows:
+        np.testing.assert_allclose(b[r.id], a[r.id], atol=1e-6)
+    assert read_meta(tmp_path / "two")["precision"] == "fp32"
+
+
+def test_killed_corpus_extraction_resumes(gru, tmp_path, monkeypatch):
+    """The index is rewritten while the run goes; a run killed after some files (what SIGKILL
+    leaves: finished .npy files, meta.json, an index of what was done) resumes with only the rest."""
+    rows = _long_corpus(tmp_path)
+    monkeypatch.setattr(features, "INDEX_EVERY_SECONDS", 0.0)
+    save = features._save_npy
+    seen_index = []
+
+    def dying(path, array):
+        if len(list(path.parent.glob("l*.npy"))) == 3:
+            seen_index.append(len(read_index(path.parent)))
+            raise KeyboardInterrupt  # stands for the kill
+        save(path, array)
+
+    monkeypatch.setattr(features, "_save_npy", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_corpus(gru, rows, tmp_path / "out", progress=False)
+    assert seen_index == [3]  # the index already listed the finished files when the run died
+    (tmp_path / "out" / "features.tsv").unlink()  # a kill may also come before any index write
+    monkeypatch.setattr(features, "_save_npy", save)
+    again = extract_corpus(gru, rows, tmp_path / "out", progress=False)
+    assert again.cached == 3 and again.computed == 2 and len(read_index(tmp_path / "out")) == 5
+    fresh = extract_corpus(gru, rows, tmp_path / "fresh", progress=False)
+    for r in rows:
+        np.testing.assert_array_equal(load_feature_dir(tmp_path / "out")[r.id], load_feature_dir(tmp_path / "fresh")[r.id])

@@ -17,7 +17,10 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cpu)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="arithmetic of the model: auto = bf16 where the CPU computes it fast, else fp32 (default %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="audio reading threads (default %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="audio reading threads per process (default %(default)s)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="worker processes, each with its share of the torch threads (default %(default)s: the chunks of "
+                        "all files form one stream that keeps every thread busy)")
     p.add_argument("--float16", action="store_true", help="store float16 instead of float32")
     p.add_argument("--batch-seconds", type=float, default=40.0, help="padded audio per model batch (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -37,13 +40,15 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.processes < 1 or args.workers < 0:
+        raise ValueError("--processes must be >= 1 and --workers >= 0")
     warnings.simplefilter("always")  # one warning per skipped file, not one per call site
     warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
     rows = read_manifest(args.manifest)
     res = extract_corpus(
         args.model, rows, args.out, layer=args.layer, workers=args.workers, progress=not args.no_progress,
         dtype="float16" if args.float16 else "float32", device=args.device, batch_seconds=args.batch_seconds,
-        precision=args.precision,
+        precision=args.precision, processes=args.processes,
     )
     rtf = res.audio_seconds / res.seconds if res.seconds > 0 and res.audio_seconds else 0.0
     print(
