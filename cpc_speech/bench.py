@@ -364,12 +364,9 @@ def roofline(matmul: Optional[Dict[str, Any]], precision: str) -> Optional[float
 
 def _fast_bf16() -> bool:
     """Whether the CPU has native bf16 matmul instructions (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from cpc_speech.precision import cpu_flags
+
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def _amp_value(precision: str) -> str:

@@ -4,7 +4,9 @@
 CPU that computes bf16 matrix products fast, and float32 elsewhere:
 
 * the CPU has AMX-BF16 tiles (``amx_bf16`` in ``/proc/cpuinfo``): bf16;
-* otherwise, when torch can run bf16 matrix products on this CPU, a short start-up measurement
+* an x86 CPU without native bf16 instructions (neither ``amx_bf16`` nor ``avx512_bf16``): float32
+  (bf16 would be emulated, several times slower than float32);
+* otherwise (AVX512-BF16, or a CPU whose flags do not tell, e.g. ARM), a short start-up measurement
   (:func:`measure_matmul_rates`, a fraction of a second) compares bf16 and float32 products of an
   encoder-like shape: bf16 when bf16 runs at least :data:`MIN_BF16_SPEEDUP` times as fast;
 * on CUDA: bf16 where the GPU supports it, float32 otherwise.
@@ -99,8 +101,14 @@ def cpu_bf16_choice() -> Precision:
     flags = cpu_flags()
     if "amx_bf16" in flags:
         return Precision("bf16", "CPU has AMX-BF16")
+    if "sse2" in flags and "avx512_bf16" not in flags:
+        return Precision("fp32", "CPU has no native bf16 (no AMX-BF16 or AVX512-BF16)")
     try:
-        rates = measure_matmul_rates()
+        quick = measure_matmul_rates(256, 256, 256, repeats=2)  # a few ms even where bf16 is emulated
+        if quick["bf16_gflops"] < 0.5 * quick["fp32_gflops"]:
+            rates = quick
+        else:
+            rates = measure_matmul_rates()
     except RuntimeError as exc:  # no bf16 kernels for this CPU in this torch build
         return Precision("fp32", f"bf16 matrix products unavailable: {str(exc).splitlines()[0][:80]}")
     speedup = rates["bf16_gflops"] / rates["fp32_gflops"]

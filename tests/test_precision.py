@@ -32,9 +32,16 @@ def test_auto_takes_bf16_on_amx_without_measuring(monkeypatch, fresh_choice):
     assert p == Precision("bf16", "CPU has AMX-BF16")
 
 
+def test_auto_takes_fp32_on_x86_without_native_bf16(monkeypatch, fresh_choice):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"sse2", "avx2", "avx512f"}))
+    monkeypatch.setattr(precision, "measure_matmul_rates", lambda *a, **k: pytest.fail("measured without native bf16"))
+    p = resolve("auto", "cpu")
+    assert p.name == "fp32" and "no native bf16" in p.reason
+
+
 @pytest.mark.parametrize("bf16_rate, expected", [(410.0, "bf16"), (190.0, "fp32"), (3.0, "fp32")])
 def test_auto_follows_the_measured_bf16_speedup(monkeypatch, fresh_choice, bf16_rate, expected):
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"sse2", "avx512_bf16"}))
     monkeypatch.setattr(precision, "measure_matmul_rates", lambda *a, **k: {"fp32_gflops": 190.0, "bf16_gflops": bf16_rate})
     p = resolve("auto", "cpu")
     assert p.name == expected
