@@ -13,6 +13,11 @@ Batch samplers (``DataConfig.sampler``):
 Batches are a deterministic function of (seed, epoch); in distributed runs every rank builds the
 same global list and takes every ``world_size``-th batch, so ranks see disjoint data. Audio is read
 lazily in DataLoader workers: memory does not grow with the corpus.
+
+With ``data.augment`` the workers also augment each window (:mod:`cpc_speech.augment`) from a
+generator seeded by (seed, epoch, global batch index, position in the batch), so a resumed run
+augments exactly as an uninterrupted one; with ``apply_to: past`` or ``future`` a batch carries
+the clean window too (``Batch.target_wav``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 
 from cpc_speech.audio import AudioError, read_audio
+from cpc_speech.augment import Augmenter
 from cpc_speech.config import DataConfig
 from cpc_speech.corpora.manifest import Utterance
 
@@ -36,14 +42,17 @@ Window = Tuple[int, int]  # (row index, start offset in 16 kHz samples)
 
 @dataclass
 class Batch:
-    """wav (batch, samples) float32 at 16 kHz; speaker and utterance (batch,) int64 ids;
-    windows: the (row, offset) of each window."""
+    """wav (batch, samples) float32 at 16 kHz: the context network's input; speaker and utterance
+    (batch,) int64 ids; windows: the (row, offset) of each window; target_wav (batch, samples): the
+    window the predicted frames come from when it differs from ``wav`` (augmentation of the past or
+    of the future only), else None."""
 
     wav: torch.Tensor
     speaker: torch.Tensor
     utterance: torch.Tensor
     windows: List[Window]
     dropped: int = 0  # windows of this batch left out (unreadable audio, lone speaker)
+    target_wav: Optional[torch.Tensor] = None
 
     def to(self, device, non_blocking: bool = True) -> "Batch":
         return Batch(
@@ -52,10 +61,12 @@ class Batch:
             self.utterance.to(device, non_blocking=non_blocking),
             self.windows,
             self.dropped,
+            None if self.target_wav is None else self.target_wav.to(device, non_blocking=non_blocking),
         )
 
     def pin_memory(self) -> "Batch":
-        return Batch(self.wav.pin_memory(), self.speaker.pin_memory(), self.utterance.pin_memory(), self.windows, self.dropped)
+        return Batch(self.wav.pin_memory(), self.speaker.pin_memory(), self.utterance.pin_memory(), self.windows, self.dropped,
+                     None if self.target_wav is None else self.target_wav.pin_memory())
 
 
 class WindowBatchSampler:
@@ -72,6 +83,7 @@ class WindowBatchSampler:
         shuffle: bool = True,
     ):
         self.cfg, self.seed, self.rank, self.world_size, self.shuffle = cfg, seed, rank, world_size, shuffle
+        self.augment = False  # items carry an augmentation seed (set by make_loader)
         self.lengths = np.array([r.num_samples_16k for r in rows], dtype=np.int64)
         self.usable = np.nonzero(self.lengths >= cfg.window_samples)[0]
         self.skipped_short = len(rows) - len(self.usable)
@@ -147,21 +159,31 @@ class WindowBatchSampler:
         usable = len(batches) - len(batches) % self.world_size
         return batches[:usable]
 
-    def __iter__(self) -> Iterator[List[Window]]:
+    def __iter__(self) -> Iterator[list]:
         batches = self.global_batches(self.epoch)[self.rank :: self.world_size]
-        yield from batches[self.start_batch :]
+        for i in range(self.start_batch, len(batches)):
+            if not self.augment:
+                yield batches[i]
+                continue
+            index = self.rank + i * self.world_size  # the batch's index in the epoch's global list
+            yield [(row, offset, (self.seed, self.epoch, index, j)) for j, (row, offset) in enumerate(batches[i])]
 
     def __len__(self) -> int:
         return len(self.global_batches(0)) // self.world_size
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """Reads one window per item. Item = (row, offset) -> (wav (samples,) float32, row) or None when
-    the file cannot be decoded (one warning per file)."""
+    """Reads one window per item. Item = (row, offset) -> (wav (samples,) float32, row, offset), or
+    None when the file cannot be decoded (one warning per file). With an ``augmenter``, item =
+    (row, offset, seed) -> (augmented or clean wav, row, offset[, the other one]) as ``apply_to``
+    says (see :class:`Batch`)."""
 
-    def __init__(self, rows: Sequence[Utterance], window_samples: int, cache_mb: int = 0):
+    def __init__(self, rows: Sequence[Utterance], window_samples: int, cache_mb: int = 0,
+                 augmenter: Optional[Augmenter] = None, apply_to: str = "past"):
         self.rows = list(rows)
         self.window = window_samples
+        self.augmenter = augmenter if augmenter is not None and augmenter.enabled else None
+        self.apply_to = apply_to
         self.cache_bytes = cache_mb * 2**20
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self._cached = 0
@@ -170,8 +192,9 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _read(self, row: int, offset: int) -> np.ndarray:
+    def _read(self, row: int, offset: int, length: Optional[int] = None) -> np.ndarray:
         r = self.rows[row]
+        length = length or self.window
         if self.cache_bytes and r.sample_rate != 16000:  # whole-file decode + resample: keep it
             wav = self._cache.get(row)
             if wav is None:
@@ -183,22 +206,49 @@ class WindowDataset(torch.utils.data.Dataset):
                     self._cached -= old.nbytes
             else:
                 self._cache.move_to_end(row)
-            return wav[offset : offset + self.window]
-        return read_audio(r.path, start=offset, stop=offset + self.window)
+            return wav[offset : offset + length]
+        return read_audio(r.path, start=offset, stop=offset + length)
 
-    def __getitem__(self, item: Window):
-        row, offset = item
+    def _other(self, row: int, rng: np.random.Generator):
+        """For the ``mix`` transform: n samples of another utterance (None when unreadable)."""
+        def read(n: int) -> Optional[np.ndarray]:
+            others = len(self.rows) - 1
+            if others < 1:
+                return None
+            pick = int(rng.integers(0, others))
+            pick += pick >= row
+            size = self.rows[pick].num_samples_16k
+            start = int(rng.integers(0, max(1, size - n + 1)))
+            try:
+                return self._read(pick, start, n)
+            except AudioError:
+                return None
+        return read
+
+    def __getitem__(self, item):
+        row, offset = item[0], item[1]
         if row in self._bad:
             return None
+        augmenting = self.augmenter is not None and len(item) > 2
+        length = self.augmenter.read_length() if augmenting else self.window
         try:
-            wav = self._read(row, offset)
+            wav = self._read(row, offset, length)
         except AudioError as exc:
             self._bad.add(row)
             warnings.warn(f"skipping unreadable audio: {exc}")
             return None
         if len(wav) < self.window:  # header said longer than the decoded audio
             wav = np.pad(wav, (0, self.window - len(wav)))
-        return torch.from_numpy(np.ascontiguousarray(wav[: self.window])), row, offset
+        clean = torch.from_numpy(np.ascontiguousarray(wav[: self.window]))
+        if not augmenting:
+            return clean, row, offset
+        rng = np.random.default_rng(list(item[2]))
+        augmented = torch.from_numpy(self.augmenter(wav, rng, other=self._other(row, rng)))
+        if self.apply_to == "both":
+            return augmented, row, offset
+        if self.apply_to == "past":
+            return augmented, row, offset, clean
+        return clean, row, offset, augmented
 
 
 class Collate:
@@ -219,7 +269,9 @@ class Collate:
             return None
         wav = torch.stack([it[0] for it in items])
         rows = torch.tensor([it[1] for it in items], dtype=torch.long)
-        return Batch(wav, torch.from_numpy(self.speaker_ids[rows.numpy()]), rows, [(it[1], it[2]) for it in items], asked - len(items))
+        target = torch.stack([it[3] for it in items]) if len(items[0]) > 3 else None
+        return Batch(wav, torch.from_numpy(self.speaker_ids[rows.numpy()]), rows, [(it[1], it[2]) for it in items],
+                     asked - len(items), target)
 
 
 def make_loader(
@@ -231,10 +283,14 @@ def make_loader(
     shuffle: bool = True,
     pin_memory: bool = False,
     num_workers: Optional[int] = None,
+    augment: bool = True,
 ) -> Tuple[torch.utils.data.DataLoader, WindowBatchSampler]:
-    """A DataLoader of :class:`Batch` (or None for an all-unreadable batch) and its sampler."""
+    """A DataLoader of :class:`Batch` (or None for an all-unreadable batch) and its sampler;
+    ``augment=False`` ignores ``cfg.augment`` (validation)."""
     sampler = WindowBatchSampler(rows, cfg, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle)
-    dataset = WindowDataset(rows, cfg.window_samples, cfg.cache_mb)
+    augmenter = Augmenter(cfg.augment.transforms, cfg.window_samples) if augment else None
+    sampler.augment = augmenter is not None and augmenter.enabled
+    dataset = WindowDataset(rows, cfg.window_samples, cfg.cache_mb, augmenter, cfg.augment.apply_to)
     workers = cfg.num_workers if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(
         dataset,

@@ -121,6 +121,59 @@ class LossConfig:
     shared_negatives: bool = True
 
 
+AUGMENT_KINDS = ("pitch", "speed", "tempo", "noise", "mix", "reverb", "band_reject", "time_drop")
+AUGMENT_TARGETS = ("past", "future", "both")
+
+
+@dataclass
+class AugmentStep:
+    """One transform of ``data.augment.transforms`` (:mod:`cpc_speech.augment`): applied with
+    probability ``p``, its parameter drawn from [low, high] (None: the transform's default range;
+    semitones, factor, SNR dB, RT60 s, centre Hz or milliseconds by kind)."""
+
+    kind: str
+    p: float = 0.5
+    low: Optional[float] = None
+    high: Optional[float] = None
+    color: str = "random"  # noise: white | pink | brown | random
+    width: float = 0.5  # band_reject: octaves
+    count: int = 1  # time_drop: segments
+
+    def validate(self, where: str) -> None:
+        if self.kind not in AUGMENT_KINDS:
+            raise ValueError(f"{where}.kind must be one of {AUGMENT_KINDS}, got {self.kind!r}")
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"{where}.p must be in [0, 1], got {self.p}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"{where}: low ({self.low}) must not exceed high ({self.high})")
+        positive = {"speed", "tempo", "reverb", "band_reject", "time_drop"}
+        for name in ("low", "high"):
+            v = getattr(self, name)
+            if v is not None and self.kind in positive and v <= 0:
+                raise ValueError(f"{where}.{name} must be > 0 for {self.kind}, got {v}")
+        if self.color not in ("white", "pink", "brown", "random"):
+            raise ValueError(f"{where}.color must be white, pink, brown or random, got {self.color!r}")
+        if self.width <= 0 or self.count < 1:
+            raise ValueError(f"{where}: width must be > 0 and count >= 1")
+
+
+@dataclass
+class AugmentConfig:
+    """On-the-fly waveform augmentation of training windows (empty ``transforms``: off).
+    ``apply_to``: ``past`` (the context network sees the augmented window, the predicted frames
+    come from the clean one: two encoder passes), ``future`` (the reverse) or ``both`` (one
+    augmented window for everything)."""
+
+    transforms: List[AugmentStep] = field(default_factory=list)
+    apply_to: str = "past"
+
+    def validate(self) -> None:
+        if self.apply_to not in AUGMENT_TARGETS:
+            raise ValueError(f"data.augment.apply_to must be one of {AUGMENT_TARGETS}, got {self.apply_to!r}")
+        for i, t in enumerate(self.transforms):
+            t.validate(f"data.augment.transforms[{i}]")
+
+
 @dataclass
 class DataConfig:
     """Windowing and batching. Lengths in samples at 16 kHz."""
@@ -131,6 +184,7 @@ class DataConfig:
     windows_per_group: int = 4  # same_speaker / same_utterance: windows per speaker or utterance
     num_workers: int = 2
     cache_mb: int = 0  # per worker LRU cache of decoded audio; 0 = off
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -179,6 +233,7 @@ class PretrainConfig:
             raise ValueError("data.batch_size must be a multiple of data.windows_per_group")
         if self.train.amp not in ("auto", "none", "bf16", "fp16"):
             raise ValueError(f"train.amp must be auto, none, bf16 or fp16, got {self.train.amp!r}")
+        self.data.augment.validate()
         if self.train.schedule not in ("cosine", "step", "constant"):
             raise ValueError("train.schedule must be cosine, step or constant")
         return self

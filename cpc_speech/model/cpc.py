@@ -18,6 +18,7 @@ class CPCOutput(NamedTuple):
     c: torch.Tensor  # (batch, frames, hidden) context features
     predictions: Optional[torch.Tensor]  # (batch, frames, K, enc_dim) or None
     state: Any  # context network streaming state
+    z_target: Optional[torch.Tensor] = None  # encoder features of target_wav, when given
 
 
 class CPCModel(nn.Module):
@@ -42,7 +43,16 @@ class CPCModel(nn.Module):
     def num_frames(self, num_samples: int) -> int:
         return self.encoder.num_frames(num_samples)
 
-    def forward(self, wav: torch.Tensor, state: Any = None, predict: bool = True) -> CPCOutput:
+    def forward(self, wav: torch.Tensor, state: Any = None, predict: bool = True,
+                target_wav: Optional[torch.Tensor] = None) -> CPCOutput:
+        """``target_wav`` (batch, samples): another version of the windows (e.g. clean when ``wav``
+        is augmented) whose encoder features are the frames to predict (``z_target``)."""
         z = self.encoder(wav)
         c, state = self.context(z, state)
-        return CPCOutput(z, c, self.heads(c) if predict else None, state)
+        z_target = self.encoder(target_wav) if target_wav is not None else None
+        return CPCOutput(z, c, self.heads(c) if predict else None, state, z_target)
+
+    @staticmethod
+    def targets(out: CPCOutput) -> torch.Tensor:
+        """The frames the predictions are scored against: ``z_target`` when given, else ``z``."""
+        return out.z_target if out.z_target is not None else out.z

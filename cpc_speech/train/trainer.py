@@ -204,12 +204,13 @@ class Trainer:
         return self.precision.autocast(self.device)
 
     def _loss(self, batch, generator):
-        out = self.ddp_model(batch.wav)
+        out = self.ddp_model(batch.wav, target_wav=batch.target_wav)
+        z = CPCModel.targets(out)
         remote = None
         if self.dist.enabled and self.cfg.loss.gather_across_ranks:
-            remote = all_gather_windows(out.z, batch.speaker, batch.utterance, self.dist)
+            remote = all_gather_windows(z, batch.speaker, batch.utterance, self.dist)
         # bf16 under autocast: the loss gathers and multiplies in bf16, scores in float32
-        return self.loss_fn(out.z, out.predictions, batch.speaker, batch.utterance, generator=generator, remote=remote)
+        return self.loss_fn(z, out.predictions, batch.speaker, batch.utterance, generator=generator, remote=remote)
 
     def train_step(self, batch) -> Dict[str, object]:
         tc = self.cfg.train
@@ -243,7 +244,7 @@ class Trainer:
             return None
         cfg = self.cfg
         loader, _ = make_loader(self.valid_rows, cfg.data, seed=cfg.train.seed + 1, rank=self.dist.rank,
-                                world_size=self.dist.world_size, shuffle=False, num_workers=0)
+                                world_size=self.dist.world_size, shuffle=False, num_workers=0, augment=False)
         self.model.eval()
         losses, accs = [], []
         gen = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 12345)
