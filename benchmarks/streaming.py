@@ -1,7 +1,7 @@
 """Streaming extraction speed: ``python -m benchmarks.streaming [--seconds 30] [--chunk-ms 20]``.
 
-One intra-op thread. For each model (the ``default`` preset: 256 channels, channel norm, GRU 256,
-and CPC_audio's default feature model: the same encoder with an LSTM 256) it pushes ``--seconds``
+One intra-op thread. For each model (the ``default`` preset: 256 channels, channel norm, GRU 256;
+CPC_audio's default feature model: the same encoder with an LSTM 256; the ``tiny`` preset) it pushes ``--seconds``
 of audio in ``--chunk-ms`` chunks through :class:`cpc_speech.StreamingExtractor` and reports the
 time per push and per 10 ms frame (median, 95th percentile) and the real-time factor (audio
 seconds per compute second), next to one offline ``extract_features`` pass. Writes
@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     cpc_audio_cfg = preset("default")
     cpc_audio_cfg.context = ContextConfig(kind="lstm", hidden=256)
     results = [bench_model(name, CPCModel(cfg).eval(), args.seconds, args.chunk_ms, args.repeats)
-               for name, cfg in (("default (GRU 256)", preset("default")), ("CPC_audio default (LSTM 256)", cpc_audio_cfg))]
+               for name, cfg in (("default (GRU 256)", preset("default")), ("CPC_audio default (LSTM 256)", cpc_audio_cfg),
+                                 ("tiny (64 ch, GRU 64)", preset("tiny")))]
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"streaming-{time.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     data = {"cpu": _cpu(), "threads": 1, "torch": torch.__version__, "command": "python -m benchmarks.streaming " + " ".join(argv or sys.argv[1:]), "results": results}

@@ -23,6 +23,7 @@ from typing import Any, List
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cpc_speech.audio import SAMPLE_RATE
 from cpc_speech.model.threads import single_thread
@@ -33,15 +34,26 @@ class StreamingError(ValueError):
 
 
 class _StreamingConv:
-    """One conv + norm + ReLU stage on a growing (frames, channels) input."""
+    """One conv + norm + ReLU stage on a growing (frames, channels) input. Batch norm (eval mode)
+    is folded into the convolution's matrix and bias; channel norm runs as ``layer_norm``."""
 
     def __init__(self, conv, norm):
+        from cpc_speech.model.encoder import ChannelNorm, FrameBatchNorm
+
         self.kernel, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         w = conv.weight.detach()
-        self.matrix = w.reshape(w.shape[0], -1).t().contiguous()  # (C_in * k, C_out), unfold order
-        self.bias = conv.bias.detach() if conv.bias is not None else None
+        matrix = w.reshape(w.shape[0], -1).t()  # (C_in * k, C_out), unfold order
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(w.shape[0])
+        self.layer_norm = None
+        if isinstance(norm, FrameBatchNorm):  # (y - mean) / sqrt(var + eps) * w + b = y * scale + shift
+            scale = norm.weight.detach() / torch.sqrt(norm.running_var.detach() + norm.eps)
+            matrix, bias = matrix * scale, (bias - norm.running_mean.detach()) * scale + norm.bias.detach()
+        elif isinstance(norm, ChannelNorm):
+            self.layer_norm = (norm.weight.detach().reshape(-1), norm.bias.detach().reshape(-1), norm.eps)
+        elif not isinstance(norm, torch.nn.Identity):
+            raise StreamingError(f"encoder norm {type(norm).__name__} is not frame-local: it cannot be streamed")
+        self.matrix, self.bias = matrix.contiguous(), bias.contiguous()
         self.in_channels = w.shape[1]
-        self.norm = norm
         self.reset()
 
     def reset(self) -> None:
@@ -60,8 +72,10 @@ class _StreamingConv:
         if count == 0:
             return buf.new_zeros(0, self.matrix.shape[1])
         cols = buf[: (count - 1) * s + k].unfold(0, k, s).reshape(count, -1)  # (m, C_in * k)
-        y = torch.addmm(self.bias, cols, self.matrix) if self.bias is not None else cols @ self.matrix
-        y = self.norm(y.unsqueeze(0))[0]
+        y = torch.addmm(self.bias, cols, self.matrix)
+        if self.layer_norm is not None:
+            weight, bias, eps = self.layer_norm
+            y = F.layer_norm(y, (y.shape[1],), weight, bias, eps)
         return torch.relu_(y)
 
 
@@ -87,6 +101,10 @@ class StreamingExtractor:
         layers = list(enc.layers)
         self.stages = [_StreamingConv(layers[i], layers[i + 1]) for i in range(0, len(layers), 3)]
         self.dim = self.model.cfg.context.hidden if layer == "context" else enc.dim
+        ctx = self.model.context
+        # GRU/LSTM: the torch module itself (the context wrapper's training-path checks cost more
+        # than a two-frame step); Transformer: the context network with its streaming state
+        self._context = ctx.rnn if isinstance(getattr(ctx, "rnn", None), (torch.nn.GRU, torch.nn.LSTM)) else ctx
         self.reset()
 
     def reset(self) -> None:
@@ -105,7 +123,7 @@ class StreamingExtractor:
             for stage in self.stages:
                 x = stage.push(x, final)
             if x.shape[0] and self.layer == "context":
-                c, self.state = self.model.context(x.unsqueeze(0), self.state)
+                c, self.state = self._context(x.unsqueeze(0), self.state)
                 x = c[0]
         self.frames += x.shape[0]
         return x.float().numpy() if x.shape[0] else np.zeros((0, self.dim), np.float32)
