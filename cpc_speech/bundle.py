@@ -174,8 +174,10 @@ def model_card(cfg, summary: Dict[str, Any], name: str) -> str:
     lines += ["", "## Training", ""]
     imported = summary.get("imported_from")
     if imported:
-        lines.append(f"- imported from a {imported.get('source', '?')} checkpoint ({Path(str(imported.get('file', '?'))).name}); "
-                     f"architecture: {imported.get('architecture', '?')}")
+        epoch = f", epoch {imported['epoch']}" if imported.get("epoch") is not None else ""
+        heads = "" if imported.get("heads_imported", True) else "; prediction heads not imported (fresh, unused for features)"
+        lines.append(f"- imported from a {imported.get('source', '?')} checkpoint ({Path(str(imported.get('file', '?'))).name}{epoch}); "
+                     f"architecture: {imported.get('architecture', '?')}{heads}")
     steps = summary.get("steps", summary.get("step"))
     lines.append(f"- steps: {steps if steps is not None else 'unknown'}")
     data = summary.get("data") or {}

@@ -136,6 +136,8 @@ def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None
     except RuntimeError as exc:
         raise CheckpointError(f"{ckpt}: weights do not fit the saved config ({str(exc).splitlines()[0]})") from None
     model.checkpoint_path = str(ckpt)
+    if isinstance(state.get("imported_from"), dict):  # written by cpc-speech import
+        model.import_info = state["imported_from"]
     return model.to(device or "cpu").eval()
 
 

@@ -293,6 +293,9 @@ def load_cpc_audio(path: PathLike, obj: Optional[Dict[str, Any]] = None, device:
         "architecture": ckpt.args_source,
         "heads_imported": heads,
     }
+    epoch = path.stem[len("checkpoint_"):] if path.stem.startswith("checkpoint_") else ""
+    if epoch.isdigit():
+        model.import_info["epoch"] = int(epoch)  # CPC_audio names checkpoints after the epoch
     return model.to(device or "cpu").eval()
 
 
@@ -309,7 +312,7 @@ def import_cpc_audio(path: PathLike, out_dir: PathLike, overwrite: bool = False)
         raise CheckpointError(f"{best} exists (use --overwrite to replace it)")
     out.mkdir(parents=True, exist_ok=True)
     save_config(PretrainConfig(model=model.cfg), out / "config.yaml")
-    save_checkpoint(best, model, model.cfg, imported_from=dict(model.import_info), step=0)
+    save_checkpoint(best, model, model.cfg, imported_from=dict(model.import_info))
     update_link(best, out / "checkpoints" / "last.pt")
     return out
 

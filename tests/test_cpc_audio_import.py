@@ -217,3 +217,17 @@ def test_wrong_architectures_refused(tmp_path):
     bad.write_bytes(b"not a pickle")
     with pytest.raises(CheckpointError, match="bad.pt"):
         cpc_speech.load_model(bad)
+
+
+def test_imported_run_exports_a_bundle_with_its_origin(tmp_path):
+    state = make_state("batchNorm", "LSTM", 1, seed=5)
+    path = save_training_checkpoint(tmp_path / "cpc", state, None, epoch=31)
+    assert main(["import", "cpc_audio", str(path), "--out", str(tmp_path / "run")]) == 0
+    assert main(["export", str(tmp_path / "run"), "--format", "bundle", "--out", str(tmp_path / "bundle")]) == 0
+    card = (tmp_path / "bundle" / "README.md").read_text()
+    assert "imported from a cpc_audio checkpoint (checkpoint_31.pt, epoch 31); architecture: inferred from tensor shapes" in card
+    assert "prediction heads not imported" in card
+    wav = waveform(7000, seed=6)
+    _, c_ref = reference_forward(state, "batchNorm", "LSTM", 1, wav)
+    c = cpc_speech.extract_features(wav, sample_rate=16000, model=cpc_speech.load_model(tmp_path / "bundle"))
+    assert np.abs(c - c_ref).max() <= 1e-4

@@ -135,6 +135,12 @@ def test_lhotse_recordings_and_supervisions(tmp_path):
     write_jsonl_gz(tmp_path / "ls" / "cuts.jsonl.gz", cuts)
     assert load_lhotse(tmp_path / "ls" / "cuts.jsonl.gz", root=tmp_path / "ls", on_warning=got.append) == rows
 
+    class CutSetLike:  # what a lhotse CutSet object offers
+        def to_dicts(self):
+            return iter(cuts)
+
+    assert load_lhotse(CutSetLike(), root=tmp_path / "ls", on_warning=got.append) == rows
+
 
 def test_cli_prepare_lhotse_and_errors(tmp_path, capsys, monkeypatch):
     lhotse_corpus(tmp_path / "ls")

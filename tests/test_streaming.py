@@ -68,3 +68,15 @@ def test_instance_norm_refused():
         StreamingExtractor(small_model("instance", "gru"))
     with pytest.raises(StreamingError, match="1-D"):
         StreamingExtractor(small_model("none", "gru")).push(np.zeros((2, 10), np.float32))
+
+
+def test_minutes_in_second_long_pushes():
+    model = small_model("channel", "gru", seed=3)
+    rng = np.random.default_rng(7)
+    wav = (0.3 * rng.standard_normal(16000 * 75)).astype(np.float32)  # 75 s: chunked offline path
+    offline = cpc_speech.extract_features(wav, sample_rate=16000, model=model)
+    stream = StreamingExtractor(model)
+    cuts = np.cumsum(rng.integers(1, 16000 * 20, size=20))
+    pieces = [stream.push(c) for c in np.split(wav, cuts[cuts < wav.size])] + [stream.flush()]
+    got = np.concatenate(pieces)
+    assert got.shape == offline.shape and np.abs(got - offline).max() <= 1e-4

@@ -30,7 +30,5 @@ def run(args) -> int:
 
     ckpt = resolve_checkpoint(args.checkpoint)
     out = import_cpc_audio(ckpt, args.out, overwrite=args.overwrite)
-    model = load_model(out)
-    model.import_info = load_model(ckpt).import_info
-    print(f"imported {ckpt} -> {out}: {describe(model)}")
+    print(f"imported {ckpt} -> {out}: {describe(load_model(out))}")
     return 0

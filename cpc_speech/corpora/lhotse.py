@@ -91,9 +91,11 @@ def load_lhotse(
     on_warning: Warn = None,
     **_ignored,
 ) -> List[Utterance]:
-    """Manifest rows for a lhotse recordings or cuts manifest (see the module docstring)."""
+    """Manifest rows for a lhotse recordings or cuts manifest (see the module docstring): a file,
+    or a lhotse ``RecordingSet`` / ``CutSet`` object (read through its ``to_dicts()``)."""
     warn = on_warning if on_warning is not None else (lambda m: warnings.warn(m, stacklevel=3))
-    source = Path(source)
+    source_obj = source if hasattr(source, "to_dicts") else None  # a lhotse RecordingSet / CutSet object
+    source = Path(f"<{type(source).__name__}>") if source_obj is not None else Path(source)
     recordings: Dict[str, dict] = {}
     speech: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))  # recording -> speaker -> seconds
     where: Dict[str, str] = {}
@@ -117,7 +119,8 @@ def load_lhotse(
         recordings[rid], where[rid] = rec, at
 
     kinds = set()
-    for i, item in enumerate(read_jsonl(source)):
+    items = source_obj.to_dicts() if source_obj is not None else read_jsonl(source)
+    for i, item in enumerate(items):
         at = f"{source}: entry {i + 1}"
         kind = _kind(item)
         kinds.add(kind)
