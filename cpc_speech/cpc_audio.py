@@ -80,8 +80,12 @@ class CPCAudioCheckpoint(NamedTuple):
     args_source: str  # where the architecture comes from
 
 
-def read_cpc_audio(path: PathLike, obj: Optional[Dict[str, Any]] = None) -> CPCAudioCheckpoint:
-    """The parts of a CPC_audio checkpoint file. ``obj``: the already loaded dict, if any."""
+def read_cpc_audio(path: PathLike, obj: Optional[Dict[str, Any]] = None, state: str = "last") -> CPCAudioCheckpoint:
+    """The parts of a CPC_audio checkpoint file. ``obj``: the already loaded dict, if any.
+    ``state``: ``"last"`` (the ``gEncoder`` entry: the model when the file was written) or
+    ``"best"`` (the ``best`` entry of a training checkpoint: its best validation accuracy so far)."""
+    if state not in ("last", "best"):
+        raise CheckpointError(f"state must be 'last' or 'best', got {state!r}")
     path = Path(path)
     if obj is None:
         if not path.is_file():
@@ -93,7 +97,11 @@ def read_cpc_audio(path: PathLike, obj: Optional[Dict[str, Any]] = None) -> CPCA
     if not is_cpc_audio_checkpoint(obj):
         raise CheckpointError(f"{path}: not a CPC_audio checkpoint (no 'gEncoder' state dict, nor 'config' + 'weights')")
     if isinstance(obj.get("gEncoder"), dict):
-        state, criterion = obj["gEncoder"], obj.get("cpcCriterion")
+        if state == "best" and not isinstance(obj.get("best"), dict):
+            raise CheckpointError(f"{path}: no 'best' model state in this checkpoint")
+        weights, criterion = obj["best" if state == "best" else "gEncoder"], obj.get("cpcCriterion")
+        if state == "best":
+            criterion = None  # the criterion was saved with the last state, not the best one
         args, source = None, "inferred from tensor shapes"
         args_path = path.parent / ARGS_NAME
         if args_path.is_file():
@@ -105,16 +113,18 @@ def read_cpc_audio(path: PathLike, obj: Optional[Dict[str, Any]] = None) -> CPCA
             if not isinstance(args, dict):
                 raise CheckpointError(f"{args_path}: expected a JSON object of training arguments")
     else:
-        state, args, criterion, source = obj["weights"], obj["config"], None, "hub config"
-    for name, tensor in state.items():
+        if state == "best":
+            raise CheckpointError(f"{path}: the hub {{config, weights}} file holds one model state (no 'best')")
+        weights, args, criterion, source = obj["weights"], obj["config"], None, "hub config"
+    for name, tensor in weights.items():
         if not isinstance(tensor, torch.Tensor):
             raise CheckpointError(f"{path}: entry {name!r} of the model state is not a tensor")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in _strip_module_prefix(state).items()}
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in _strip_module_prefix(weights).items()}
     if isinstance(criterion, dict):
         criterion = _strip_module_prefix(criterion)
     else:
         criterion = None
-    return CPCAudioCheckpoint(state, args, criterion, source)
+    return CPCAudioCheckpoint(weights, args, criterion, source)
 
 
 def _shape(state: Dict[str, torch.Tensor], key: str, where: str) -> Tuple[int, ...]:
@@ -273,18 +283,19 @@ def convert_state(state: Dict[str, torch.Tensor], cfg: CPCConfig, reference: Dic
     return out, imported
 
 
-def load_cpc_audio(path: PathLike, obj: Optional[Dict[str, Any]] = None, device: Optional[Union[str, torch.device]] = None):
+def load_cpc_audio(path: PathLike, obj: Optional[Dict[str, Any]] = None, device: Optional[Union[str, torch.device]] = None,
+                   state: str = "last", context_layers: Optional[int] = None):
     """An eval-mode :class:`~cpc_speech.model.cpc.CPCModel` with the weights of a CPC_audio
-    checkpoint (``model.import_info`` says what was read)."""
+    checkpoint (``model.import_info`` says what was read). ``state``: see :func:`read_cpc_audio`;
+    ``context_layers``: keep only that many recurrent layers (:func:`keep_context_layers`)."""
     from cpc_speech.model.cpc import CPCModel
 
     path = Path(path)
-    ckpt = read_cpc_audio(path, obj)
-    state, criterion = ckpt.state, ckpt.criterion
-    cfg = infer_config(state, ckpt.args, str(path), criterion)
+    ckpt = read_cpc_audio(path, obj, state)
+    cfg = infer_config(ckpt.state, ckpt.args, str(path), ckpt.criterion)
     torch.manual_seed(0)  # fresh heads (when not imported) are the same on every import
     model = CPCModel(cfg)
-    weights, heads = convert_state(state, cfg, model.state_dict(), str(path), criterion)
+    weights, heads = convert_state(ckpt.state, cfg, model.state_dict(), str(path), ckpt.criterion)
     model.load_state_dict(weights, strict=True)
     model.checkpoint_path = str(path)
     model.import_info = {
@@ -296,16 +307,51 @@ def load_cpc_audio(path: PathLike, obj: Optional[Dict[str, Any]] = None, device:
     epoch = path.stem[len("checkpoint_"):] if path.stem.startswith("checkpoint_") else ""
     if epoch.isdigit():
         model.import_info["epoch"] = int(epoch)  # CPC_audio names checkpoints after the epoch
+    if state == "best":
+        model.import_info["state"] = "best"
+    if context_layers is not None:
+        info = model.import_info
+        model = keep_context_layers(model, context_layers)
+        model.import_info = dict(info, context_layers=f"first {context_layers} of {cfg.context.layers}", heads_imported=False)
     return model.to(device or "cpu").eval()
 
 
-def import_cpc_audio(path: PathLike, out_dir: PathLike, overwrite: bool = False) -> Path:
+def keep_context_layers(model, layers: int):
+    """A copy of a GRU/LSTM model keeping only its first ``layers`` recurrent layers, so that its
+    context features are the outputs of layer ``layers`` (e.g. the 2nd LSTM layer of CPC-big used
+    for ZeroSpeech 2021); the prediction heads are fresh (they were trained on the last layer)."""
+    import copy
+
+    from cpc_speech.model.cpc import CPCModel
+
+    ctx = model.cfg.context
+    if ctx.kind not in ("gru", "lstm"):
+        raise CheckpointError(f"keeping context layers needs a GRU/LSTM context network, not {ctx.kind!r}")
+    if not 1 <= layers <= ctx.layers:
+        raise CheckpointError(f"context layers must be between 1 and {ctx.layers}, got {layers}")
+    cfg = copy.deepcopy(model.cfg)
+    cfg.context.layers = layers
+    torch.manual_seed(0)
+    small = CPCModel(cfg)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("context.", "heads."))}
+    for key, value in model.state_dict().items():
+        m = re.match(r"context\.rnn\.\w+_l(\d+)$", key)
+        if m and int(m.group(1)) < layers:
+            state[key] = value
+    state.update({k: v for k, v in small.state_dict().items() if k.startswith("heads.")})
+    small.load_state_dict(state, strict=True)
+    small.checkpoint_path = getattr(model, "checkpoint_path", None)
+    return small.eval()
+
+
+def import_cpc_audio(path: PathLike, out_dir: PathLike, overwrite: bool = False, state: str = "last",
+                     context_layers: Optional[int] = None) -> Path:
     """Write a cpc_speech run folder (``config.yaml``, ``checkpoints/best.pt`` and ``last.pt``) for a
     CPC_audio checkpoint; ``load_model(out_dir)`` then gives the same model."""
     from cpc_speech.checkpoint import update_link
     from cpc_speech.config import PretrainConfig, save_config
 
-    model = load_cpc_audio(path)
+    model = load_cpc_audio(path, state=state, context_layers=context_layers)
     out = Path(out_dir)
     best = out / "checkpoints" / "best.pt"
     if best.exists() and not overwrite:
@@ -323,9 +369,13 @@ def describe(model) -> str:
     info = getattr(model, "import_info", {})
     return (
         f"encoder {cfg.encoder.channels} channels, {cfg.encoder.norm} norm; {cfg.context.kind.upper()} "
-        f"{cfg.context.hidden} x {cfg.context.layers} layer(s); architecture {info.get('architecture', '?')}; "
+        f"{cfg.context.hidden} x {cfg.context.layers} layer(s)"
+        + (f" ({info['context_layers']} kept)" if info.get("context_layers") else "")
+        + (" from the 'best' state" if info.get("state") == "best" else "")
+        + f"; architecture {info.get('architecture', '?')}; "
         f"prediction heads {'imported' if info.get('heads_imported') else 'not imported (fresh linear heads)'}"
     )
 
 
-__all__ = ["is_cpc_audio_checkpoint", "read_cpc_audio", "infer_config", "convert_state", "load_cpc_audio", "import_cpc_audio", "describe"]
+__all__ = ["is_cpc_audio_checkpoint", "read_cpc_audio", "infer_config", "convert_state", "load_cpc_audio", "import_cpc_audio",
+           "keep_context_layers", "describe"]

@@ -231,3 +231,22 @@ def test_imported_run_exports_a_bundle_with_its_origin(tmp_path):
     _, c_ref = reference_forward(state, "batchNorm", "LSTM", 1, wav)
     c = cpc_speech.extract_features(wav, sample_rate=16000, model=cpc_speech.load_model(tmp_path / "bundle"))
     assert np.abs(c - c_ref).max() <= 1e-4
+
+
+def test_best_state_and_keeping_the_first_context_layers(tmp_path, capsys):
+    last = make_state("layerNorm", "LSTM", 3, seed=11)
+    best = make_state("layerNorm", "LSTM", 3, seed=12)
+    folder = tmp_path / "cpc"
+    folder.mkdir()
+    torch.save({"gEncoder": last, "cpcCriterion": OrderedDict(), "optimizer": {}, "best": best}, folder / "checkpoint_9.pt")
+    wav = waveform(5000, seed=8)
+    assert main(["import", "cpc_audio", str(folder / "checkpoint_9.pt"), "--out", str(tmp_path / "l2"), "--state", "best", "--context-layers", "2"]) == 0
+    assert "(first 2 of 3 kept) from the 'best' state" in capsys.readouterr().out
+    model = cpc_speech.load_model(tmp_path / "l2")
+    assert model.cfg.context.layers == 2
+    _, c_ref = reference_forward(best, "layerNorm", "LSTM", 2, wav)  # the 2nd layer's outputs of the best state
+    assert np.abs(cpc_speech.extract_features(wav, sample_rate=16000, model=model) - c_ref).max() <= 1e-4
+    _, c_last = reference_forward(last, "layerNorm", "LSTM", 3, wav)
+    assert np.abs(cpc_speech.extract_features(wav, sample_rate=16000, model=cpc_speech.load_model(folder)) - c_last).max() <= 1e-4
+    assert main(["import", "cpc_audio", str(folder), "--out", str(tmp_path / "x"), "--context-layers", "4"]) == 2
+    assert "between 1 and 3" in capsys.readouterr().err

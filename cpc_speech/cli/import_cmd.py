@@ -19,6 +19,10 @@ def register(sub) -> None:
     p.add_argument("format", choices=("cpc_audio",), help="checkpoint format")
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file, or a CPC_audio training folder (its last checkpoint_<N>.pt)")
     p.add_argument("--out", "-o", required=True, help="run folder to write")
+    p.add_argument("--state", choices=("last", "best"), default="last",
+                   help="the model state to import: last (the checkpoint's gEncoder entry) or best (its best-validation 'best' entry)")
+    p.add_argument("--context-layers", type=int, metavar="N",
+                   help="keep only the first N LSTM/GRU layers: features from layer N (e.g. 2 for CPC-big as in ZeroSpeech 2021)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/checkpoints/best.pt")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
@@ -29,6 +33,6 @@ def run(args) -> int:
     from cpc_speech.cpc_audio import describe, import_cpc_audio
 
     ckpt = resolve_checkpoint(args.checkpoint)
-    out = import_cpc_audio(ckpt, args.out, overwrite=args.overwrite)
+    out = import_cpc_audio(ckpt, args.out, overwrite=args.overwrite, state=args.state, context_layers=args.context_layers)
     print(f"imported {ckpt} -> {out}: {describe(load_model(out))}")
     return 0
