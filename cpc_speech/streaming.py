@@ -82,7 +82,8 @@ class _StreamingConv:
 class StreamingExtractor:
     """Exact incremental features of one 16 kHz stream (see the module docstring).
 
-    ``model``: a CPCModel, checkpoint file, run folder or bundle (put in eval mode). ``layer``:
+    ``model``: a CPCModel, checkpoint file, run folder or bundle (moved to the CPU and put in eval
+    mode; the encoder weights are copied here, so later changes to the model are not seen). ``layer``:
     ``"context"`` (c_t, dim = context hidden size) or ``"encoder"`` (z_t). ``push`` and ``flush``
     return float32 numpy arrays (new frames, dim).
     """
