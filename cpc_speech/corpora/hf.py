@@ -388,7 +388,8 @@ def load_hf(
 ) -> List[Utterance]:
     """Decode a local Hugging Face dataset, write 16 kHz FLACs into ``audio_dir`` and return rows.
 
-    ``splits`` selects splits (default: all). The speaker column defaults to the first of
+    ``source``: a dataset on disk (see the module docstring) or a ``datasets`` object
+    (``Dataset``, ``DatasetDict``, ``IterableDataset``, ``IterableDatasetDict``). ``splits`` selects splits (default: all). The speaker column defaults to the first of
     :data:`SPEAKER_COLUMNS` present (else ``unknown``, with a warning); the id column to the first
     of :data:`ID_COLUMNS` present, else the audio file name, else ``<split>-<row>``. Existing FLACs
     are reused unless ``overwrite``. Rows that do not decode are skipped with a warning each, then
