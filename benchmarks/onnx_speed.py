@@ -3,7 +3,8 @@
 For the ``default`` preset (256 channels, channel norm, GRU 256) and CPC_audio's default feature
 model (same encoder, LSTM 256), random weights: exports the offline ONNX graph, then times
 ``extract_features`` (torch) and an onnxruntime session on the same ``--seconds`` of audio with
-``--threads`` threads each (best of ``--repeats``), and checks that the outputs agree. Writes
+``--threads`` threads each (best of ``--repeats``), and checks that the outputs agree; then the same
+audio in 20 ms pushes through StreamingExtractor and through the streaming graphs. Writes
 ``benchmarks/results/onnx-<YYYY-MM-DD>.json``.
 """
 
@@ -32,6 +33,46 @@ def _best(fn, repeats):
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+def _streaming(model, wav, folder, threads, opts):
+    """20 ms pushes through StreamingExtractor and through the two streaming ONNX graphs."""
+    import onnxruntime as ort
+
+    from cpc_speech.onnx_export import export_onnx, initial_streaming_state, recurrent_names, state_names
+    from cpc_speech.streaming import StreamingExtractor
+
+    export_onnx(model, folder, streaming=True, overwrite=True)
+    enc = ort.InferenceSession(str(folder / "encoder_stream.onnx"), opts, providers=["CPUExecutionProvider"])
+    ctx = ort.InferenceSession(str(folder / "context_step.onnx"), opts, providers=["CPUExecutionProvider"])
+    pend_names, rec_names = state_names(model), recurrent_names(model)
+    step = 320
+
+    def torch_stream():
+        stream = StreamingExtractor(model)
+        return np.concatenate([stream.push(wav[i:i + step]) for i in range(0, wav.size, step)] + [stream.flush()])
+
+    def ort_stream():
+        state = initial_streaming_state(model)
+        pending, rec = {k: state[k] for k in pend_names}, {k: state[k] for k in rec_names}
+        out = []
+        for i in range(0, wav.size + 1, step):
+            final = i + step > wav.size
+            z, *rest = enc.run(None, {"waveform": wav[None, i:i + step], "final": np.array(int(final), np.int64), **pending})
+            pending = dict(zip(pend_names, rest))
+            if z.shape[1]:
+                c, *rest = ctx.run(None, {"z": z, **rec})
+                rec = dict(zip(rec_names, rest))
+                out.append(c[0])
+            if final:
+                break
+        return np.concatenate(out)
+
+    seconds = wav.size / 16000
+    t_torch, a = _best(torch_stream, 2)
+    t_ort, b = _best(ort_stream, 2)
+    return {"stream_chunk_ms": 20, "stream_torch_real_time_factor": seconds / t_torch, "stream_onnxruntime_real_time_factor": seconds / t_ort,
+            "stream_max_abs_difference": float(np.abs(a - b).max()) if a.shape == b.shape else None}
 
 
 def main(argv=None) -> int:
@@ -69,9 +110,12 @@ def main(argv=None) -> int:
                    "torch_seconds": t_torch, "onnxruntime_seconds": t_ort,
                    "torch_real_time_factor": args.seconds / t_torch, "onnxruntime_real_time_factor": args.seconds / t_ort,
                    "max_abs_difference": float(np.abs(got - ref).max())}
+            row.update(_streaming(model, wav, Path(tmp) / "stream", args.threads, opts))
             results.append(row)
             print(f"{name}: torch {row['torch_real_time_factor']:.0f}x real time, onnxruntime {row['onnxruntime_real_time_factor']:.0f}x "
-                  f"({args.threads} thread(s), {args.seconds:g} s); max |diff| {row['max_abs_difference']:.2e}")
+                  f"({args.threads} thread(s), {args.seconds:g} s); max |diff| {row['max_abs_difference']:.2e}; "
+                  f"streaming at 20 ms: StreamingExtractor {row['stream_torch_real_time_factor']:.0f}x, onnxruntime graphs "
+                  f"{row['stream_onnxruntime_real_time_factor']:.0f}x (max |diff| {row['stream_max_abs_difference']:.2e})")
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"onnx-{time.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     data = {"cpu": _cpu(), "torch": torch.__version__, "onnxruntime": ort.__version__, "opset": OPSET,
