@@ -5,7 +5,7 @@ Offline graph (``export_onnx(run, "cpc.onnx")``)::
     waveform  float32 (batch, samples)       16 kHz, any length >= 465 samples
     features  float32 (batch, frames, dim)   frames = model.num_frames(samples); c_t or z_t
 
-Streaming (``streaming=True``; GRU/LSTM contexts): the exact push/flush scheme of
+Streaming (``streaming=True``): the exact push/flush scheme of
 :class:`cpc_speech.streaming.StreamingExtractor` with its state as explicit tensors, in a folder
 of two graphs (onnxruntime's recurrent operators cannot take zero frames, and a push may complete
 none, so the caller runs the context step only when the encoder step returned frames)::
@@ -16,8 +16,10 @@ none, so the caller runs the context step only when the encoder step returned fr
                layer's unconsumed input; start with zeros of that layer's padding length
       outputs  z (batch, new frames, channels), pending0_out..pending4_out
     context_step.onnx (layer "context")
-      inputs   z (batch, frames >= 1, channels), h (layers, batch, hidden) [c for an LSTM]
-      outputs  features (batch, frames, hidden), h_out [c_out]
+      inputs   z (batch, frames >= 1, channels) and the context state: h (layers, batch, hidden)
+               [c for an LSTM], or past0.. (batch, P_i, hidden) for a Transformer (each block's
+               last window - 1 inputs; start with P_i = 0)
+      outputs  features (batch, frames, hidden), h_out [c_out] or past0_out..
     streaming.json   the initial state shapes, opset, layer
 
 Feed each call's ``*_out`` tensors as the next call's inputs (:func:`initial_streaming_state`
@@ -132,15 +134,20 @@ class _StreamingEncoder(_Features):
 
 
 class _ContextStep(nn.Module):
-    """Recurrent context step: (z, h[, c]) -> (features, h_out[, c_out]); z needs >= 1 frame."""
+    """Context step: (z, state...) -> (features, state_out...); z needs >= 1 frame. State: h [c]
+    for a GRU/LSTM, each Transformer block's last ``window - 1`` inputs ``pastI`` otherwise."""
 
     def __init__(self, model):
         super().__init__()
-        self.rnn = model.context.rnn
+        self.kind = model.cfg.context.kind
+        self.context = model.context
 
-    def forward(self, z, h, *c):
-        y, state = self.rnn(z, (h, c[0]) if c else h)
-        return (y, *state) if isinstance(state, tuple) else (y, state)
+    def forward(self, z, *state):
+        if self.kind == "transformer":
+            c, new = self.context(z, list(state))
+            return (c, *new)
+        y, out = self.context.rnn(z, (state[0], state[1]) if len(state) == 2 else state[0])
+        return (y, *out) if isinstance(out, tuple) else (y, out)
 
 
 def state_names(model) -> List[str]:
@@ -149,8 +156,12 @@ def state_names(model) -> List[str]:
 
 
 def recurrent_names(model) -> List[str]:
-    """The context step graph's state inputs (outputs: the same names with ``_out``)."""
-    return ["h", "c"] if model.cfg.context.kind == "lstm" else ["h"]
+    """The context step graph's state inputs (outputs: the same names with ``_out``): ``h`` [``c``]
+    for a GRU/LSTM, ``past0``.. (one per block) for a Transformer."""
+    ctx = model.cfg.context
+    if ctx.kind == "transformer":
+        return [f"past{i}" for i in range(ctx.layers)]
+    return ["h", "c"] if ctx.kind == "lstm" else ["h"]
 
 
 def initial_streaming_state(model, batch: int = 1) -> Dict[str, np.ndarray]:
@@ -162,9 +173,10 @@ def initial_streaming_state(model, batch: int = 1) -> Dict[str, np.ndarray]:
     for i, p in enumerate(enc.paddings):
         out[f"pending{i}"] = np.zeros((batch, c_in, p), np.float32)
         c_in = enc.channels
-    if model.cfg.context.kind in ("gru", "lstm"):
-        for name in recurrent_names(model):
-            out[name] = np.zeros((model.cfg.context.layers, batch, model.cfg.context.hidden), np.float32)
+    ctx = model.cfg.context
+    for name in recurrent_names(model):
+        shape = (batch, 0, ctx.hidden) if ctx.kind == "transformer" else (ctx.layers, batch, ctx.hidden)
+        out[name] = np.zeros(shape, np.float32)
     return out
 
 
@@ -198,11 +210,8 @@ def export_onnx(source: Any, out: PathLike, layer: str = "context", streaming: b
         raise OnnxExportError(f"{out} exists (use --overwrite to replace it)")
     model = resolve_model(source, "cpu").eval()
     kind, norm = model.cfg.context.kind, model.cfg.encoder.norm
-    if streaming:
-        if norm == "instance":
-            raise OnnxExportError("an encoder with instance norm cannot be streamed (it normalises over the whole input)")
-        if layer == "context" and kind not in ("gru", "lstm"):
-            raise OnnxExportError(f"streaming ONNX export supports GRU/LSTM context networks, not {kind!r} (export the offline graph, or --layer encoder)")
+    if streaming and norm == "instance":
+        raise OnnxExportError("an encoder with instance norm cannot be streamed (it normalises over the whole input)")
     try:
         import onnx  # noqa: F401
     except ImportError:
@@ -235,10 +244,17 @@ def export_onnx(source: Any, out: PathLike, layer: str = "context", streaming: b
         rec = recurrent_names(model)
         z = torch.randn(1, 5, model.cfg.encoder.channels)
         dyn = {"z": {0: "batch", 1: "frames"}, "features": {0: "batch", 1: "frames"}}
-        for k in rec:
-            dyn[k] = {1: "batch"}
-            dyn[f"{k}_out"] = {1: "batch"}
-        _export(_ContextStep(model), (z, *[init[k] for k in rec]), out / CONTEXT_GRAPH, ["z", *rec], ["features", *[f"{k}_out" for k in rec]],
+        if kind == "transformer":  # (batch, past frames, hidden); traced with a non-empty past
+            example = [torch.randn(1, max(1, model.cfg.context.window - 1), model.cfg.context.hidden) for _ in rec]
+            for k in rec:
+                dyn[k] = {0: "batch", 1: f"{k}_len"}
+                dyn[f"{k}_out"] = {0: "batch", 1: f"{k}_out_len"}
+        else:  # (layers, batch, hidden)
+            example = [init[k] for k in rec]
+            for k in rec:
+                dyn[k] = {1: "batch"}
+                dyn[f"{k}_out"] = {1: "batch"}
+        _export(_ContextStep(model), (z, *example), out / CONTEXT_GRAPH, ["z", *rec], ["features", *[f"{k}_out" for k in rec]],
                 dyn, opset, what)
         info["context_graph"] = CONTEXT_GRAPH
     tmp = out / "streaming.json.tmp"

@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", required=True, help="bundle folder, or .onnx file")
     p.add_argument("--name", help="bundle: model name in the card (default: the run folder name)")
     p.add_argument("--layer", choices=("context", "encoder"), default="context", help="onnx: output c_t or z_t (default %(default)s)")
-    p.add_argument("--streaming", action="store_true", help="onnx: write the streaming graphs (encoder padding and GRU/LSTM state as inputs/outputs) into the folder OUT")
+    p.add_argument("--streaming", action="store_true", help="onnx: write the streaming graphs (encoder padding and context state as inputs/outputs) into the folder OUT")
     p.add_argument("--opset", type=int, default=None, help="onnx: opset version (default: cpc_speech.onnx_export.OPSET)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
