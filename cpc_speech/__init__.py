@@ -5,13 +5,14 @@ Public face:
 * :class:`CPCConfig` and :func:`preset` describe a model; :class:`CPCModel` is the network.
 * :func:`load_model` restores an eval-mode model from a checkpoint file or a run folder.
 * :func:`extract_features` turns a waveform (path, numpy array or tensor) into 10 ms frames.
+* :class:`StreamingExtractor` gives the same frames incrementally from pushed audio chunks.
 """
 
 __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING
 
-__all__ = ["__version__", "CPCConfig", "CPCModel", "preset", "load_model", "extract_features"]
+__all__ = ["__version__", "CPCConfig", "CPCModel", "preset", "load_model", "extract_features", "StreamingExtractor"]
 
 _LAZY = {
     "CPCConfig": ("cpc_speech.config", "CPCConfig"),
@@ -19,6 +20,7 @@ _LAZY = {
     "CPCModel": ("cpc_speech.model.cpc", "CPCModel"),
     "load_model": ("cpc_speech.checkpoint", "load_model"),
     "extract_features": ("cpc_speech.features", "extract_features"),
+    "StreamingExtractor": ("cpc_speech.streaming", "StreamingExtractor"),
 }
 
 
@@ -36,3 +38,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from cpc_speech.config import CPCConfig, preset
     from cpc_speech.features import extract_features
     from cpc_speech.model.cpc import CPCModel
+    from cpc_speech.streaming import StreamingExtractor

@@ -52,15 +52,17 @@ def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra
     return atomic_save(state, path)
 
 
-def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Load a checkpoint dict safely (``weights_only=True``) and check its format version."""
-    path = Path(path)
+def _torch_load(path: Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with a one-line error naming the file."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable cpc_speech checkpoint ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _checked_state(path: Path, state: Any) -> Dict[str, Any]:
     if not isinstance(state, dict) or "format_version" not in state or "model" not in state:
         raise CheckpointError(f"{path}: not a cpc_speech checkpoint (no format_version/model)")
     if state["format_version"] > FORMAT_VERSION:
@@ -70,8 +72,21 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     return state
 
 
+def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint dict safely (``weights_only=True``) and check its format version."""
+    path = Path(path)
+    return _checked_state(path, _torch_load(path, map_location))
+
+
+def _cpc_audio_latest(folder: Path) -> Optional[Path]:
+    """The highest-numbered ``checkpoint_<N>.pt`` of a CPC_audio training folder, if any."""
+    found = [(int(p.stem[len("checkpoint_"):]), p) for p in folder.glob("checkpoint_*.pt") if p.stem[len("checkpoint_"):].isdigit()]
+    return max(found)[1] if found else None
+
+
 def resolve_checkpoint(path: PathLike, which: str = "best") -> Path:
-    """A checkpoint file, or a run folder (its ``best.pt``, else ``last.pt``)."""
+    """A checkpoint file, a run folder (its ``best.pt``, else ``last.pt``), a model bundle folder
+    (its ``model.safetensors``) or a CPC_audio training folder (its last ``checkpoint_<N>.pt``)."""
     path = Path(path)
     if path.is_file():
         return path
@@ -80,6 +95,13 @@ def resolve_checkpoint(path: PathLike, which: str = "best") -> Path:
             candidate = path / "checkpoints" / f"{name}.pt"
             if candidate.is_file():
                 return candidate
+        from cpc_speech.bundle import WEIGHTS_NAME, is_bundle
+
+        if is_bundle(path):
+            return path / WEIGHTS_NAME
+        latest = _cpc_audio_latest(path)
+        if latest is not None:
+            return latest
         raise CheckpointError(f"{path}: run folder has no checkpoints/best.pt or checkpoints/last.pt")
     raise CheckpointError(f"no checkpoint file or run folder at {path}")
 
@@ -92,17 +114,30 @@ def model_config_from_state(state: Dict[str, Any]) -> CPCConfig:
 
 
 def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None, which: str = "best"):
-    """Load an eval-mode :class:`CPCModel` from a checkpoint file or a run folder."""
+    """Load an eval-mode :class:`CPCModel` from a checkpoint file, a run folder, a model bundle
+    (:mod:`cpc_speech.bundle`) or a CPC_audio checkpoint (:mod:`cpc_speech.cpc_audio`); the format
+    is detected from the contents."""
     from cpc_speech.model.cpc import CPCModel
 
     ckpt = resolve_checkpoint(path, which)
-    state = read_checkpoint(ckpt)
+    if ckpt.suffix == ".safetensors":
+        from cpc_speech.bundle import load_bundle
+
+        return load_bundle(ckpt.parent, device=device)
+    obj = _torch_load(ckpt)
+    from cpc_speech.cpc_audio import is_cpc_audio_checkpoint, load_cpc_audio
+
+    if is_cpc_audio_checkpoint(obj):
+        return load_cpc_audio(ckpt, obj, device=device)
+    state = _checked_state(ckpt, obj)
     model = CPCModel(model_config_from_state(state))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{ckpt}: weights do not fit the saved config ({str(exc).splitlines()[0]})") from None
     model.checkpoint_path = str(ckpt)
+    if isinstance(state.get("imported_from"), dict):  # written by cpc-speech import
+        model.import_info = state["imported_from"]
     return model.to(device or "cpu").eval()
 
 

@@ -38,6 +38,9 @@ class EncoderConfig:
     strides: Tuple[int, ...] = (5, 4, 2, 2, 2)
     paddings: Tuple[int, ...] = (3, 2, 1, 1, 1)
     norm: str = "channel"
+    # epsilon of the norm layers; imported CPC_audio channel norms use 1e-5 * (channels - 1) / channels
+    # (their unbiased variance folded into our biased form, cpc_speech.cpc_audio)
+    norm_eps: float = 1e-5
 
     def validate(self) -> None:
         if not (len(self.kernels) == len(self.strides) == len(self.paddings)) or not self.kernels:
@@ -46,6 +49,8 @@ class EncoderConfig:
             raise ValueError(f"encoder.norm must be one of {ENCODER_NORMS}, got {self.norm!r}")
         if self.channels < 1:
             raise ValueError("encoder.channels must be positive")
+        if not self.norm_eps > 0:
+            raise ValueError(f"encoder.norm_eps must be positive, got {self.norm_eps!r}")
 
 
 @dataclass

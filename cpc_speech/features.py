@@ -550,11 +550,12 @@ class CorpusFeatures:
         return load_feature_dir(self.out_dir, mmap=mmap)
 
 
-def _row_fields(row: Any) -> Tuple[str, str]:
+def _row_fields(row: Any) -> Tuple[str, Any]:
+    """(id, path), or (id, 16 kHz float32 numpy waveform) for rows that carry decoded audio."""
     if hasattr(row, "id") and hasattr(row, "path"):
         return str(row.id), str(row.path)
     uid, path = row[0], row[1]
-    return str(uid), str(path)
+    return str(uid), path if isinstance(path, np.ndarray) else str(path)
 
 
 def _safe_name(uid: str) -> str:
@@ -622,6 +623,8 @@ def _read_ahead(items: Sequence[Tuple[str, str]], min_samples: int, workers: int
     def read(item):
         uid, path = item
         try:
+            if isinstance(path, np.ndarray):  # decoded already (e.g. a datasets row)
+                return load_waveform(path, sample_rate=SAMPLE_RATE, min_samples=min_samples, name=uid)
             return read_audio(path, min_samples=min_samples)
         except AudioError as exc:
             return exc
@@ -652,6 +655,7 @@ def extract_corpus(
     ``(id, path)`` pairs) into ``out_dir`` (see the module docstring for the layout and caching).
 
     ``model``: a CPCModel, a checkpoint file or run folder, ``"mfcc"``, or a :class:`Featurizer`.
+    A row may carry a decoded 16 kHz waveform instead of a path: ``(id, numpy array)``.
     ``workers`` threads decode audio ahead of the model (0: read in the main thread);
     ``processes`` > 1 spreads the files over that many worker processes, each with its share of
     torch's threads. Features are saved file by file and the index every few seconds, so a killed

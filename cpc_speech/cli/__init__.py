@@ -1,6 +1,6 @@
 """``cpc-speech`` command line: one thin module per subcommand (parse, then delegate).
 
-Each module in ``SUBCOMMANDS`` defines ``register(subparsers)``, which adds its parser and sets
+Each module in ``SUBCOMMANDS`` (a module name; ``import_cmd`` registers ``import``) defines ``register(subparsers)``, which adds its parser and sets
 ``func`` to a ``run(args) -> int`` callable. Heavy imports happen inside ``run`` so ``--help`` is fast.
 """
 
@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from cpc_speech import __version__
 
-SUBCOMMANDS = ["synth", "prepare", "pretrain", "extract", "probe", "finetune", "report", "bench", "info"]
+SUBCOMMANDS = ["synth", "prepare", "pretrain", "extract", "probe", "finetune", "report", "bench", "info", "export", "import_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@
     cpc-speech prepare folder /data/wavs --speaker-depth 1 --out data/wavs.tsv
     cpc-speech prepare filelist files.txt --out data/list.tsv
     cpc-speech prepare hf /data/hf_dataset --speaker-column speaker_id --out data/hf.tsv
+    cpc-speech prepare lhotse data/lhotse/recordings.jsonl.gz --out data/lhotse.tsv
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-CORPORA = ("librispeech", "commonvoice", "folder", "filelist", "hf")
+CORPORA = ("librispeech", "commonvoice", "folder", "filelist", "hf", "lhotse")
 MAX_WARNINGS = 20  # printed one by one; the rest are counted
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "prepare",
-        help="build a manifest from LibriSpeech, Common Voice, a folder, a file list or a HF dataset",
+        help="build a manifest from LibriSpeech, Common Voice, a folder, a file list, a HF dataset or lhotse manifests",
         description="Build a manifest (TSV: id, path, speaker, num_samples, sample_rate) from a corpus on disk.",
     )
     corpora = p.add_subparsers(dest="corpus", metavar="CORPUS")
@@ -64,6 +65,11 @@ def register(sub) -> None:
     q.add_argument("--id-column", help="utterance id column (default: id, else the audio file name, else <split>-<row>)")
     q.add_argument("--audio-dir", help="where to write the 16 kHz FLACs (default: <MANIFEST name>_audio/ beside the manifest)")
     q.add_argument("--overwrite", action="store_true", help="re-decode even when a FLAC already exists")
+
+    q = corpora.add_parser("lhotse", help="lhotse recordings (+ supervisions) or cuts manifests; audio is not copied")
+    common(q, "recordings or cuts manifest (.jsonl.gz, .jsonl or .json)")
+    q.add_argument("--supervisions", metavar="FILE", help="supervisions manifest with the speakers (default: the file beside SOURCE named supervisions*)")
+    q.add_argument("--root", help="folder that relative audio paths are relative to (default: the current folder, as in lhotse)")
 
 
 class _Warnings:
@@ -140,6 +146,10 @@ def run(args) -> int:
                 overwrite=args.overwrite,
                 **kw,
             )
+        elif args.corpus == "lhotse":
+            from cpc_speech.corpora.lhotse import load_lhotse
+
+            result = load_lhotse(args.source, supervisions=args.supervisions, root=args.root, on_warning=warn)
         else:  # pragma: no cover - argparse restricts the choices
             raise ValueError(f"unknown corpus {args.corpus!r} (one of {', '.join(CORPORA)})")
     finally:

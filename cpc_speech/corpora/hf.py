@@ -5,7 +5,13 @@ Accepted sources:
 * a ``Dataset.save_to_disk`` folder (``state.json``, ``dataset_info.json``, ``data-*.arrow``);
 * a ``DatasetDict.save_to_disk`` folder (``dataset_dict.json`` and one such folder per split);
 * a folder of ``.parquet`` files (a hub snapshot: ``data/train-00000-of-00002.parquet`` or
-  ``<config>/train/0000.parquet``), or of ``.arrow`` files, or one such file.
+  ``<config>/train/0000.parquet``), or of ``.arrow`` files, or one such file;
+* a ``datasets.Dataset``, ``DatasetDict``, ``IterableDataset`` or ``IterableDatasetDict`` object
+  (Python API): its audio column is read undecoded (``Audio(decode=False)``) and decoded here.
+
+:func:`extract_dataset` extracts features straight from such an object (also a streaming
+``IterableDataset``), without writing audio files: blocks of rows go through
+:func:`cpc_speech.features.extract_corpus` into one feature folder.
 
 The files are read with pyarrow directly (no ``datasets`` import, no torchcodec): the audio column
 is a struct ``{bytes, path}`` (encoded file bytes, decoded here with soundfile) or
@@ -21,7 +27,7 @@ import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -194,6 +200,69 @@ def _pick_columns(schema, where: Path, audio_column, speaker_column, id_column, 
 
 
 # ---------------------------------------------------------------------------------------------
+# datasets objects in memory
+
+
+_DATASET_TYPES = ("Dataset", "DatasetDict", "IterableDataset", "IterableDatasetDict")
+
+
+def is_hf_dataset(obj) -> bool:
+    """Whether ``obj`` is a ``datasets`` (IterableDataset)Dataset(Dict) object."""
+    return type(obj).__name__ in _DATASET_TYPES and type(obj).__module__.startswith("datasets")
+
+
+def dataset_splits(obj) -> Dict[Optional[str], object]:
+    """``{split or None: dataset}`` of a datasets object."""
+    if type(obj).__name__ in ("DatasetDict", "IterableDatasetDict"):
+        return {str(name): ds for name, ds in obj.items()}
+    return {None: obj}
+
+
+def _has_data(item) -> bool:
+    return bool(item) if isinstance(item, list) else True
+
+
+def _dataset_schema(ds, where: str):
+    """The pyarrow schema of a dataset's features (the first row's when they are unknown, as for
+    some streaming datasets)."""
+    pa = _pyarrow()
+    if ds.features is not None:
+        return ds.features.arrow_schema
+    first = next(iter(_undecoded(ds, None)), None)
+    if first is None:
+        raise ValueError(f"{where}: the dataset has no rows")
+    return pa.schema([(k, pa.struct([("bytes", pa.binary()), ("path", pa.string())]) if isinstance(v, dict) and "bytes" in v else pa.string()) for k, v in first.items()])
+
+
+def _undecoded(ds, audio_column: Optional[str]):
+    """``ds`` with its Audio column(s) not decoded (datasets would decode with torchcodec)."""
+    features = getattr(ds, "features", None)
+    if not features:
+        return ds
+    for name, feature in features.items():
+        if type(feature).__name__ == "Audio" and getattr(feature, "decode", False) and (audio_column is None or name == audio_column):
+            ds = ds.cast_column(name, type(feature)(sampling_rate=getattr(feature, "sampling_rate", None), decode=False))
+    return ds
+
+
+def _column_batches(source, columns: List[str], audio_column: str) -> Iterator[Tuple[str, Dict[str, list]]]:
+    """(label for messages, {column: values}) blocks of a list of arrow/parquet files or of a
+    datasets object."""
+    if isinstance(source, list):
+        for path in source:
+            schema_names = _schema(path).names
+            for c in columns:
+                if c not in schema_names:
+                    raise ValueError(f"{path}: no column {c!r} (columns: {', '.join(schema_names)})")
+            for batch in _batches(path, columns):
+                yield path.name, {c: batch.column(c).to_pylist() for c in columns}
+        return
+    ds = _undecoded(source, audio_column)
+    for batch in ds.iter(batch_size=_CHUNK):
+        yield "dataset", {c: list(batch[c]) for c in columns}
+
+
+# ---------------------------------------------------------------------------------------------
 # decoding
 
 
@@ -242,8 +311,70 @@ def _clean(value) -> str:
     return str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ").strip()
 
 
+class _Cell(NamedTuple):
+    uid: str
+    split: Optional[str]
+    fname: str  # file stem, unique per split folder (case-insensitive)
+    value: object  # the audio cell
+    where: str  # for messages
+    speaker: str
+
+
+def _cell_batches(files, source_name: str, audio_column, speaker_column, id_column, warn) -> Iterator[List[_Cell]]:
+    """Blocks of rows of every split, with unique ids (see :func:`load_hf` for the rules)."""
+    ids_taken: set = set()
+    names_taken: set = set()
+    renamed = 0
+    for split, paths in files.items():
+        if not _has_data(paths):
+            warn(f"{source_name}: split {split or '(unnamed)'} has no data files")
+            continue
+        first = paths[0] if isinstance(paths, list) else paths
+        schema_of = _schema(first) if isinstance(first, Path) else _dataset_schema(first, source_name)
+        cols = _pick_columns(schema_of, first if isinstance(first, Path) else f"{source_name} split {split or '(unnamed)'}",
+                             audio_column, speaker_column, id_column, warn)
+        a_col, s_col, i_col = cols
+        index = 0
+        wanted_cols = [c for c in dict.fromkeys(cols) if c is not None]
+        for label, batch in _column_batches(paths, wanted_cols, a_col):
+            audio = batch[a_col]
+            spks = batch[s_col] if s_col else [None] * len(audio)
+            given_ids = batch[i_col] if i_col else [None] * len(audio)
+            cells = []
+            for value, spk, gid in zip(audio, spks, given_ids):
+                where = f"{label} row {index}"
+                if gid is not None and _clean(gid):
+                    uid = _clean(gid)
+                elif isinstance(value, dict) and value.get("path"):
+                    uid = _clean(Path(str(value["path"])).stem) or f"{split or 'utt'}-{index:08d}"
+                else:
+                    uid = f"{split or 'utt'}-{index:08d}"
+                if uid in ids_taken:
+                    base, n = uid, 1
+                    while uid in ids_taken:
+                        uid = f"{base}-{n}"
+                        n += 1
+                    renamed += 1
+                ids_taken.add(uid)
+                fname = _safe_name(uid)
+                folder = _safe_name(split) if split else None
+                key = (folder, fname.lower())
+                n = 1
+                while key in names_taken:
+                    fname = f"{_safe_name(uid)}-{n}"
+                    key = (folder, fname.lower())
+                    n += 1
+                names_taken.add(key)
+                speaker = UNKNOWN_SPEAKER if spk is None or not _clean(spk) else _clean(spk)
+                cells.append(_Cell(uid, split, fname, value, f"{source_name}: {where} (id {uid})", speaker))
+                index += 1
+            yield cells
+    if renamed:
+        warn(f"{renamed} duplicate utterance id(s) were made unique with a -N suffix")
+
+
 def load_hf(
-    source: Union[str, Path],
+    source: Union[str, Path, object],
     audio_dir: Union[str, Path],
     *,
     splits: Union[None, str, Sequence[str]] = None,
@@ -257,29 +388,34 @@ def load_hf(
 ) -> List[Utterance]:
     """Decode a local Hugging Face dataset, write 16 kHz FLACs into ``audio_dir`` and return rows.
 
-    ``splits`` selects splits (default: all). The speaker column defaults to the first of
+    ``source``: a dataset on disk (see the module docstring) or a ``datasets`` object
+    (``Dataset``, ``DatasetDict``, ``IterableDataset``, ``IterableDatasetDict``). ``splits`` selects splits (default: all). The speaker column defaults to the first of
     :data:`SPEAKER_COLUMNS` present (else ``unknown``, with a warning); the id column to the first
     of :data:`ID_COLUMNS` present, else the audio file name, else ``<split>-<row>``. Existing FLACs
     are reused unless ``overwrite``. Rows that do not decode are skipped with a warning each, then
     one with the count. Decoding runs in ``workers`` threads.
     """
     warn = _warner(on_warning)
-    source = Path(source).expanduser()
-    files = find_data_files(source)
+    if is_hf_dataset(source):
+        files = dataset_splits(source)
+        base_dir = None
+        source_name = f"<{type(source).__name__}>"
+    else:
+        source = Path(source).expanduser()
+        files = find_data_files(source)
+        base_dir = source if source.is_dir() else source.parent
+        source_name = str(source)
     wanted = parse_name_list(splits)
     if wanted is not None:
         present = [s for s in files if s is not None]
         for s in wanted:
             if s not in files:
-                raise ValueError(f"{source}: no split {s!r} (splits: {', '.join(present) or 'none: a single unnamed split'})")
+                raise ValueError(f"{source_name}: no split {s!r} (splits: {', '.join(present) or 'none: a single unnamed split'})")
         files = {s: files[s] for s in wanted}
     audio_dir = Path(audio_dir).expanduser().resolve()
-    base_dir = source if source.is_dir() else source.parent
 
     rows: List[Utterance] = []
-    ids_taken: set = set()
-    names_taken: set = set()
-    failed = total = renamed = 0
+    failed = total = 0
     bar = None
     if progress:
         from tqdm import tqdm
@@ -303,67 +439,98 @@ def load_hf(
         return int(wav.shape[0])
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for split, paths in files.items():
-            if not paths:
-                warn(f"{source}: split {split or '(unnamed)'} has no data files")
-                continue
-            cols = _pick_columns(_schema(paths[0]), paths[0], audio_column, speaker_column, id_column, warn)
-            a_col, s_col, i_col = cols
-            out_dir = audio_dir / _safe_name(split) if split else audio_dir
-            index = 0
-            for path in paths:
-                wanted_cols = [c for c in dict.fromkeys(cols) if c is not None]
-                schema_names = _schema(path).names
-                for c in wanted_cols:
-                    if c not in schema_names:
-                        raise ValueError(f"{path}: no column {c!r} (columns: {', '.join(schema_names)})")
-                for batch in _batches(path, wanted_cols):
-                    audio = batch.column(a_col).to_pylist()
-                    spks = batch.column(s_col).to_pylist() if s_col else [None] * len(audio)
-                    given_ids = batch.column(i_col).to_pylist() if i_col else [None] * len(audio)
-                    jobs, meta = [], []
-                    for value, spk, gid in zip(audio, spks, given_ids):
-                        where = f"{path.name} row {index}"
-                        if gid is not None and _clean(gid):
-                            uid = _clean(gid)
-                        elif isinstance(value, dict) and value.get("path"):
-                            uid = _clean(Path(str(value["path"])).stem) or f"{split or 'utt'}-{index:08d}"
-                        else:
-                            uid = f"{split or 'utt'}-{index:08d}"
-                        if uid in ids_taken:
-                            base, n = uid, 1
-                            while uid in ids_taken:
-                                uid = f"{base}-{n}"
-                                n += 1
-                            renamed += 1
-                        ids_taken.add(uid)
-                        fname = _safe_name(uid)
-                        key = (str(out_dir), fname.lower())
-                        n = 1
-                        while key in names_taken:
-                            fname = f"{_safe_name(uid)}-{n}"
-                            key = (str(out_dir), fname.lower())
-                            n += 1
-                        names_taken.add(key)
-                        out = out_dir / f"{fname}.flac"
-                        jobs.append((uid, out, value, f"{source}: {where} (id {uid})"))
-                        meta.append((uid, out, UNKNOWN_SPEAKER if spk is None or not _clean(spk) else _clean(spk)))
-                        index += 1
-                    for (uid, out, spk), result in zip(meta, pool.map(work, jobs)):
-                        total += 1
-                        if isinstance(result, Exception):
-                            failed += 1
-                            warn(f"skipping {result}")
-                        else:
-                            rows.append(Utterance(uid, str(out), spk, result, SAMPLE_RATE))
-                    if bar is not None:
-                        bar.update(len(jobs))
+        for cells in _cell_batches(files, source_name, audio_column, speaker_column, id_column, warn):
+            jobs = [(c.uid, (audio_dir / _safe_name(c.split) if c.split else audio_dir) / f"{c.fname}.flac", c.value, c.where) for c in cells]
+            for cell, job, result in zip(cells, jobs, pool.map(work, jobs)):
+                total += 1
+                if isinstance(result, Exception):
+                    failed += 1
+                    warn(f"skipping {result}")
+                else:
+                    rows.append(Utterance(cell.uid, str(job[1]), cell.speaker, result, SAMPLE_RATE))
+            if bar is not None:
+                bar.update(len(jobs))
     if bar is not None:
         bar.close()
-    if renamed:
-        warn(f"{renamed} duplicate utterance id(s) were made unique with a -N suffix")
     if failed:
         warn(f"skipped {failed} of {total} row(s) whose audio could not be decoded")
     if not rows:
-        raise ValueError(f"no usable audio rows in {source}")
+        raise ValueError(f"no usable audio rows in {source_name}")
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# features straight from a dataset object
+
+
+def dataset_audio(source, *, splits=None, audio_column: Optional[str] = None, speaker_column: Optional[str] = None,
+                  id_column: Optional[str] = None, on_warning: Warn = None) -> Iterator[Tuple[str, str, Any]]:
+    """``(id, speaker, 16 kHz float32 waveform or AudioError)`` of each row of a datasets object
+    (also a streaming ``IterableDataset``) or a dataset on disk, in order, decoded lazily."""
+    warn = _warner(on_warning)
+    files = dataset_splits(source) if is_hf_dataset(source) else find_data_files(Path(source).expanduser())
+    wanted = parse_name_list(splits)
+    if wanted is not None:
+        missing = [s for s in wanted if s not in files]
+        if missing:
+            raise ValueError(f"no split {missing[0]!r} (splits: {', '.join(str(s) for s in files)})")
+        files = {s: files[s] for s in wanted}
+    base_dir = None if is_hf_dataset(source) else (Path(source) if Path(source).is_dir() else Path(source).parent)
+    name = f"<{type(source).__name__}>" if is_hf_dataset(source) else str(source)
+    for cells in _cell_batches(files, name, audio_column, speaker_column, id_column, warn):
+        for cell in cells:
+            try:
+                yield cell.uid, cell.speaker, decode_audio_value(cell.value, cell.where, base_dir)
+            except AudioError as exc:
+                yield cell.uid, cell.speaker, exc
+
+
+def extract_dataset(model, source, out_dir, *, layer: str = "context", block_rows: int = 64, splits=None,
+                    audio_column: Optional[str] = None, speaker_column: Optional[str] = None, id_column: Optional[str] = None,
+                    on_warning: Warn = None, **extract_kwargs):
+    """Features of every row of a datasets object (or a dataset on disk) into the feature folder
+    ``out_dir`` (layout of :func:`cpc_speech.features.extract_corpus`), without writing audio:
+    rows are decoded in blocks of ``block_rows`` (bounded memory, also for a streaming
+    ``IterableDataset``). Returns the :class:`~cpc_speech.features.CorpusFeatures` of all blocks."""
+    import time
+
+    from cpc_speech.features import CorpusFeatures, Featurizer, extract_corpus, make_featurizer
+
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    t0 = time.time()
+    feat = model if isinstance(model, Featurizer) else make_featurizer(model, layer, extract_kwargs.pop("mode", "frames"),
+                                                                         extract_kwargs.pop("device", None))
+    extract_kwargs.setdefault("progress", False)
+    extract_kwargs.setdefault("workers", 0)
+    ids: List[str] = []
+    computed = cached = 0
+    skipped: List[Tuple[str, str]] = []
+    audio_seconds = 0.0
+    block: List[Tuple[str, Any]] = []
+
+    def run_block() -> None:
+        nonlocal computed, cached, audio_seconds
+        good = [(u, w) for u, w in block if not isinstance(w, Exception)]
+        for u, w in block:
+            if isinstance(w, Exception):
+                skipped.append((u, str(w)))
+                _warner(on_warning)(f"skipping {w}")
+        if good:
+            res = extract_corpus(feat, good, out_dir, **extract_kwargs)
+            ids.extend(res.ids)
+            computed += res.computed
+            cached += res.cached
+            skipped.extend(res.skipped)
+            audio_seconds += res.audio_seconds
+        block.clear()
+
+    for uid, _speaker, wav in dataset_audio(source, splits=splits, audio_column=audio_column, speaker_column=speaker_column,
+                                            id_column=id_column, on_warning=on_warning):
+        block.append((uid, wav))
+        if len(block) >= block_rows:
+            run_block()
+    run_block()
+    if not ids and not skipped:
+        raise ValueError("the dataset has no rows")
+    return CorpusFeatures(Path(out_dir), ids, computed, cached, skipped, time.time() - t0, audio_seconds)

@@ -16,12 +16,15 @@ from cpc_speech.model.strided_conv import StridedConv1d, relu_padded
 
 
 class ChannelNorm(nn.Module):
-    """Per-frame normalisation over channels with a learned per-channel affine (CPC_audio's
-    channel norm; biased variance).
+    """Per-frame normalisation over channels with a learned per-channel affine (the channel norm of
+    CPC_audio's encoder, in the biased-variance form of ``layer_norm``).
 
     Input and output (batch, frames, channels). Each frame is normalised on its own, so the result
-    does not depend on the other frames (streaming-safe). Computed as ``layer_norm`` over the
-    channel axis; the parameters keep the (1, channels, 1) shape of earlier checkpoints.
+    does not depend on the other frames (streaming-safe). The parameters keep the (1, channels, 1)
+    shape of earlier checkpoints. CPC_audio divides by the *unbiased* variance over the C channels
+    (``x.var(dim=1)``); since var_unbiased = var_biased * C / (C - 1), its layer equals this one with
+    ``weight * sqrt((C - 1) / C)`` and ``eps * (C - 1) / C``, which is how checkpoints are imported
+    (:mod:`cpc_speech.cpc_audio`).
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -49,14 +52,14 @@ class FrameInstanceNorm(nn.InstanceNorm1d):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
-def make_norm(kind: str, channels: int) -> nn.Module:
+def make_norm(kind: str, channels: int, eps: float = 1e-5) -> nn.Module:
     """Normalisation layer for (batch, frames, channels) tensors."""
     if kind == "channel":
-        return ChannelNorm(channels)
+        return ChannelNorm(channels, eps)
     if kind == "batch":
-        return FrameBatchNorm(channels)
+        return FrameBatchNorm(channels, eps=eps)
     if kind == "instance":
-        return FrameInstanceNorm(channels, affine=True)
+        return FrameInstanceNorm(channels, eps=eps, affine=True)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown encoder norm {kind!r}")
@@ -75,7 +78,7 @@ class Encoder(nn.Module):
         layers = []
         in_ch = 1
         for k, s, p in zip(cfg.kernels, cfg.strides, cfg.paddings):
-            layers += [StridedConv1d(in_ch, cfg.channels, k, stride=s, padding=p), make_norm(cfg.norm, cfg.channels), nn.ReLU(inplace=True)]
+            layers += [StridedConv1d(in_ch, cfg.channels, k, stride=s, padding=p), make_norm(cfg.norm, cfg.channels, cfg.norm_eps), nn.ReLU(inplace=True)]
             in_ch = cfg.channels
         self.layers = nn.Sequential(*layers)
 
