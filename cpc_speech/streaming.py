@@ -5,8 +5,9 @@
         frames = stream.push(chunk)                         # (new frames, dim), maybe 0 rows
     frames = stream.flush()                                  # the last frames (they see the end)
 
-The concatenation of every ``push`` and the final ``flush`` equals ``extract_features`` on the
-whole signal (to float rounding), for any chunk sizes. Each encoder layer keeps the tail of its
+The concatenation of every ``push`` and the final ``flush`` equals ``extract_features(...,
+precision="fp32")`` on the whole signal (to float rounding), for any chunk sizes: streaming runs in
+float32 (its small per-chunk products gain little from bf16). Each encoder layer keeps the tail of its
 input that its next outputs still need (and the zero padding at the start, then at the end on
 ``flush``), computes only outputs whose input window is complete, and passes them through its norm
 and ReLU to the next layer; the context network carries its streaming state (GRU/LSTM hidden

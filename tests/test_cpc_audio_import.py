@@ -1,6 +1,8 @@
 """CPC_audio checkpoints: layout built here from CPC_audio's documented format (random weights),
 features compared with a reference forward pass written below in plain torch ops."""
 
+import functools
+
 import json
 import math
 from collections import OrderedDict
@@ -13,6 +15,9 @@ import torch.nn.functional as F
 import cpc_speech
 from cpc_speech.checkpoint import CheckpointError
 from cpc_speech.cli import main
+
+# float32 references: these tests check exactness against one float32 pass on any CPU
+extract_fp32 = functools.partial(cpc_speech.extract_features, precision="fp32")
 
 KERNELS, STRIDES, PADDINGS = (10, 8, 4, 4, 4), (5, 4, 2, 2, 2), (3, 2, 1, 1, 1)
 C, H = 16, 24
@@ -141,8 +146,8 @@ def test_features_match_reference_forward(tmp_path, norm, ar, levels, known, leg
         wav = waveform(n)
         z_ref, c_ref = reference_forward(state, norm, ar, levels, wav)
         assert z_ref.shape[0] == (n + 1) // 160  # CPC_audio's frame count
-        z = cpc_speech.extract_features(wav, sample_rate=16000, model=model, layer="encoder")
-        c = cpc_speech.extract_features(wav, sample_rate=16000, model=model, layer="context")
+        z = extract_fp32(wav, sample_rate=16000, model=model, layer="encoder")
+        c = extract_fp32(wav, sample_rate=16000, model=model, layer="context")
         assert z.shape == z_ref.shape and c.shape == c_ref.shape
         assert np.abs(z - z_ref).max() <= 1e-4 * max(1.0, np.abs(z_ref).max())
         assert np.abs(c - c_ref).max() <= 1e-4
@@ -173,8 +178,8 @@ def test_linear_heads_imported_and_cli_import(tmp_path, capsys):
     again = cpc_speech.load_model(tmp_path / "imported")
     wav = waveform(6000, seed=4)
     np.testing.assert_array_equal(
-        cpc_speech.extract_features(wav, sample_rate=16000, model=again),
-        cpc_speech.extract_features(wav, sample_rate=16000, model=model),
+        extract_fp32(wav, sample_rate=16000, model=again),
+        extract_fp32(wav, sample_rate=16000, model=model),
     )
     assert main(["import", "cpc_audio", str(path), "--out", str(tmp_path / "imported")]) == 2  # exists
     assert "exists" in capsys.readouterr().err
@@ -229,7 +234,7 @@ def test_imported_run_exports_a_bundle_with_its_origin(tmp_path):
     assert "prediction heads not imported" in card
     wav = waveform(7000, seed=6)
     _, c_ref = reference_forward(state, "batchNorm", "LSTM", 1, wav)
-    c = cpc_speech.extract_features(wav, sample_rate=16000, model=cpc_speech.load_model(tmp_path / "bundle"))
+    c = extract_fp32(wav, sample_rate=16000, model=cpc_speech.load_model(tmp_path / "bundle"))
     assert np.abs(c - c_ref).max() <= 1e-4
 
 
@@ -245,8 +250,8 @@ def test_best_state_and_keeping_the_first_context_layers(tmp_path, capsys):
     model = cpc_speech.load_model(tmp_path / "l2")
     assert model.cfg.context.layers == 2
     _, c_ref = reference_forward(best, "layerNorm", "LSTM", 2, wav)  # the 2nd layer's outputs of the best state
-    assert np.abs(cpc_speech.extract_features(wav, sample_rate=16000, model=model) - c_ref).max() <= 1e-4
+    assert np.abs(extract_fp32(wav, sample_rate=16000, model=model) - c_ref).max() <= 1e-4
     _, c_last = reference_forward(last, "layerNorm", "LSTM", 3, wav)
-    assert np.abs(cpc_speech.extract_features(wav, sample_rate=16000, model=cpc_speech.load_model(folder)) - c_last).max() <= 1e-4
+    assert np.abs(extract_fp32(wav, sample_rate=16000, model=cpc_speech.load_model(folder)) - c_last).max() <= 1e-4
     assert main(["import", "cpc_audio", str(folder), "--out", str(tmp_path / "x"), "--context-layers", "4"]) == 2
     assert "between 1 and 3" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Data in place: datasets objects (also streaming) and lhotse manifests, without copying audio."""
 
+import functools
+
 import gzip
 import io
 import json
@@ -16,6 +18,9 @@ from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig
 from cpc_speech.corpora.lhotse import load_lhotse
 from cpc_speech.corpora.manifest import read_manifest
 from cpc_speech.model.cpc import CPCModel
+
+# float32 references: these tests check exactness against one float32 pass on any CPU
+extract_fp32 = functools.partial(cpc_speech.extract_features, precision="fp32")
 
 
 def tone(n, rate, freq=220.0, seed=0):
@@ -68,15 +73,15 @@ def test_extract_dataset_streaming_equals_files(tmp_path):
     model = small_model()
     streaming = ds.to_iterable_dataset()
     assert type(streaming).__name__ == "IterableDataset"
-    res = extract_dataset(model, streaming, tmp_path / "feats", block_rows=2)
+    res = extract_dataset(model, streaming, tmp_path / "feats", block_rows=2, precision="fp32")
     assert res.ids == ["a-0", "a-1", "b-0"] and res.computed == 3
     feats = cpc_speech.features.load_feature_dir(tmp_path / "feats")
     for i, (uid, _, rate, n, fmt) in enumerate(ROWS):
         wav = sf.read(io.BytesIO(flac_bytes(tone(n, rate, seed=i), rate, fmt)), dtype="float32")[0]
-        ref = cpc_speech.extract_features(wav, sample_rate=rate, model=model)
+        ref = extract_fp32(wav, sample_rate=rate, model=model)
         assert feats[uid].shape == ref.shape
         np.testing.assert_allclose(feats[uid], ref, atol=1e-5)
-    again = extract_dataset(model, ds, tmp_path / "feats", block_rows=2)  # same model: all cached
+    again = extract_dataset(model, ds, tmp_path / "feats", block_rows=2, precision="fp32")  # same model: all cached
     assert again.cached == 3 and again.computed == 0
 
 

@@ -1,5 +1,7 @@
 """ONNX export: onnxruntime outputs equal torch's (offline and streaming graphs)."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,9 @@ from cpc_speech.model.cpc import CPCModel
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 from cpc_speech.onnx_export import OnnxExportError, export_onnx, initial_streaming_state, recurrent_names, state_names  # noqa: E402
+
+# float32 references: these tests check exactness against one float32 pass on any CPU
+extract_fp32 = functools.partial(cpc_speech.extract_features, precision="fp32")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,14 +45,14 @@ def test_offline_graph_matches_torch(tmp_path, norm, kind, layer):
     rng = np.random.default_rng(1)
     for n in (465, 8159, 20000):  # dynamic length, not the export example's
         wav = (0.3 * rng.standard_normal(n)).astype(np.float32)
-        ref = cpc_speech.extract_features(wav, sample_rate=16000, model=model, layer=layer)
+        ref = extract_fp32(wav, sample_rate=16000, model=model, layer=layer)
         (got,) = sess.run(None, {"waveform": wav[None]})
         assert got.shape == (1,) + ref.shape
         assert np.abs(got[0] - ref).max() <= 1e-4
     batch = (0.3 * rng.standard_normal((3, 4000))).astype(np.float32)
     (got,) = sess.run(None, {"waveform": batch})
     for row in range(3):
-        ref = cpc_speech.extract_features(batch[row], sample_rate=16000, model=model, layer=layer)
+        ref = extract_fp32(batch[row], sample_rate=16000, model=model, layer=layer)
         assert np.abs(got[row] - ref).max() <= 1e-4
 
 
@@ -59,7 +64,7 @@ def test_streaming_graphs_match_offline(tmp_path, norm, kind):
     pend_names, rec_names = state_names(model), recurrent_names(model)
     rng = np.random.default_rng(2)
     wav = (0.3 * rng.standard_normal(9000)).astype(np.float32)
-    ref = cpc_speech.extract_features(wav, sample_rate=16000, model=model)
+    ref = extract_fp32(wav, sample_rate=16000, model=model)
     state = initial_streaming_state(model)
     pending = {k: state[k] for k in pend_names}
     rec = {k: state[k] for k in rec_names}

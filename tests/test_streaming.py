@@ -1,5 +1,7 @@
 """StreamingExtractor: pushed chunks of random sizes give extract_features' frames."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,9 @@ import cpc_speech
 from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig
 from cpc_speech.model.cpc import CPCModel
 from cpc_speech.streaming import StreamingError, StreamingExtractor
+
+# float32 references: these tests check exactness against one float32 pass on any CPU
+extract_fp32 = functools.partial(cpc_speech.extract_features, precision="fp32")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +44,7 @@ def test_random_chunkings_equal_offline(norm, kind, layer):
     rng = np.random.default_rng(hash((norm, kind, layer)) % 2**32)
     for n, max_len in ((3211, 50), (9000, 4000), (48000, 48000)):
         wav = (0.3 * rng.standard_normal(n)).astype(np.float32)
-        offline = cpc_speech.extract_features(wav, sample_rate=16000, model=model, layer=layer)
+        offline = extract_fp32(wav, sample_rate=16000, model=model, layer=layer)
         stream = StreamingExtractor(model, layer=layer)
         pieces = [stream.push(c) for c in random_chunks(wav, rng, max_len)]
         pieces.append(stream.flush())
@@ -74,7 +79,7 @@ def test_minutes_in_second_long_pushes():
     model = small_model("channel", "gru", seed=3)
     rng = np.random.default_rng(7)
     wav = (0.3 * rng.standard_normal(16000 * 75)).astype(np.float32)  # 75 s: chunked offline path
-    offline = cpc_speech.extract_features(wav, sample_rate=16000, model=model)
+    offline = extract_fp32(wav, sample_rate=16000, model=model)
     stream = StreamingExtractor(model)
     cuts = np.cumsum(rng.integers(1, 16000 * 20, size=20))
     pieces = [stream.push(c) for c in np.split(wav, cuts[cuts < wav.size])] + [stream.flush()]

@@ -499,8 +499,9 @@ def extract_dataset(model, source, out_dir, *, layer: str = "context", block_row
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
     t0 = time.time()
-    feat = model if isinstance(model, Featurizer) else make_featurizer(model, layer, extract_kwargs.pop("mode", "frames"),
-                                                                         extract_kwargs.pop("device", None))
+    feat = model if isinstance(model, Featurizer) else make_featurizer(
+        model, layer, extract_kwargs.pop("mode", "frames"), extract_kwargs.pop("device", None),
+        precision=extract_kwargs.pop("precision", "auto"))
     extract_kwargs.setdefault("progress", False)
     extract_kwargs.setdefault("workers", 0)
     ids: List[str] = []
