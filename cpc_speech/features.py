@@ -500,7 +500,7 @@ def _featurize(feat: Featurizer, arrays: List[np.ndarray], batch_seconds: float,
             if win:
                 per = win // 160
                 k = f.shape[0] // per
-                f = f[: k * per].reshape(k, per, -1).mean(axis=1)
+                f = f[: k * per].reshape(k, per, f.shape[1]).mean(axis=1)  # (0, dim) for a clip shorter than a window
             out.append(f.astype(np.float32))
         return out
     precision = feat.resolved_precision()

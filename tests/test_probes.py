@@ -380,3 +380,25 @@ def test_mfcc_phone_probe_on_espeak_corpus(tmp_path):
                           root / "train_split.txt", root / "test_split.txt", root / "phones.txt", baselines=("mfcc",),
                           cache_dir=tmp_path / "cache", fit=FitConfig(max_epochs=10), progress=False, log=lambda m: None)
     assert res["results"]["mfcc"]["accuracy"] >= res["majority"]["accuracy"] + 0.25, res["majority"]
+
+
+def test_window_protocol_counts_clips_shorter_than_a_window(labelled_tones, tiny_checkpoint, tmp_path):
+    """Utterances of 48-250 frames against 120-frame windows: the short ones give no window (MFCC
+    used to fail reshaping them); they are counted and warned about, the rest is probed."""
+    from cpc_speech.corpora.manifest import read_manifest
+
+    rows = read_manifest(labelled_tones / "manifest.tsv")
+    short = sum(r.num_samples // 160 < 120 for r in rows)
+    assert 0 < short < len(rows)
+    fit = FitConfig(batch_size=16, max_epochs=20, weight_decays=(0.0,))
+    logged = []
+    with pytest.warns(UserWarning) as record:
+        res = run_speaker_probe(tiny_checkpoint, labelled_tones / "manifest.tsv", protocol="window", window_frames=120,
+                                holdout_fraction=0.3, baselines=("mfcc",), fit=fit, progress=False, log=logged.append,
+                                cache_dir=tmp_path / "cache")
+    messages = [str(w.message) for w in record]
+    assert not any("failed" in m or "skipping" in m for m in messages), messages  # short is not broken
+    assert sum("shorter than one 120-frame window" in m for m in messages) == 2  # model and MFCC
+    for entry in res["results"].values():
+        assert entry["short_utterances"] == short  # every utterance is in train or test
+        assert entry["test_examples"] > 0 and entry["test_frames"] == 120 * entry["test_examples"]

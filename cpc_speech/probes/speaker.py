@@ -141,6 +141,11 @@ def run_speaker_probe(
         fit_ids, dev_ids = carve_dev(tr, dev_fraction, seed, groups=speaker)
         if not dev_ids:
             raise LabelError(f"{train.path}: no speaker has 2 or more train utterances: cannot carve a dev split")
+        short = [u for u in tr + te if np.asarray(feats[u]).shape[0] == 0]
+        if short:
+            warn(f"{feat.name}: {len(short)} utterance(s) shorter than one "
+                 + (f"{window_frames}-frame window" if protocol == "window" else "frame")
+                 + f" give no {protocol} example (e.g. {short[0]!r}); counted as short_utterances")
         fit_d, fit_fr = _examples(fit_ids, feats, protocol, cls, speaker)
         dev_d, dev_fr = _examples(dev_ids, feats, protocol, cls, speaker)
         test_d, test_fr = _examples(te, feats, protocol, cls, speaker)
@@ -158,6 +163,7 @@ def run_speaker_probe(
             "fit_utterances": len(fit_ids), "fit_frames": fit_fr, "fit_examples": len(fit_d),
             "dev_utterances": len(dev_ids), "dev_frames": dev_fr, "dev_examples": len(dev_d),
             "test_utterances": len(te), "test_frames": test_fr, "test_examples": len(test_d),
+            "short_utterances": len(short),
             "speakers": len(cls),
         }
         results[feat.name] = result_entry(outcome, test_d, names, sizes, int(fit_d.X.shape[1]))
