@@ -41,11 +41,18 @@ def resampled_length(num_samples: int, rate_in: int, rate_out: int = SAMPLE_RATE
     return (2 * int(num_samples) * int(rate_out) + int(rate_in)) // (2 * int(rate_in))
 
 
-def audio_info(path: Union[str, Path]) -> AudioInfo:
-    """Read the header only (fast)."""
+def _existing_file(path: Union[str, Path]) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
     if not path.is_file():
         raise AudioError(f"{path}: file not found")
+    return path
+
+
+def audio_info(path: Union[str, Path]) -> AudioInfo:
+    """Read the header only (fast)."""
+    path = _existing_file(path)
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
@@ -97,9 +104,7 @@ def read_audio(path: Union[str, Path], min_samples: int = 1, start: int = 0, sto
     ``start``/``stop`` select a segment in 16 kHz samples (read directly from disk for 16 kHz files,
     cut after resampling otherwise).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: file not found")
+    path = _existing_file(path)
     try:
         with sf.SoundFile(str(path)) as f:
             rate = f.samplerate

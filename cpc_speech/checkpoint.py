@@ -9,13 +9,18 @@ A checkpoint file is a ``torch.save`` of a dict holding only tensors and plain P
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
 
+from cpc_speech.atomic import atomic_write_bytes
 from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict, from_dict, to_dict
 
 FORMAT_VERSION = 1
@@ -28,16 +33,12 @@ class CheckpointError(ValueError):
 
 def atomic_save(obj: Dict[str, Any], path: PathLike) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a
-    half-written checkpoint under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    half-written checkpoint under the final name. The bytes are serialised in memory first, so a
+    full disk is an ``OSError`` (ENOSPC) naming ``path`` rather than a torch-internal message, and
+    the temporary file is removed."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer(), fsync=True)
 
 
 def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra: Any) -> Path:
@@ -55,12 +56,18 @@ def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra
 def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
     """Load a checkpoint dict safely (``weights_only=True``) and check its format version."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes): it was not written completely")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as exc:
+        raise exc if exc.filename else OSError(exc.errno, exc.strerror, str(path)) from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable cpc_speech checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: {_load_failure(exc)}") from None
     if not isinstance(state, dict) or "format_version" not in state or "model" not in state:
         raise CheckpointError(f"{path}: not a cpc_speech checkpoint (no format_version/model)")
     if state["format_version"] > FORMAT_VERSION:
@@ -68,6 +75,19 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
             f"{path}: checkpoint format {state['format_version']} is newer than this cpc_speech understands ({FORMAT_VERSION}); upgrade cpc_speech"
         )
     return state
+
+
+def _load_failure(exc: Exception) -> str:
+    """A one-line reason for a failed ``torch.load`` (torch's advice to load unsafely is left out)."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        what = f" ({found.group(1).strip()})" if found else ""
+        return f"refused: the file holds Python objects that are not plain tensors or values{what}; cpc_speech never loads those"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "central directory" in first or "zip archive" in first or isinstance(exc, (EOFError, IndexError)):
+        return f"not a readable cpc_speech checkpoint: the file is truncated or corrupt ({first[:160] or type(exc).__name__})"
+    return f"not a readable cpc_speech checkpoint ({first[:200] or type(exc).__name__})"
 
 
 def resolve_checkpoint(path: PathLike, which: str = "best") -> Path:
@@ -84,11 +104,26 @@ def resolve_checkpoint(path: PathLike, which: str = "best") -> Path:
     raise CheckpointError(f"no checkpoint file or run folder at {path}")
 
 
-def model_config_from_state(state: Dict[str, Any]) -> CPCConfig:
-    cfg = state["config"]
-    if state.get("config_type") == "PretrainConfig" or "model" in cfg:
-        return config_from_dict(PretrainConfig, cfg).model
-    return from_dict(CPCConfig, cfg).validate()
+def model_config_from_state(state: Dict[str, Any], path: Optional[PathLike] = None) -> CPCConfig:
+    """The model config saved in a checkpoint, validated; errors name ``path``."""
+    cfg = state.get("config")
+    where = f"{path} config" if path else "checkpoint config"
+    try:
+        if not isinstance(cfg, dict):
+            raise ValueError("missing or not a mapping")
+        if state.get("config_type") == "PretrainConfig" or "model" in cfg:
+            return config_from_dict(PretrainConfig, upgrade_saved_config(cfg), where=where).model
+        return config_from_dict(CPCConfig, cfg, where=where)
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}" if not str(exc).startswith(where) else str(exc)) from None
+
+
+def upgrade_saved_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Saved configs of older versions: ``loss.temperature: 0`` meant the default (now ``null``)."""
+    loss = cfg.get("loss")
+    if isinstance(loss, dict) and loss.get("temperature") in (0, 0.0):
+        cfg = {**cfg, "loss": {**loss, "temperature": None}}
+    return cfg
 
 
 def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None, which: str = "best"):
@@ -97,7 +132,7 @@ def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None
 
     ckpt = resolve_checkpoint(path, which)
     state = read_checkpoint(ckpt)
-    model = CPCModel(model_config_from_state(state))
+    model = CPCModel(model_config_from_state(state, ckpt))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -109,10 +144,14 @@ def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None
 def update_link(src: Path, dst: Path) -> None:
     """Make ``dst`` a copy of ``src`` atomically (hard link when possible)."""
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(exc.errno, exc.strerror, str(dst)) from None

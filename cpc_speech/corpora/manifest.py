@@ -73,6 +73,8 @@ def write_manifest(rows: Iterable[Utterance], path: Union[str, Path], relative: 
 def read_manifest(path: Union[str, Path]) -> List[Utterance]:
     """Read a TSV manifest; relative paths are resolved against the manifest's folder."""
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(f"{path} is a folder, not a manifest file")
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
     base = path.parent.resolve()
@@ -94,6 +96,10 @@ def read_manifest(path: Union[str, Path]) -> List[Utterance]:
                 n_i, sr_i = int(n), int(sr)
             except ValueError:
                 raise ManifestError(f"{path}: line {lineno}: num_samples and sample_rate must be integers") from None
+            if n_i < 0:
+                raise ManifestError(f"{path}: line {lineno}: num_samples must be >= 0, got {n_i}")
+            if sr_i < 1:
+                raise ManifestError(f"{path}: line {lineno}: sample_rate must be >= 1 Hz, got {sr_i}")
             if uid in seen:
                 raise ManifestError(f"{path}: line {lineno}: duplicate utterance id {uid!r}")
             seen.add(uid)
@@ -150,6 +156,42 @@ def scan_files(
     if skipped:
         report(f"skipped {skipped} unreadable file(s) of {len(items)}")
     return rows
+
+
+def check_headers(rows: Sequence[Utterance], manifest: Union[str, Path], sample: int = 256, workers: int = 8) -> int:
+    """Compare up to ``sample`` rows (evenly spread, first and last included) with their audio
+    headers: a ``num_samples`` or ``sample_rate`` that differs from the file is a
+    :class:`ManifestError` naming the manifest, the utterance and both values; so is a sample in
+    which no file is readable. Unreadable files alone are left to the reader (skipped with a
+    warning). Returns the number of rows checked."""
+    if not rows:
+        return 0
+    count = min(len(rows), max(1, sample))
+    picks = sorted({round(i * (len(rows) - 1) / max(1, count - 1)) for i in range(count)})
+
+    def one(i):
+        try:
+            return audio_info(rows[i].path)
+        except AudioError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        infos = list(pool.map(one, picks))
+    unreadable = []
+    for i, info in zip(picks, infos):
+        u = rows[i]
+        if isinstance(info, Exception):
+            unreadable.append(info)
+            continue
+        if (info.frames, info.sample_rate) != (u.num_samples, u.sample_rate):
+            raise ManifestError(
+                f"{manifest}: utterance {u.id}: the manifest says {u.num_samples} samples at {u.sample_rate} Hz but "
+                f"{u.path} has {info.frames} samples at {info.sample_rate} Hz; rebuild the manifest with "
+                f"cpc-speech prepare (or pass --trust-manifest to skip this check)"
+            )
+    if len(unreadable) == len(picks):
+        raise ManifestError(f"{manifest}: none of the {len(picks)} audio file(s) checked is readable (first: {unreadable[0]})")
+    return len(picks)
 
 
 def read_id_list(path: Union[str, Path]) -> List[str]:

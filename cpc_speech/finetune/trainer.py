@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from cpc_speech.checkpoint import atomic_save
-from cpc_speech.config import from_dict, preset, save_config, to_dict
+from cpc_speech.config import check_limits, from_dict, preset, save_config, to_dict
 from cpc_speech.corpora.manifest import Utterance, read_manifest
 from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
 from cpc_speech.finetune.per import EditCounts, ctc_min_frames, error_counts, greedy_decode
@@ -113,6 +113,10 @@ class FinetuneConfig:
         return HeadConfig(self.head, self.head_hidden, self.head_kernel, self.head_dropout, self.bidirectional)
 
     def validate(self) -> "FinetuneConfig":
+        try:
+            check_limits(self, FINETUNE_LIMITS)
+        except ValueError as exc:
+            raise FinetuneError(str(exc)) from None
         unknown = [c for c in self.conditions if c not in CONDITIONS]
         if unknown or not self.conditions:
             raise FinetuneError(f"conditions must be a non-empty subset of {', '.join(CONDITIONS)}, got {self.conditions}")
@@ -132,11 +136,16 @@ class FinetuneConfig:
         if self.head not in HEAD_KINDS:
             raise FinetuneError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         self.head_config().validate()
-        if self.epochs < 0 or self.patience < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise FinetuneError("epochs must be >= 0, patience, batch_size and eval_batch_size >= 1")
-        if not (self.lr > 0 and self.backbone_lr_scale >= 0 and self.scratch_lr_scale > 0):
-            raise FinetuneError("lr and scratch_lr_scale must be positive, backbone_lr_scale >= 0")
         return self
+
+
+# ranges of every numeric field (see cpc_speech.config.check_limits); hours: null or <= 0 = all
+FINETUNE_LIMITS = {
+    "hours": "null or >= -inf", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_dropout": "[0, 1)",
+    "epochs": ">= 0", "patience": ">= 1", "batch_size": ">= 1", "lr": "> 0", "backbone_lr_scale": ">= 0",
+    "scratch_lr_scale": "> 0", "weight_decay": ">= 0", "grad_clip": ">= 0", "seed": ">= 0",
+    "eval_batch_size": ">= 1", "threads": ">= 0",
+}
 
 
 # ------------------------------------------------------------------------------------------ data
