@@ -39,7 +39,7 @@ def atomic_open(path: PathLike, mode: str = "w", fsync: bool = False, encoding: 
             raise IsADirectoryError(21, "is a folder, not a file", str(path))
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise _named(exc, path if exc.filename is None else Path(exc.filename)) from None
+        raise _named(exc, path) from None
     tmp = Path(name)
     ok = False
     try:

@@ -20,6 +20,10 @@ class AudioError(ValueError):
     """A problem with one audio input; the message names the file (or input) and the problem."""
 
 
+class SegmentPastEndError(AudioError):
+    """A requested segment lies after the end of the file (its length was overstated)."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """Header facts of one file: ``frames`` in samples at ``sample_rate`` Hz."""
@@ -105,6 +109,7 @@ def read_audio(path: Union[str, Path], min_samples: int = 1, start: int = 0, sto
     cut after resampling otherwise).
     """
     path = _existing_file(path)
+    segment = (start, stop) if (start or stop is not None) else None
     try:
         with sf.SoundFile(str(path)) as f:
             rate = f.samplerate
@@ -120,6 +125,8 @@ def read_audio(path: Union[str, Path], min_samples: int = 1, start: int = 0, sto
     wav = resample(wav, rate)
     if start or stop is not None:
         wav = wav[start:stop]
+    if wav.size == 0 and segment:
+        raise SegmentPastEndError(f"{path}: the segment from sample {segment[0]} (16 kHz) starts after the end of the audio")
     return validate(np.ascontiguousarray(wav), str(path), min_samples)
 
 
@@ -151,11 +158,11 @@ def load_waveform(wav, sample_rate: Optional[int] = None, min_samples: int = 1, 
 
 def write_audio(path: Union[str, Path], wav: np.ndarray, sample_rate: int = SAMPLE_RATE, **kwargs) -> None:
     """Write audio atomically (temporary file, then rename); format from the extension."""
+    from cpc_speech.atomic import atomic_open
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    sf.write(str(tmp), wav, sample_rate, format=kwargs.pop("format", None) or _format_for(path), **kwargs)
-    tmp.replace(path)
+    with atomic_open(path, "wb") as f:
+        sf.write(f, wav, sample_rate, format=kwargs.pop("format", None) or _format_for(path), **kwargs)
 
 
 def _format_for(path: Path) -> str:

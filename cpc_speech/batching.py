@@ -25,7 +25,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from cpc_speech.audio import AudioError, read_audio
+from cpc_speech.audio import AudioError, SegmentPastEndError, read_audio
 from cpc_speech.config import DataConfig
 from cpc_speech.corpora.manifest import Utterance
 
@@ -206,13 +206,16 @@ class WindowDataset(torch.utils.data.Dataset):
             return Unreadable(row, self._bad[row])
         try:
             wav = self._read(row, offset)
+        except SegmentPastEndError:
+            wav = np.zeros(0, dtype=np.float32)
         except AudioError as exc:
             self._bad[row] = str(exc)
             return Unreadable(row, str(exc))
         if len(wav) < self.window:  # the manifest said longer than the decoded audio: no zero padding
             r = self.rows[row]
-            problem = (f"{r.path}: the manifest says {r.num_samples_16k} samples at 16 kHz but the audio ends at "
-                       f"sample {offset + len(wav)}; its windows are skipped (rebuild the manifest with cpc-speech prepare)")
+            ends = f"at sample {offset + len(wav)}" if len(wav) else f"before sample {offset}"
+            problem = (f"{r.path}: the manifest says {r.num_samples} samples at {r.sample_rate} Hz but the audio ends {ends} "
+                       f"(16 kHz); its windows are skipped (rebuild the manifest with cpc-speech prepare)")
             self._bad[row] = problem
             return Unreadable(row, problem)
         return torch.from_numpy(np.ascontiguousarray(wav[: self.window])), row, offset

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from cpc_speech.atomic import atomic_write_bytes
-from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict, from_dict, to_dict
+from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict, to_dict
 
 FORMAT_VERSION = 1
 PathLike = Union[str, Path]
@@ -67,7 +67,7 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     except OSError as exc:
         raise exc if exc.filename else OSError(exc.errno, exc.strerror, str(path)) from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: {_load_failure(exc)}") from None
+        raise CheckpointError(f"{path}: {load_failure(exc)}") from None
     if not isinstance(state, dict) or "format_version" not in state or "model" not in state:
         raise CheckpointError(f"{path}: not a cpc_speech checkpoint (no format_version/model)")
     if state["format_version"] > FORMAT_VERSION:
@@ -77,7 +77,7 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     return state
 
 
-def _load_failure(exc: Exception) -> str:
+def load_failure(exc: Exception) -> str:
     """A one-line reason for a failed ``torch.load`` (torch's advice to load unsafely is left out)."""
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:

@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import inspect
 import json
 import os
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Union
+from typing import Callable, Dict, Iterator, Optional, Union
 
 LOCK_NAME = ".cpc-speech.lock"
 PathLike = Union[str, Path]
@@ -147,8 +149,15 @@ def hold_output(target: PathLike, command: str, kind: str = "folder", create: bo
     holds it, OSError (naming the path) when the lock file cannot be created."""
     target = Path(target)
     folder = target if kind == "folder" else target.parent
+    if kind == "file" and target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give the name of the file to write", str(target))
+    if kind == "folder" and target.exists() and not target.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file; give a folder to write into", str(target))
     if create:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, exc.filename or str(folder)) from None
     elif not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
     lock_path = lock_file_for(target, kind)
@@ -158,7 +167,12 @@ def hold_output(target: PathLike, command: str, kind: str = "folder", create: bo
         if lock is not None:
             lock.count += 1
         else:
-            lock = _held[key] = _acquire(lock_path, command, target)
+            try:
+                lock = _held[key] = _acquire(lock_path, command, target)
+            except FolderBusyError:
+                raise
+            except OSError as exc:  # e.g. a read-only or foreign folder: name it, not the lock file
+                raise type(exc)(exc.errno, exc.strerror, str(folder)) from None
     try:
         yield lock_path
     finally:
@@ -173,3 +187,24 @@ def is_lock_file(path: PathLike) -> bool:
     """Whether ``path`` is one of this module's lock files (for listings that skip them)."""
     name = Path(path).name
     return name == LOCK_NAME or (name.startswith(".") and name.endswith(".lock"))
+
+
+def locks_output(param: str, command: str, kind: str = "folder") -> Callable:
+    """Decorator: hold the lock of the function's argument ``param`` (a folder or an output file;
+    nothing when it is None) while the function runs. For commands and API functions that write
+    one output, e.g. ``@locks_output("out", "probe", kind="file")``."""
+
+    def wrap(func: Callable) -> Callable:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def run(*args, **kwargs):
+            target = signature.bind(*args, **kwargs).arguments.get(param)
+            if target is None:
+                return func(*args, **kwargs)
+            with hold_output(target, command, kind=kind):
+                return func(*args, **kwargs)
+
+        return run
+
+    return wrap

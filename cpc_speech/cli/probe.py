@@ -78,8 +78,11 @@ def run(args) -> int:
 
     import torch
 
+    from cpc_speech.cli import check_args
     from cpc_speech.probes.common import parse_baselines
 
+    check_args(args, {"dev_fraction": "[0, 1)", "holdout": "(0, 1)", "workers": ">= 0", "threads": ">= 0", "seed": ">= 0",
+                      "epochs": ">= 1", "context_frames": ">= 0", "window_frames": ">= 4"})
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("always")

@@ -49,11 +49,12 @@ class Utterance:
 def write_manifest(rows: Iterable[Utterance], path: Union[str, Path], relative: bool = True) -> Path:
     """Write rows as TSV (atomically). With ``relative`` paths under the manifest folder are stored
     relative to it."""
+    from cpc_speech.atomic import atomic_open
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, "w") as f:
         f.write("\t".join(COLUMNS) + "\n")
         for u in rows:
             p = u.path
@@ -66,7 +67,6 @@ def write_manifest(rows: Iterable[Utterance], path: Union[str, Path], relative: 
                 if "\t" in value or "\n" in value:
                     raise ManifestError(f"{path}: tab or newline in field {value!r}")
             f.write(f"{u.id}\t{p}\t{u.speaker}\t{u.num_samples}\t{u.sample_rate}\n")
-    tmp.replace(path)
     return path
 
 

@@ -27,6 +27,7 @@ uninterrupted one. All checkpoint files are written atomically and load with
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -43,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cpc_speech.atomic import atomic_write_text, remove_stale_temporaries
 from cpc_speech.checkpoint import atomic_save
 from cpc_speech.config import check_limits, from_dict, preset, save_config, to_dict
 from cpc_speech.corpora.manifest import Utterance, read_manifest
@@ -50,6 +52,7 @@ from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
 from cpc_speech.finetune.per import EditCounts, ctc_min_frames, error_counts, greedy_decode
 from cpc_speech.finetune.subset import Subset, select_hours
 from cpc_speech.finetune.transcripts import PhoneInventory, Transcript, load_targets
+from cpc_speech.runlock import hold_output
 
 CONDITIONS = ("frozen", "unfrozen", "mfcc", "scratch")
 PRETRAINED = ("frozen", "unfrozen")
@@ -382,10 +385,14 @@ def _ctc(logits: torch.Tensor, lengths: torch.Tensor, labels: Sequence[Sequence[
 
 
 def _load(path: Path) -> Dict[str, Any]:
+    from cpc_speech.checkpoint import load_failure
+
+    if path.is_file() and path.stat().st_size == 0:
+        raise FinetuneError(f"{path}: fine-tuning checkpoint is empty (0 bytes): it was not written completely")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise FinetuneError(f"{path}: cannot read fine-tuning checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        raise FinetuneError(f"{path}: cannot read fine-tuning checkpoint: {load_failure(exc)}") from None
     if not isinstance(state, dict) or state.get("kind") != CKPT_KIND:
         raise FinetuneError(f"{path}: not a cpc_speech fine-tuning checkpoint")
     return state
@@ -818,10 +825,7 @@ class Finetuner:
             "data_fingerprint": fingerprint,
         }
         if cdir is not None:
-            text = json.dumps(record, indent=2)
-            tmp = cdir / ".result.json.tmp"
-            tmp.write_text(text)
-            tmp.replace(cdir / "result.json")
+            atomic_write_text(cdir / "result.json", json.dumps(record, indent=2))
         self.log(
             f"{name}: dev PER {record['per_dev']:.4f}"
             + (f", test PER {record['per_test']:.4f}" if record["per_test"] is not None else "")
@@ -847,15 +851,25 @@ def run_finetune(
                                     "initial_dev_per", "epochs_run", "stopped_early", "dev_errors",
                                     "test_errors", "seconds", ...}, ...},
          "phones": [class names], "config": {...}, "data": {...}, "seconds": s}
+
+    ``cfg.output_dir`` and ``out`` are locked for the whole run (:mod:`cpc_speech.runlock`), which
+    also checks before training that they can be written.
     """
-    result = Finetuner(cfg, progress=progress, resume=resume, log=log).run(on_epoch_end)
-    for path in [out] + ([str(Path(cfg.output_dir) / "result.json")] if cfg.output_dir else []):
-        if path:
-            p = Path(path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".{p.name}.tmp")
-            tmp.write_text(json.dumps(result, indent=2))
-            tmp.replace(p)
+    with contextlib.ExitStack() as stack:
+        if cfg.output_dir:
+            if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+                raise FinetuneError(f"--output-dir {cfg.output_dir} is a file, not a folder")
+            stack.enter_context(hold_output(cfg.output_dir, "finetune"))
+            for folder in [Path(cfg.output_dir), *Path(cfg.output_dir).iterdir()]:
+                remove_stale_temporaries(folder)
+        if out:
+            if Path(out).is_dir():
+                raise FinetuneError(f"--out {out} is a folder; give the result file's name")
+            stack.enter_context(hold_output(out, "finetune", kind="file"))
+        result = Finetuner(cfg, progress=progress, resume=resume, log=log).run(on_epoch_end)
+        for path in [out] + ([str(Path(cfg.output_dir) / "result.json")] if cfg.output_dir else []):
+            if path:
+                atomic_write_text(path, json.dumps(result, indent=2))
     return result
 
 
