@@ -479,3 +479,60 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
             f.write("half")
             raise Boom()
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+# ------------------------------------------------------------------------ 2. recipes' provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def recipe(cwd, *args):
+    environ = dict(env(), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(["bash", str(ROOT / "recipes" / "librispeech" / "run.sh"), *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=300)
+
+
+def manifest_ids(path):
+    return sorted(u.id for u in read_manifest(path))
+
+
+def test_recipe_data_records_provenance_and_is_rebuilt_when_its_source_changes(tmp_path):
+    import shutil
+
+    from test_corpora import make_librispeech
+
+    a = make_librispeech(tmp_path / "a")
+    b = make_librispeech(tmp_path / "b")
+    shutil.rmtree(b / "train-clean-100" / "26")  # another corpus: speaker 26 missing
+    split = tmp_path / "train_split.txt"
+    split.write_text("19-198-0000\n19-198-0001\n19-198-0002\n19-227-0000\n")
+    common = ["--exp-dir", "exp", "--stop-stage", "0", "--train-split", str(split)]
+    first = recipe(tmp_path, "--librispeech-root", str(a), *common)
+    assert first.returncode == 0, first.stderr
+    data = tmp_path / "exp" / "data"  # per-run data folder by default
+    assert len(manifest_ids(data / "train.tsv")) == 6 and len(manifest_ids(data / "valid.tsv")) == 3
+    record = json.loads((data / "provenance.json").read_text())
+    assert record["train.tsv"]["inputs"] == {"root": str(a.resolve()), "subsets": "train-clean-100"}
+    again = recipe(tmp_path, "--librispeech-root", str(a), *common)
+    assert again.returncode == 0 and f"{data / 'train.tsv'} is up to date" in again.stderr.replace("exp/data", str(data))
+    other = recipe(tmp_path, "--librispeech-root", str(b), *common)
+    assert other.returncode == 0, other.stderr
+    assert "was made from other inputs (root: " in other.stderr
+    rows = read_manifest(data / "train.tsv")
+    assert len(rows) == 4 and all(str(b.resolve()) in str(Path(r.path).resolve()) for r in rows)
+    split.write_text("19-198-0000\n19-198-0001\n")  # a split file edited in place is a change too
+    edited = recipe(tmp_path, "--librispeech-root", str(b), *common)
+    assert edited.returncode == 0 and "finetune_dev.txt was made from other inputs (train_split" in edited.stderr
+    assert len((data / "finetune_train.txt").read_text().split()) + len((data / "finetune_dev.txt").read_text().split()) == 2
+
+
+def test_recipe_refuses_a_generated_corpus_made_with_other_settings(tmp_path):
+    from test_corpora import make_librispeech
+
+    data = tmp_path / "d"
+    corpus = make_librispeech(data).rename(data / "corpus")
+    assert main(["prepare", "librispeech", str(corpus), "--out", str(corpus / "manifest.tsv")]) == 0  # 5 speakers
+    args = ["--demo", "--data-dir", str(data), "--exp-dir", str(tmp_path / "e"), "--stop-stage", "0", "--demo-utterances", "2"]
+    refused = recipe(tmp_path, *args, "--demo-speakers", "3")
+    assert refused.returncode != 0 and f"{corpus} was generated with other settings" in refused.stderr
+    assert not (data / "provenance.json").exists()
