@@ -45,6 +45,11 @@ def resampled_length(num_samples: int, rate_in: int, rate_out: int = SAMPLE_RATE
     return (2 * int(num_samples) * int(rate_out) + int(rate_in)) // (2 * int(rate_in))
 
 
+def missing_file(what: str, path: Union[str, Path]) -> str:
+    """``"<what> not found: PATH"``, or ``"<what> is a folder, not a file: PATH"`` when it is one."""
+    return f"{what} {'is a folder, not a file' if Path(path).is_dir() else 'not found'}: {path}"
+
+
 def _existing_file(path: Union[str, Path]) -> Path:
     path = Path(path)
     if path.is_dir():

@@ -364,7 +364,9 @@ def load_config(cls: Any, path: str | Path, overrides: Optional[List[str]] = Non
     """Read a YAML or JSON config file into dataclass ``cls``, applying ``key=value`` overrides."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        from cpc_speech.audio import missing_file
+
+        raise FileNotFoundError(missing_file("config file", path))
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -171,8 +171,8 @@ def hold_output(target: PathLike, command: str, kind: str = "folder", create: bo
                 lock = _held[key] = _acquire(lock_path, command, target)
             except FolderBusyError:
                 raise
-            except OSError as exc:  # e.g. a read-only or foreign folder: name it, not the lock file
-                raise type(exc)(exc.errno, exc.strerror, str(folder)) from None
+            except OSError as exc:  # e.g. a read-only or foreign folder: name the output, not the lock file
+                raise type(exc)(exc.errno, exc.strerror, str(target)) from None
     try:
         yield lock_path
     finally:

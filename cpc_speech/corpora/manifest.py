@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
-from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, resampled_length
+from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, missing_file, resampled_length
 
 COLUMNS = ("id", "path", "speaker", "num_samples", "sample_rate")
 
@@ -198,7 +198,7 @@ def read_id_list(path: Union[str, Path]) -> List[str]:
     """A split file: one utterance id per line (blank lines and ``#`` comments ignored)."""
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"split file not found: {path}")
+        raise ManifestError(missing_file("split file", path))
     ids = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
     return ids
 

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from cpc_speech.atomic import atomic_write_text, remove_stale_temporaries
+from cpc_speech.audio import missing_file
 from cpc_speech.checkpoint import atomic_save
 from cpc_speech.config import check_limits, from_dict, preset, save_config, to_dict
 from cpc_speech.corpora.manifest import Utterance, read_manifest
@@ -201,7 +202,7 @@ def read_split_file(path: str) -> List[Tuple[str, int]]:
     blank lines and ``#`` comments skipped)."""
     p = Path(path)
     if not p.is_file():
-        raise FinetuneError(f"split file not found: {p}")
+        raise FinetuneError(missing_file("split file", p))
     out = []
     for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
         text = line.strip()

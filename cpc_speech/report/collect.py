@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from cpc_speech.audio import missing_file
+
 PathLike = Union[str, Path]
 
 PROBE_SECTIONS = ("phone_probe", "speaker_probe", "speaker_probe_window")
@@ -67,7 +69,7 @@ def _existing(path: Optional[PathLike], what: str) -> Optional[Path]:
         return None
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{what}: file not found: {p}")
+        raise FileNotFoundError(f"{what}: " + missing_file("file", p))
     return p
 
 
