@@ -346,7 +346,12 @@ def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part} is a value, not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"override {item!r}: the value is not valid YAML") from None
     return data
 
 

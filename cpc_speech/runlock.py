@@ -112,8 +112,11 @@ def _acquire(lock_path: Path, command: str, target: Path) -> _Lock:
                 locked = _try_lock(fd)
             except OSError:  # no locks on this file system: trust the recorded pid
                 owner = read_owner(lock_path)
-                locked = not (owner and owner.get("host") == host and owner.get("pid") != os.getpid()
-                              and isinstance(owner.get("pid"), int) and _pid_alive(owner["pid"]))
+                pid = owner.get("pid") if owner else None
+                if not owner or not isinstance(pid, int) or (owner.get("host") == host and (pid == os.getpid() or not _pid_alive(pid))):
+                    locked = True  # no owner, or one that no longer runs on this host: take over
+                else:
+                    locked = False  # alive here, or on another host where we cannot tell
             if not locked:
                 raise FolderBusyError(f"{target} is in use by {describe_owner(read_owner(lock_path))}; "
                                       f"wait for it to finish or write elsewhere")

@@ -545,3 +545,20 @@ def test_recipe_refuses_a_generated_corpus_made_with_other_settings(tmp_path):
     refused = recipe(tmp_path, *args, "--demo-speakers", "3")
     assert refused.returncode != 0 and f"{corpus} was generated with other settings" in refused.stderr
     assert not (data / "provenance.json").exists()
+
+
+def test_a_manifest_that_is_not_utf8_is_named(corpus, tmp_path, capsys):
+    data = Path(corpus).read_bytes()
+    Path(corpus).write_bytes(data.replace(b"spk0-001\t", b"spk0-\xff01\t", 1))
+    assert pretrain_cli(corpus, tmp_path / "run", "train.max_steps=1") == 2
+    one_line_error(capsys, f"{corpus}: not UTF-8 text")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=[", "override 'train.lr=[': the value is not valid YAML"),
+    ("train.lr.x=1", "config.train.lr: expected float, got {'x': 1}"),
+    ("train", "override 'train' is not of the form key.path=value"),
+])
+def test_malformed_overrides_are_one_line(override, message, corpus, tmp_path, capsys):
+    assert pretrain_cli(corpus, tmp_path / "run", override) == 2
+    one_line_error(capsys, message)

@@ -78,6 +78,13 @@ def read_manifest(path: Union[str, Path]) -> List[Utterance]:
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
     base = path.parent.resolve()
+    try:
+        return _read_rows(path, base)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def _read_rows(path: Path, base: Path) -> List[Utterance]:
     rows: List[Utterance] = []
     seen = set()
     with open(path, encoding="utf-8") as f:

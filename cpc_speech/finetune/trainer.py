@@ -608,7 +608,12 @@ class Finetuner:
         if path.is_file() and self.resume:
             import yaml
 
-            old = yaml.safe_load(path.read_text()) or {}
+            try:
+                old = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise FinetuneError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            if not isinstance(old, dict):
+                raise FinetuneError(f"{path}: expected a mapping of finetune settings")
             new = to_dict(self.cfg)
             old = {**_LEGACY_DEFAULTS, **old}
             changed = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))

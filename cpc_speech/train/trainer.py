@@ -224,8 +224,12 @@ class Trainer:
         if not self.dist.is_main:
             return
         fields = {"time": round(time.time(), 3), **fields}
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(fields) + "\n")
+        log = self.out / "log.jsonl"
+        try:
+            with open(log, "a") as f:
+                f.write(json.dumps(fields) + "\n")
+        except OSError as exc:  # e.g. a full disk: name the file
+            raise OSError(exc.errno, exc.strerror, str(log)) from None
         if self._tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
