@@ -203,7 +203,7 @@ class PretrainConfig:
 
 # ------------------------------------------------------------------------- ranges of every field
 # Key (as written in YAML and in key=value overrides) -> allowed range, checked by check_limits()
-# from the validate() methods: ">= 1", "> 0", "[0, 1)" (interval), "== 16000"; "null or > 0" also
+# from the validate() methods: ">= 1", "> 0", "[0, 1)" (interval), "== 16000", "finite"; "null or > 0" also
 # accepts None. A list value (encoder.kernels...) is checked element-wise. Floats must be finite.
 MODEL_LIMITS = {
     "model.encoder.channels": ">= 1", "model.encoder.kernels": ">= 1", "model.encoder.strides": ">= 1",
@@ -233,6 +233,8 @@ def _within(value: Any, rule: str) -> bool:
     if rule[0] in "[(":
         lo, hi = (float(x) for x in rule[1:-1].split(","))
         return (value >= lo if rule[0] == "[" else value > lo) and (value <= hi if rule[-1] == "]" else value < hi)
+    if rule == "finite":
+        return True
     op, bound = rule.split()
     bound = float(bound)
     return {">=": value >= bound, ">": value > bound, "==": value == bound}[op]
@@ -240,7 +242,7 @@ def _within(value: Any, rule: str) -> bool:
 
 def _describe(rule: str) -> str:
     bare = rule[len("null or "):] if rule.startswith("null or ") else rule
-    text = f"in {bare}" if bare[0] in "[(" else bare
+    text = f"in {bare}" if bare[0] in "[(" else "a finite number" if bare == "finite" else bare
     return f"null (default) or {text}" if bare != rule else text
 
 

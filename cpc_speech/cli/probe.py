@@ -127,7 +127,14 @@ def _fit_config(cfg, args):
     if args.epochs is not None:
         cfg.max_epochs = args.epochs
     if args.weight_decays:
-        cfg.weight_decays = tuple(float(x) for x in args.weight_decays.split(",") if x.strip())
+        try:
+            cfg.weight_decays = tuple(float(x) for x in args.weight_decays.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"--weight-decays must be comma-separated numbers, got {args.weight_decays!r}") from None
     if args.optimizer:
         cfg.optimizer = args.optimizer
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except ValueError as exc:  # name the flags
+        text = str(exc).replace("weight_decays", "--weight-decays").replace("max_epochs", "--epochs")
+        raise ValueError(text) from None

@@ -145,7 +145,7 @@ class FinetuneConfig:
 
 # ranges of every numeric field (see cpc_speech.config.check_limits); hours: null or <= 0 = all
 FINETUNE_LIMITS = {
-    "hours": "null or >= -inf", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_dropout": "[0, 1)",
+    "hours": "null or finite", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_dropout": "[0, 1)",
     "epochs": ">= 0", "patience": ">= 1", "batch_size": ">= 1", "lr": "> 0", "backbone_lr_scale": ">= 0",
     "scratch_lr_scale": "> 0", "weight_decay": ">= 0", "grad_clip": ">= 0", "seed": ">= 0",
     "eval_batch_size": ">= 1", "threads": ">= 0",
