@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import pickle
 import re
 import shutil
 from pathlib import Path
@@ -80,14 +79,16 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
 def load_failure(exc: Exception) -> str:
     """A one-line reason for a failed ``torch.load`` (torch's advice to load unsafely is left out)."""
     text = str(exc)
-    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-        what = f" ({found.group(1).strip()})" if found else ""
-        return f"refused: the file holds Python objects that are not plain tensors or values{what}; cpc_speech never loads those"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    if "central directory" in first or "zip archive" in first or isinstance(exc, (EOFError, IndexError)):
-        return f"not a readable cpc_speech checkpoint: the file is truncated or corrupt ({first[:160] or type(exc).__name__})"
-    return f"not a readable cpc_speech checkpoint ({first[:200] or type(exc).__name__})"
+    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsafe:
+        return (f"refused: the file holds Python objects that are not plain tensors or values ({unsafe.group(1)}); "
+                f"cpc_speech never loads those")
+    after = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+    lines = [ln.strip() for ln in after.splitlines() if ln.strip() and "weights_only" not in ln]
+    detail = lines[0].split(". ")[0][:160] if lines else type(exc).__name__
+    if isinstance(exc, KeyError):
+        detail = f"unexpected byte {detail}"
+    return f"not a readable cpc_speech checkpoint: not a PyTorch file, or truncated or corrupt ({detail})"
 
 
 def resolve_checkpoint(path: PathLike, which: str = "best") -> Path:

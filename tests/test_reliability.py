@@ -308,7 +308,8 @@ class Payload:
 
 @pytest.mark.parametrize("kind,message", [
     ("empty", "checkpoint file is empty (0 bytes)"),
-    ("truncated", "the file is truncated or corrupt"),
+    ("truncated", "not a PyTorch file, or truncated or corrupt (PytorchStreamReader failed reading zip archive"),
+    ("junk", "not a PyTorch file, or truncated or corrupt"),
     ("pickle", "refused: the file holds Python objects that are not plain tensors or values (print"),
     ("folder", "run folder has no checkpoints/best.pt or checkpoints/last.pt"),
 ])
@@ -321,6 +322,8 @@ def test_bad_checkpoints_are_one_clear_line(kind, message, corpus, tmp_path, cap
         pretrain(small("train.max_steps=1"), str(corpus), str(run), progress=False)
         data = (run / "checkpoints" / "last.pt").read_bytes()
         ckpt.write_bytes(data[: len(data) // 2])
+    elif kind == "junk":
+        ckpt.write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
     elif kind == "pickle":
         torch.save({"format_version": 1, "model": {}, "x": Payload()}, ckpt)
     else:
