@@ -102,7 +102,7 @@ def test_second_pretrain_process_is_refused_and_a_dead_owner_is_taken_over(corpu
     assert all(json.loads(ln)["step"] >= 0 for ln in log_lines)  # one writer: no interleaved partial lines
 
 
-@pytest.mark.parametrize("command", ["pretrain", "extract", "probe", "finetune", "report", "prepare"])
+@pytest.mark.parametrize("command", ["pretrain", "extract", "probe", "finetune", "report", "prepare", "synth"])
 def test_every_writing_command_refuses_a_folder_in_use(command, corpus, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -116,6 +116,7 @@ def test_every_writing_command_refuses_a_folder_in_use(command, corpus, tmp_path
                            "--dev-split", "d.txt", "--conditions", "mfcc", "--output-dir", str(run), "--no-progress"]),
         "report": (run, ["report", str(run), "--no-plots"]),
         "prepare": (run / "m.tsv", ["prepare", "folder", str(corpus.parent), "--out", str(run / "m.tsv")]),
+        "synth": (run / "gen", ["synth", str(run / "gen"), "--speakers", "1", "--utterances", "1", "--no-progress"]),
     }[command]
     target, argv = out
     proc = holder(target, "file" if target.suffix else "folder")
@@ -125,7 +126,7 @@ def test_every_writing_command_refuses_a_folder_in_use(command, corpus, tmp_path
     finally:
         proc.kill()
         proc.wait()
-    assert set(p.name for p in run.iterdir()) <= {"config.yaml", "log.jsonl", LOCK_NAME, f".{target.name}.lock"}
+    assert set(p.name for p in run.iterdir()) <= {"config.yaml", "log.jsonl", LOCK_NAME, f".{target.name}.lock", "gen"}
 
 
 def test_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path):
