@@ -20,6 +20,10 @@ class AudioError(ValueError):
     """A problem with one audio input; the message names the file (or input) and the problem."""
 
 
+class SegmentPastEndError(AudioError):
+    """A requested segment lies after the end of the file (its length was overstated)."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """Header facts of one file: ``frames`` in samples at ``sample_rate`` Hz."""
@@ -41,11 +45,23 @@ def resampled_length(num_samples: int, rate_in: int, rate_out: int = SAMPLE_RATE
     return (2 * int(num_samples) * int(rate_out) + int(rate_in)) // (2 * int(rate_in))
 
 
-def audio_info(path: Union[str, Path]) -> AudioInfo:
-    """Read the header only (fast)."""
+def missing_file(what: str, path: Union[str, Path]) -> str:
+    """``"<what> not found: PATH"``, or ``"<what> is a folder, not a file: PATH"`` when it is one."""
+    return f"{what} {'is a folder, not a file' if Path(path).is_dir() else 'not found'}: {path}"
+
+
+def _existing_file(path: Union[str, Path]) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
     if not path.is_file():
         raise AudioError(f"{path}: file not found")
+    return path
+
+
+def audio_info(path: Union[str, Path]) -> AudioInfo:
+    """Read the header only (fast)."""
+    path = _existing_file(path)
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
@@ -97,9 +113,8 @@ def read_audio(path: Union[str, Path], min_samples: int = 1, start: int = 0, sto
     ``start``/``stop`` select a segment in 16 kHz samples (read directly from disk for 16 kHz files,
     cut after resampling otherwise).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: file not found")
+    path = _existing_file(path)
+    segment = (start, stop) if (start or stop is not None) else None
     try:
         with sf.SoundFile(str(path)) as f:
             rate = f.samplerate
@@ -115,6 +130,8 @@ def read_audio(path: Union[str, Path], min_samples: int = 1, start: int = 0, sto
     wav = resample(wav, rate)
     if start or stop is not None:
         wav = wav[start:stop]
+    if wav.size == 0 and segment:
+        raise SegmentPastEndError(f"{path}: the segment from sample {segment[0]} (16 kHz) starts after the end of the audio")
     return validate(np.ascontiguousarray(wav), str(path), min_samples)
 
 
@@ -146,11 +163,11 @@ def load_waveform(wav, sample_rate: Optional[int] = None, min_samples: int = 1, 
 
 def write_audio(path: Union[str, Path], wav: np.ndarray, sample_rate: int = SAMPLE_RATE, **kwargs) -> None:
     """Write audio atomically (temporary file, then rename); format from the extension."""
+    from cpc_speech.atomic import atomic_open
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    sf.write(str(tmp), wav, sample_rate, format=kwargs.pop("format", None) or _format_for(path), **kwargs)
-    tmp.replace(path)
+    with atomic_open(path, "wb") as f:
+        sf.write(f, wav, sample_rate, format=kwargs.pop("format", None) or _format_for(path), **kwargs)
 
 
 def _format_for(path: Path) -> str:

@@ -23,15 +23,14 @@ the clean window too (``Batch.target_wav``).
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from cpc_speech.audio import AudioError, read_audio
+from cpc_speech.audio import AudioError, SegmentPastEndError, read_audio
 from cpc_speech.augment import Augmenter
 from cpc_speech.config import DataConfig
 from cpc_speech.corpora.manifest import Utterance
@@ -52,21 +51,35 @@ class Batch:
     utterance: torch.Tensor
     windows: List[Window]
     dropped: int = 0  # windows of this batch left out (unreadable audio, lone speaker)
+    unreadable: List[Tuple[int, str]] = field(default_factory=list)  # (row, problem) per unreadable window
+    lone: int = 0  # same_speaker batches: windows left without a partner (its audio was unreadable)
     target_wav: Optional[torch.Tensor] = None
 
+    def __len__(self) -> int:
+        return int(self.wav.shape[0])
+
+    def _with(self, wav, speaker, utterance, target_wav=None) -> "Batch":
+        return Batch(wav, speaker, utterance, self.windows, self.dropped, self.unreadable, self.lone, target_wav)
+
     def to(self, device, non_blocking: bool = True) -> "Batch":
-        return Batch(
+        return self._with(
             self.wav.to(device, non_blocking=non_blocking),
             self.speaker.to(device, non_blocking=non_blocking),
             self.utterance.to(device, non_blocking=non_blocking),
-            self.windows,
-            self.dropped,
             None if self.target_wav is None else self.target_wav.to(device, non_blocking=non_blocking),
         )
 
     def pin_memory(self) -> "Batch":
-        return Batch(self.wav.pin_memory(), self.speaker.pin_memory(), self.utterance.pin_memory(), self.windows, self.dropped,
-                     None if self.target_wav is None else self.target_wav.pin_memory())
+        return self._with(self.wav.pin_memory(), self.speaker.pin_memory(), self.utterance.pin_memory(),
+                          None if self.target_wav is None else self.target_wav.pin_memory())
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A window that could not be read: its row and the problem (naming the file)."""
+
+    row: int
+    problem: str
 
 
 class WindowBatchSampler:
@@ -174,9 +187,10 @@ class WindowBatchSampler:
 
 class WindowDataset(torch.utils.data.Dataset):
     """Reads one window per item. Item = (row, offset) -> (wav (samples,) float32, row, offset), or
-    None when the file cannot be decoded (one warning per file). With an ``augmenter``, item =
-    (row, offset, seed) -> (augmented or clean wav, row, offset[, the other one]) as ``apply_to``
-    says (see :class:`Batch`)."""
+    :class:`Unreadable` when the file cannot be decoded or ends before the window does (the
+    manifest's ``num_samples`` is wrong). Workers do not warn: the training loop warns once per file.
+    With an ``augmenter``, item = (row, offset, seed) -> (augmented or clean wav, row, offset[, the
+    other one]) as ``apply_to`` says (see :class:`Batch`)."""
 
     def __init__(self, rows: Sequence[Utterance], window_samples: int, cache_mb: int = 0,
                  augmenter: Optional[Augmenter] = None, apply_to: str = "past"):
@@ -187,7 +201,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.cache_bytes = cache_mb * 2**20
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self._cached = 0
-        self._bad: set = set()
+        self._bad: Dict[int, str] = {}  # row -> problem
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -228,17 +242,26 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, item):
         row, offset = item[0], item[1]
         if row in self._bad:
-            return None
+            return Unreadable(row, self._bad[row])
         augmenting = self.augmenter is not None and len(item) > 2
-        length = self.augmenter.read_length() if augmenting else self.window
         try:
-            wav = self._read(row, offset, length)
+            wav = self._read(row, offset)
+            if augmenting:  # the samples after the window that a speed-up pulls in, where the file has them
+                extra = min(self.augmenter.read_length(), self.rows[row].num_samples_16k - offset) - self.window
+                if extra > 0:
+                    wav = np.concatenate([wav, self._read(row, offset + self.window, extra)])
+        except SegmentPastEndError:
+            wav = np.zeros(0, dtype=np.float32)
         except AudioError as exc:
-            self._bad.add(row)
-            warnings.warn(f"skipping unreadable audio: {exc}")
-            return None
-        if len(wav) < self.window:  # header said longer than the decoded audio
-            wav = np.pad(wav, (0, self.window - len(wav)))
+            self._bad[row] = str(exc)
+            return Unreadable(row, str(exc))
+        if len(wav) < self.window:  # the manifest said longer than the decoded audio: no zero padding
+            r = self.rows[row]
+            ends = f"at sample {offset + len(wav)}" if len(wav) else f"before sample {offset}"
+            problem = (f"{r.path}: the manifest says {r.num_samples} samples at {r.sample_rate} Hz but the audio ends {ends} "
+                       f"(16 kHz); its windows are skipped (rebuild the manifest with cpc-speech prepare)")
+            self._bad[row] = problem
+            return Unreadable(row, problem)
         clean = torch.from_numpy(np.ascontiguousarray(wav[: self.window]))
         if not augmenting:
             return clean, row, offset
@@ -255,23 +278,29 @@ class Collate:
     """Stacks windows into a :class:`Batch`, dropping unreadable ones (and, for speaker-grouped
     batches, windows left without another window of their speaker)."""
 
-    def __init__(self, speaker_ids: np.ndarray, need_pairs: bool = False):
+    def __init__(self, speaker_ids: np.ndarray, need_pairs: bool = False, window_samples: int = 0):
         self.speaker_ids = speaker_ids
         self.need_pairs = need_pairs
+        self.window = window_samples
 
-    def __call__(self, items) -> Optional[Batch]:
+    def __call__(self, items) -> Batch:
+        """A batch (of 0 windows when none is usable; ``unreadable`` and ``lone`` say why)."""
         asked = len(items)
-        items = [it for it in items if it is not None]
+        unreadable = [(it.row, it.problem) for it in items if isinstance(it, Unreadable)]
+        items = [it for it in items if not isinstance(it, Unreadable)]
+        lone = 0
         if self.need_pairs:
-            spk = [int(self.speaker_ids[row]) for _, row, _ in items]
-            items = [it for it, s in zip(items, spk) if spk.count(s) > 1]
-        if not items:
-            return None
-        wav = torch.stack([it[0] for it in items])
+            spk = [int(self.speaker_ids[it[1]]) for it in items]
+            kept = [it for it, s in zip(items, spk) if spk.count(s) > 1]
+            lone, items = len(items) - len(kept), kept
+        if items:
+            wav = torch.stack([it[0] for it in items])
+        else:
+            wav = torch.zeros(0, self.window)
         rows = torch.tensor([it[1] for it in items], dtype=torch.long)
-        target = torch.stack([it[3] for it in items]) if len(items[0]) > 3 else None
+        target = torch.stack([it[3] for it in items]) if items and len(items[0]) > 3 else None
         return Batch(wav, torch.from_numpy(self.speaker_ids[rows.numpy()]), rows, [(it[1], it[2]) for it in items],
-                     asked - len(items), target)
+                     asked - len(items), unreadable, lone, target)
 
 
 def make_loader(
@@ -285,7 +314,7 @@ def make_loader(
     num_workers: Optional[int] = None,
     augment: bool = True,
 ) -> Tuple[torch.utils.data.DataLoader, WindowBatchSampler]:
-    """A DataLoader of :class:`Batch` (or None for an all-unreadable batch) and its sampler;
+    """A DataLoader of :class:`Batch` (of 0 windows when every window was unusable) and its sampler;
     ``augment=False`` ignores ``cfg.augment`` (validation)."""
     sampler = WindowBatchSampler(rows, cfg, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle)
     augmenter = Augmenter(cfg.augment.transforms, cfg.window_samples) if augment else None
@@ -295,7 +324,7 @@ def make_loader(
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=Collate(sampler.speaker_ids, need_pairs=cfg.sampler == "same_speaker"),
+        collate_fn=Collate(sampler.speaker_ids, need_pairs=cfg.sampler == "same_speaker", window_samples=cfg.window_samples),
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None,

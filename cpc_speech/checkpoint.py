@@ -9,14 +9,18 @@ A checkpoint file is a ``torch.save`` of a dict holding only tensors and plain P
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
 
-from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict, from_dict, to_dict
+from cpc_speech.atomic import atomic_write_bytes
+from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict, to_dict
 
 FORMAT_VERSION = 1
 PathLike = Union[str, Path]
@@ -28,16 +32,12 @@ class CheckpointError(ValueError):
 
 def atomic_save(obj: Dict[str, Any], path: PathLike) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a
-    half-written checkpoint under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    half-written checkpoint under the final name. The bytes are serialised in memory first, so a
+    full disk is an ``OSError`` (ENOSPC) naming ``path`` rather than a torch-internal message, and
+    the temporary file is removed."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer(), fsync=True)
 
 
 def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra: Any) -> Path:
@@ -54,12 +54,18 @@ def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra
 
 def _torch_load(path: Path, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)`` with a one-line error naming the file."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes): it was not written completely")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as exc:
+        raise exc if exc.filename else OSError(exc.errno, exc.strerror, str(path)) from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable cpc_speech checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: {load_failure(exc)}") from None
 
 
 def _checked_state(path: Path, state: Any) -> Dict[str, Any]:
@@ -76,6 +82,21 @@ def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
     """Load a checkpoint dict safely (``weights_only=True``) and check its format version."""
     path = Path(path)
     return _checked_state(path, _torch_load(path, map_location))
+
+
+def load_failure(exc: Exception) -> str:
+    """A one-line reason for a failed ``torch.load`` (torch's advice to load unsafely is left out)."""
+    text = str(exc)
+    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsafe:
+        return (f"refused: the file holds Python objects that are not plain tensors or values ({unsafe.group(1)}); "
+                f"cpc_speech never loads those")
+    after = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+    lines = [ln.strip() for ln in after.splitlines() if ln.strip() and "weights_only" not in ln]
+    detail = lines[0].split(". ")[0][:160] if lines else type(exc).__name__
+    if isinstance(exc, KeyError):
+        detail = f"unexpected byte {detail}"
+    return f"not a readable cpc_speech checkpoint: not a PyTorch file, or truncated or corrupt ({detail})"
 
 
 def _cpc_audio_latest(folder: Path) -> Optional[Path]:
@@ -106,11 +127,26 @@ def resolve_checkpoint(path: PathLike, which: str = "best") -> Path:
     raise CheckpointError(f"no checkpoint file or run folder at {path}")
 
 
-def model_config_from_state(state: Dict[str, Any]) -> CPCConfig:
-    cfg = state["config"]
-    if state.get("config_type") == "PretrainConfig" or "model" in cfg:
-        return config_from_dict(PretrainConfig, cfg).model
-    return from_dict(CPCConfig, cfg).validate()
+def model_config_from_state(state: Dict[str, Any], path: Optional[PathLike] = None) -> CPCConfig:
+    """The model config saved in a checkpoint, validated; errors name ``path``."""
+    cfg = state.get("config")
+    where = f"{path} config" if path else "checkpoint config"
+    try:
+        if not isinstance(cfg, dict):
+            raise ValueError("missing or not a mapping")
+        if state.get("config_type") == "PretrainConfig" or "model" in cfg:
+            return config_from_dict(PretrainConfig, upgrade_saved_config(cfg), where=where).model
+        return config_from_dict(CPCConfig, cfg, where=where)
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}" if not str(exc).startswith(where) else str(exc)) from None
+
+
+def upgrade_saved_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Saved configs of older versions: ``loss.temperature: 0`` meant the default (now ``null``)."""
+    loss = cfg.get("loss")
+    if isinstance(loss, dict) and loss.get("temperature") in (0, 0.0):
+        cfg = {**cfg, "loss": {**loss, "temperature": None}}
+    return cfg
 
 
 def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None, which: str = "best"):
@@ -130,7 +166,7 @@ def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None
     if is_cpc_audio_checkpoint(obj):
         return load_cpc_audio(ckpt, obj, device=device)
     state = _checked_state(ckpt, obj)
-    model = CPCModel(model_config_from_state(state))
+    model = CPCModel(model_config_from_state(state, ckpt))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -144,10 +180,14 @@ def load_model(path: PathLike, device: Optional[Union[str, torch.device]] = None
 def update_link(src: Path, dst: Path) -> None:
     """Make ``dst`` a copy of ``src`` atomically (hard link when possible)."""
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(exc.errno, exc.strerror, str(dst)) from None

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +102,7 @@ class CPCConfig:
     sample_rate: int = 16000
 
     def validate(self) -> "CPCConfig":
+        check_limits(self, MODEL_LIMITS, "model.")
         self.encoder.validate()
         self.context.validate()
         self.predictor.validate()
@@ -227,6 +230,20 @@ class PretrainConfig:
 
     def validate(self) -> "PretrainConfig":
         self.model.validate()
+        check_limits(self, PRETRAIN_LIMITS)
+        if self.data.sampler == "same_speaker" and self.data.windows_per_group < 2:
+            raise ValueError(f"data.windows_per_group must be >= 2 with data.sampler=same_speaker "
+                             f"(a window needs a same-speaker partner), got {self.data.windows_per_group}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.train.device):
+            raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.train.device!r}")
+        from cpc_speech.model.encoder import encoder_frames
+
+        frames = encoder_frames(self.model.encoder, self.data.window_samples)
+        if frames <= self.model.predictor.steps:
+            raise ValueError(
+                f"data.window_samples={self.data.window_samples} gives {frames} encoder frames, but "
+                f"model.predictor.steps={self.model.predictor.steps} needs more than that many frames per window"
+            )
         from cpc_speech.loss.negatives import parse_sampling
 
         modes = {m for m, _ in parse_sampling(self.loss.sampling, self.loss.negatives)}
@@ -242,6 +259,65 @@ class PretrainConfig:
         if self.train.schedule not in ("cosine", "step", "constant"):
             raise ValueError("train.schedule must be cosine, step or constant")
         return self
+
+
+# ------------------------------------------------------------------------- ranges of every field
+# Key (as written in YAML and in key=value overrides) -> allowed range, checked by check_limits()
+# from the validate() methods: ">= 1", "> 0", "[0, 1)" (interval), "== 16000", "finite"; "null or > 0" also
+# accepts None. A list value (encoder.kernels...) is checked element-wise. Floats must be finite.
+MODEL_LIMITS = {
+    "model.encoder.channels": ">= 1", "model.encoder.kernels": ">= 1", "model.encoder.strides": ">= 1",
+    "model.encoder.paddings": ">= 0",
+    "model.context.hidden": ">= 1", "model.context.layers": ">= 1", "model.context.heads": ">= 1",
+    "model.context.window": ">= 1", "model.context.dropout": "[0, 1)",
+    "model.predictor.steps": ">= 1", "model.predictor.heads": ">= 1", "model.predictor.window": ">= 1",
+    "model.predictor.dropout": "[0, 1)", "model.sample_rate": "== 16000",
+}
+PRETRAIN_LIMITS = {
+    "loss.negatives": ">= 1", "loss.temperature": "null or > 0",
+    "data.window_samples": ">= 1", "data.batch_size": ">= 1", "data.windows_per_group": ">= 1",
+    "data.num_workers": ">= 0", "data.cache_mb": ">= 0",
+    "train.max_steps": ">= 1", "train.lr": "> 0", "train.warmup_steps": ">= 0", "train.min_lr_ratio": "[0, 1]",
+    "train.weight_decay": ">= 0", "train.grad_clip": ">= 0", "train.seed": ">= 0", "train.log_every": ">= 1",
+    "train.valid_every": ">= 1", "train.valid_batches": ">= 1", "train.checkpoint_every": ">= 1",
+    "train.keep_last": ">= 1", "train.threads": ">= 0",
+}
+
+
+def _within(value: Any, rule: str) -> bool:
+    if value is None:
+        return rule.startswith("null or ")
+    rule = rule[len("null or "):] if rule.startswith("null or ") else rule
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    if rule[0] in "[(":
+        lo, hi = (float(x) for x in rule[1:-1].split(","))
+        return (value >= lo if rule[0] == "[" else value > lo) and (value <= hi if rule[-1] == "]" else value < hi)
+    if rule == "finite":
+        return True
+    op, bound = rule.split()
+    bound = float(bound)
+    return {">=": value >= bound, ">": value > bound, "==": value == bound}[op]
+
+
+def _describe(rule: str) -> str:
+    bare = rule[len("null or "):] if rule.startswith("null or ") else rule
+    text = f"in {bare}" if bare[0] in "[(" else "a finite number" if bare == "finite" else bare
+    return f"null (default) or {text}" if bare != rule else text
+
+
+def check_limits(cfg: Any, limits: Dict[str, str], strip: str = "") -> None:
+    """Raise ``ValueError("train.max_steps must be >= 1, got -5")`` for the first value of ``cfg``
+    outside its range in ``limits`` (keys relative to ``cfg`` after removing ``strip``)."""
+    for key, rule in limits.items():
+        node = cfg
+        for part in key[len(strip):].split("."):
+            node = getattr(node, part)
+        values = node if isinstance(node, (list, tuple)) else [node]
+        for v in values:
+            if not _within(v, rule):
+                shown = f"{key} values" if isinstance(node, (list, tuple)) else key
+                raise ValueError(f"{shown} must be {_describe(rule)}, got {v!r}")
 
 
 # --------------------------------------------------------------------------------------- presets
@@ -292,6 +368,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is typing.Union:  # Optional[X]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _coerce(args[0], value, where)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
@@ -330,7 +408,12 @@ def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part} is a value, not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"override {item!r}: the value is not valid YAML") from None
     return data
 
 
@@ -339,16 +422,18 @@ def save_config(cfg: Any, path: str | Path) -> None:
     path = Path(path)
     data = to_dict(cfg)
     text = yaml.safe_dump(data, sort_keys=False) if path.suffix in (".yaml", ".yml") else json.dumps(data, indent=2)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from cpc_speech.atomic import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def load_config(cls: Any, path: str | Path, overrides: Optional[List[str]] = None) -> Any:
     """Read a YAML or JSON config file into dataclass ``cls``, applying ``key=value`` overrides."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        from cpc_speech.audio import missing_file
+
+        raise FileNotFoundError(missing_file("config file", path))
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

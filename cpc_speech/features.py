@@ -31,9 +31,11 @@ Corpus::
     extract_corpus(model, read_manifest("manifest.tsv"), "feats/", layer="context")
     feats = load_feature_dir("feats/")                                 # {id: memory-mapped array}
 
-writes ``feats/<utt-id>.npy``, ``feats/features.tsv`` (``id  file  frames  dim``) and
+writes ``feats/<utt-id>.npy``, ``feats/features.tsv`` (``id  file  frames  dim  source``) and
 ``feats/meta.json`` (what produced them). A re-run with the same featuriser skips the files that
-exist; a different model (weights), layer, mode or dtype invalidates the folder (its old feature
+its index lists for the same audio (path, size, modification time); ``.npy`` files it did not write
+are never adopted (a folder without ``meta.json`` holding ``<id>.npy`` files is refused); the folder
+is locked while it is written (:mod:`cpc_speech.runlock`); a different model (weights), layer, mode or dtype invalidates the folder (its old feature
 files are deleted and recomputed). ``model="mfcc"`` extracts the MFCC baseline (:mod:`cpc_speech.mfcc`)
 through the same machinery.
 """
@@ -56,10 +58,12 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Size
 import numpy as np
 import torch
 
+from cpc_speech.atomic import atomic_open, atomic_write_text, remove_stale_temporaries
 from cpc_speech.audio import SAMPLE_RATE, AudioError, load_waveform, read_audio
 from cpc_speech.model.threads import single_thread
 from cpc_speech.precision import Precision
 from cpc_speech.precision import resolve as resolve_precision
+from cpc_speech.runlock import hold_output
 
 # Inputs longer than this many seconds are processed in exact chunks, several at once on CPU (one
 # per thread; :func:`encode_in_order`). 2.5 s keeps the largest intermediate of each (the first
@@ -587,26 +591,48 @@ def read_index(out_dir: PathLike) -> List[Tuple[str, str, int, int]]:
     return rows
 
 
-def _write_index(out_dir: Path, rows: List[Tuple[str, str, int, int]]) -> None:
-    tmp = out_dir / (INDEX_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("id\tfile\tframes\tdim\n")
+def _write_index(out_dir: Path, rows: List[Tuple[str, str, int, int]], sources: Dict[str, str]) -> None:
+    """``features.tsv``; the optional 5th column ``source`` identifies the audio each row came from."""
+    with atomic_open(out_dir / INDEX_NAME, "w") as f:
+        f.write("id\tfile\tframes\tdim\tsource\n")
         for uid, name, frames, dim in rows:
-            f.write(f"{uid}\t{name}\t{frames}\t{dim}\n")
-    tmp.replace(out_dir / INDEX_NAME)
+            f.write(f"{uid}\t{name}\t{frames}\t{dim}\t{sources.get(uid, '')}\n")
+
+
+def _index_sources(out_dir: Path) -> Dict[str, str]:
+    """``{id: source}`` of the 5th column of ``features.tsv`` (empty for folders of older versions)."""
+    out: Dict[str, str] = {}
+    try:
+        with open(out_dir / INDEX_NAME, encoding="utf-8") as f:
+            next(f, None)
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) >= 5 and parts[4]:
+                    out[parts[0]] = parts[4]
+    except OSError:
+        pass
+    return out
+
+
+def _source_of(path: Any) -> str:
+    """The audio a feature file came from: resolved path, size and modification time (empty for
+    decoded audio carried by the row itself)."""
+    if not isinstance(path, (str, Path)):
+        return ""
+    try:
+        st = os.stat(path)
+        return f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}".replace("\t", " ")
+    except OSError:
+        return ""
 
 
 def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         np.save(f, array)
-    tmp.replace(path)
 
 
 def _npy_shape(path: Path) -> Optional[Tuple[int, ...]]:
@@ -664,12 +690,25 @@ def extract_corpus(
     ``dtype``: ``"float32"`` or ``"float16"`` on disk; ``precision``: the model's arithmetic
     (``auto``, ``fp32``, ``bf16``; ignored when ``model`` is a :class:`Featurizer`).
     """
-    t_start = time.time()
     if dtype not in ("float32", "float16"):
         raise FeatureError(f"dtype must be float32 or float16, got {dtype!r}")
-    feat = model if isinstance(model, Featurizer) else make_featurizer(model, layer, mode, device, name, precision)
+    if not (batch_seconds > 0 and chunk_seconds > 0):
+        raise FeatureError(f"batch_seconds and chunk_seconds must be > 0, got {batch_seconds} and {chunk_seconds}")
+    if processes < 1:
+        raise FeatureError(f"processes must be >= 1, got {processes}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FeatureError(f"{out_dir} is a file, not a folder for features")
+    with hold_output(out_dir, "extract"):
+        return _extract_corpus(model, rows, out_dir, layer, workers, progress, dtype, device, mode, batch_seconds,
+                               chunk_seconds, name, precision, processes)
+
+
+def _extract_corpus(model, rows, out_dir: Path, layer, workers, progress, dtype, device, mode, batch_seconds,
+                    chunk_seconds, name, precision, processes) -> CorpusFeatures:
+    t_start = time.time()
+    feat = model if isinstance(model, Featurizer) else make_featurizer(model, layer, mode, device, name, precision)
+    remove_stale_temporaries(out_dir)
     items = [_row_fields(r) for r in rows]
     seen = set()
     for uid, _ in items:
@@ -692,6 +731,14 @@ def extract_corpus(
         except FeatureError:
             old_index = {}
     valid_cache = old_meta is not None and feat.same_features(old_meta, dtype)
+    if old_meta is None and not old_index:
+        # not a folder this function wrote: never adopt (nor overwrite) files that are already there
+        foreign = sorted(_safe_name(u) for u, _ in items if (out_dir / _safe_name(u)).exists())
+        if foreign:
+            raise FeatureError(
+                f"{out_dir} already holds {foreign[0]}" + (f" and {len(foreign) - 1} more .npy file(s)" if len(foreign) > 1 else "")
+                + f" not written by cpc-speech extract (no {META_NAME}); use an empty or new output folder"
+            )
     if not valid_cache and (old_meta is not None or old_index):
         # different featuriser: remove the old feature files (only ours: listed or named after ids)
         stale = {out_dir / r[1] for r in old_index.values()} | {out_dir / _safe_name(u) for u, _ in items}
@@ -706,11 +753,16 @@ def extract_corpus(
     _write_json(meta_path, meta)
 
     index: Dict[str, Tuple[str, str, int, int]] = {}
+    old_sources = _index_sources(out_dir) if old_index else {}
+    sources = {uid: _source_of(path) for uid, path in items}
     todo: List[Tuple[str, str]] = []
     for uid, path in items:
         fname = _safe_name(uid)
-        shape = _npy_shape(out_dir / fname) if (out_dir / fname).is_file() else None
-        if shape is not None and len(shape) == 2:
+        listed = old_index.get(uid)
+        # a cached file counts only when our index lists it with its shape and the same audio
+        shape = _npy_shape(out_dir / fname) if listed is not None and listed[1] == fname else None
+        same_audio = old_sources.get(uid, sources[uid]) == sources[uid]
+        if shape is not None and shape == (listed[2], listed[3]) and same_audio:
             index[uid] = (uid, fname, shape[0], shape[1])
         else:
             todo.append((uid, path))
@@ -728,11 +780,12 @@ def extract_corpus(
     def write_index() -> None:
         # keep rows of other ids that are still valid (e.g. a previous run on a bigger manifest)
         keep = {u: r for u, r in old_index.items() if u not in index and u not in seen and (out_dir / r[1]).is_file()}
-        _write_index(out_dir, [index[u] for u, _ in items if u in index] + list(keep.values()))
+        sources.update({u: old_sources[u] for u in keep if u in old_sources})
+        _write_index(out_dir, [index[u] for u, _ in items if u in index] + list(keep.values()), sources)
 
     def done(rows: Sequence[Tuple[str, str, int, int]], skips: Sequence[Tuple[str, str]], files: int) -> None:
         """Bookkeeping of finished files; the index is rewritten every few seconds, so a killed run
-        loses at most those (their .npy files are found again on resume)."""
+        loses at most those (their .npy files are found again on resume: the index lists them)."""
         nonlocal last_index_write
         for row in rows:
             index[row[0]] = row

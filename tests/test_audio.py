@@ -152,7 +152,7 @@ def test_segment_equals_slice_of_full_read(tmp_path, rate, ext):
 def test_segment_past_end_is_empty_error(tmp_path):
     path = tmp_path / "short.wav"
     sf.write(str(path), sine(100, 0.1, SAMPLE_RATE), SAMPLE_RATE)
-    with pytest.raises(AudioError, match="short.wav: audio is empty"):
+    with pytest.raises(AudioError, match="short.wav: the segment from sample 10000 .16 kHz. starts after the end of the audio"):
         read_audio(path, start=10_000)
 
 

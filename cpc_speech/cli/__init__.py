@@ -2,6 +2,8 @@
 
 Each module in ``SUBCOMMANDS`` (a module name; ``import_cmd`` registers ``import``) defines ``register(subparsers)``, which adds its parser and sets
 ``func`` to a ``run(args) -> int`` callable. Heavy imports happen inside ``run`` so ``--help`` is fast.
+Errors: :func:`report_errors` prints every error as one line (``--debug`` for the traceback); a
+command that writes a folder or file holds its lock (``cpc_speech.runlock.hold_output``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from cpc_speech import __version__
 
@@ -34,22 +36,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# errors a user can act on: printed as one line ``cpc-speech CMD: error: ...`` (exit status 2)
+USER_ERRORS = (ValueError, RuntimeError, OSError, ArithmeticError, MemoryError)
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for ``exc``: an OSError as ``PATH: cause`` (``No space left on device``,
+    ``Read-only file system``, ``Permission denied``, ``Is a directory``...), any other error its
+    first non-empty line, without torch's advice to load checkpoints unsafely."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        if exc.filename2 is not None:
+            where = f"{where} -> {exc.filename2}"
+        return f"{where}: {exc.strerror}" if where != "" else exc.strerror
+    if isinstance(exc, MemoryError):
+        return "out of memory" + (f" ({exc})" if str(exc) else "")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if "weights_only" not in ln] or lines[:0]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_args(args: argparse.Namespace, limits: dict) -> None:
+    """Range-check numeric options with the config rules (:func:`cpc_speech.config.check_limits`),
+    e.g. ``check_args(args, {"workers": ">= 0"})``; the error names the flag: ``--workers must be
+    >= 0, got -1``. Options left at None are skipped."""
+    from cpc_speech.config import check_limits
+
+    present = {k: v for k, v in limits.items() if getattr(args, k, None) is not None}
+    try:
+        check_limits(args, present)
+    except ValueError as exc:
+        text = str(exc)
+        key = text.split(" ", 1)[0]
+        raise ValueError("--" + key.replace("_", "-") + text[len(key):]) from None
+
+
+def report_errors(command: str, func: Callable[[], int], debug: bool = False) -> int:
+    """Run ``func`` and turn every error into one line on stderr naming the file or key (exit 2);
+    an unexpected exception is one line too (exit 3) unless ``debug``. Temporary files are the
+    writers' business (:mod:`cpc_speech.atomic` removes them on error)."""
+    try:
+        return int(func() or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        print(f"cpc-speech {command}: error: {error_message(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line, the traceback with --debug
+        if debug:
+            raise
+        print(f"cpc-speech {command}: internal error: {type(exc).__name__}: {error_message(exc)} "
+              f"(re-run with --debug for the traceback)", file=sys.stderr)
+        return 3
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        if getattr(args, "debug", False):
-            raise
-        print(f"cpc-speech {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return report_errors(args.command, lambda: args.func(args), debug=getattr(args, "debug", False))
 
 
 if __name__ == "__main__":  # python -m cpc_speech.cli

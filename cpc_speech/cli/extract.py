@@ -35,9 +35,11 @@ def run(args) -> int:
 
     import torch
 
+    from cpc_speech.cli import check_args
     from cpc_speech.corpora.manifest import read_manifest
     from cpc_speech.features import extract_corpus
 
+    check_args(args, {"workers": ">= 0", "threads": ">= 0", "batch_seconds": "> 0"})
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.processes < 1 or args.workers < 0:

@@ -133,8 +133,13 @@ def run(args) -> int:
 
         path = Path(config_file)
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+            raise FileNotFoundError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of finetune settings, got {type(loaded).__name__}")
         unknown = set(loaded) - set(data)
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}")

@@ -91,17 +91,32 @@ class _Warnings:
 def _write_transcripts(path, rows, texts) -> None:
     from pathlib import Path
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    from cpc_speech.atomic import atomic_open
+
+    with atomic_open(Path(path), "w") as f:
         for u in rows:
             text = texts.get(u.id, "").replace("\t", " ").replace("\n", " ")
             f.write(f"{u.id}\t{text}\n")
-    tmp.replace(path)
 
 
 def run(args) -> int:
+    """Lock the output manifest (and the transcripts file / audio folder) and build it."""
+    import contextlib
+    from pathlib import Path
+
+    from cpc_speech.runlock import hold_output
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(hold_output(args.out, "prepare", kind="file"))
+        if getattr(args, "transcripts", None):
+            stack.enter_context(hold_output(args.transcripts, "prepare", kind="file"))
+        if args.corpus == "hf":
+            out = Path(args.out)
+            stack.enter_context(hold_output(Path(args.audio_dir) if args.audio_dir else out.parent / f"{out.stem}_audio", "prepare"))
+        return _run(args)
+
+
+def _run(args) -> int:
     from pathlib import Path
 
     from cpc_speech.corpora.manifest import write_manifest

@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--output-dir", required=True, help="run folder (config, logs, checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir (also the default when it has a checkpoint)")
     p.add_argument("--restart", action="store_true", help="delete the checkpoints and log in --output-dir and start over")
+    p.add_argument("--trust-manifest", action="store_true",
+                   help="skip the start-up check of a sample of manifest rows against their audio headers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=5e-4 data.batch_size=16")
@@ -24,32 +26,39 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import contextlib
     import shutil
     from pathlib import Path
 
     import yaml
 
     from cpc_speech.config import PretrainConfig, config_from_dict
-    from cpc_speech.train.trainer import pretrain
+    from cpc_speech.runlock import hold_output
+    from cpc_speech.train.trainer import is_main_process, pretrain
 
     data = {}
     if args.config:
         path = Path(args.config)
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+            raise FileNotFoundError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
     if args.preset:
         data.setdefault("model", {}).setdefault("preset", args.preset)
     cfg = config_from_dict(PretrainConfig, data, args.overrides, where=args.config or "config")
     out = Path(args.output_dir)
-    if args.restart and out.exists():
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        for name in ("log.jsonl", "tensorboard"):
-            target = out / name
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    if args.resume and not (out / "checkpoints" / "last.pt").is_file():
-        print(f"note: nothing to resume in {out}; starting a new run")
-    summary = pretrain(cfg, args.train_manifest, str(out), args.valid_manifest, progress=not args.no_progress)
+    with hold_output(out, "pretrain") if is_main_process() else contextlib.nullcontext():
+        if args.restart and out.exists():
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            for name in ("log.jsonl", "tensorboard"):
+                target = out / name
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        if args.resume and not (out / "checkpoints" / "last.pt").is_file():
+            print(f"note: nothing to resume in {out}; starting a new run")
+        summary = pretrain(cfg, args.train_manifest, str(out), args.valid_manifest, progress=not args.no_progress,
+                           trust_manifest=args.trust_manifest)
     if summary.get("rank", 0) == 0:
         print(f"pretraining {'finished' if summary['finished'] else 'stopped'} at step {summary['step']}; run folder {out}")
     return 0

@@ -78,8 +78,11 @@ def run(args) -> int:
 
     import torch
 
+    from cpc_speech.cli import check_args
     from cpc_speech.probes.common import parse_baselines
 
+    check_args(args, {"dev_fraction": "[0, 1)", "holdout": "(0, 1)", "workers": ">= 0", "threads": ">= 0", "seed": ">= 0",
+                      "epochs": ">= 1", "context_frames": ">= 0", "window_frames": ">= 4"})
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("always")
@@ -124,7 +127,14 @@ def _fit_config(cfg, args):
     if args.epochs is not None:
         cfg.max_epochs = args.epochs
     if args.weight_decays:
-        cfg.weight_decays = tuple(float(x) for x in args.weight_decays.split(",") if x.strip())
+        try:
+            cfg.weight_decays = tuple(float(x) for x in args.weight_decays.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"--weight-decays must be comma-separated numbers, got {args.weight_decays!r}") from None
     if args.optimizer:
         cfg.optimizer = args.optimizer
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except ValueError as exc:  # name the flags
+        text = str(exc).replace("weight_decays", "--weight-decays").replace("max_epochs", "--epochs")
+        raise ValueError(text) from None

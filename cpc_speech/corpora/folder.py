@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
+from cpc_speech.audio import missing_file
 from cpc_speech.corpora.manifest import Utterance, scan_files
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "mp3")
@@ -155,7 +156,7 @@ def read_filelist(path: Union[str, Path]) -> List[Tuple[Path, Optional[str]]]:
     whitespace-separated word is taken as the speaker when the whole line is not a file."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"file list not found: {path}")
+        raise FileNotFoundError(missing_file("file list", path))
     base = path.resolve().parent
     out: List[Tuple[Path, Optional[str]]] = []
     with open(path, encoding="utf-8") as f:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
-from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, resampled_length
+from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, missing_file, resampled_length
 
 COLUMNS = ("id", "path", "speaker", "num_samples", "sample_rate")
 
@@ -49,11 +49,12 @@ class Utterance:
 def write_manifest(rows: Iterable[Utterance], path: Union[str, Path], relative: bool = True) -> Path:
     """Write rows as TSV (atomically). With ``relative`` paths under the manifest folder are stored
     relative to it."""
+    from cpc_speech.atomic import atomic_open
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, "w") as f:
         f.write("\t".join(COLUMNS) + "\n")
         for u in rows:
             p = u.path
@@ -66,16 +67,24 @@ def write_manifest(rows: Iterable[Utterance], path: Union[str, Path], relative: 
                 if "\t" in value or "\n" in value:
                     raise ManifestError(f"{path}: tab or newline in field {value!r}")
             f.write(f"{u.id}\t{p}\t{u.speaker}\t{u.num_samples}\t{u.sample_rate}\n")
-    tmp.replace(path)
     return path
 
 
 def read_manifest(path: Union[str, Path]) -> List[Utterance]:
     """Read a TSV manifest; relative paths are resolved against the manifest's folder."""
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(f"{path} is a folder, not a manifest file")
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
     base = path.parent.resolve()
+    try:
+        return _read_rows(path, base)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def _read_rows(path: Path, base: Path) -> List[Utterance]:
     rows: List[Utterance] = []
     seen = set()
     with open(path, encoding="utf-8") as f:
@@ -94,6 +103,10 @@ def read_manifest(path: Union[str, Path]) -> List[Utterance]:
                 n_i, sr_i = int(n), int(sr)
             except ValueError:
                 raise ManifestError(f"{path}: line {lineno}: num_samples and sample_rate must be integers") from None
+            if n_i < 0:
+                raise ManifestError(f"{path}: line {lineno}: num_samples must be >= 0, got {n_i}")
+            if sr_i < 1:
+                raise ManifestError(f"{path}: line {lineno}: sample_rate must be >= 1 Hz, got {sr_i}")
             if uid in seen:
                 raise ManifestError(f"{path}: line {lineno}: duplicate utterance id {uid!r}")
             seen.add(uid)
@@ -152,11 +165,47 @@ def scan_files(
     return rows
 
 
+def check_headers(rows: Sequence[Utterance], manifest: Union[str, Path], sample: int = 256, workers: int = 8) -> int:
+    """Compare up to ``sample`` rows (evenly spread, first and last included) with their audio
+    headers: a ``num_samples`` or ``sample_rate`` that differs from the file is a
+    :class:`ManifestError` naming the manifest, the utterance and both values; so is a sample in
+    which no file is readable. Unreadable files alone are left to the reader (skipped with a
+    warning). Returns the number of rows checked."""
+    if not rows:
+        return 0
+    count = min(len(rows), max(1, sample))
+    picks = sorted({round(i * (len(rows) - 1) / max(1, count - 1)) for i in range(count)})
+
+    def one(i):
+        try:
+            return audio_info(rows[i].path)
+        except AudioError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        infos = list(pool.map(one, picks))
+    unreadable = []
+    for i, info in zip(picks, infos):
+        u = rows[i]
+        if isinstance(info, Exception):
+            unreadable.append(info)
+            continue
+        if (info.frames, info.sample_rate) != (u.num_samples, u.sample_rate):
+            raise ManifestError(
+                f"{manifest}: utterance {u.id}: the manifest says {u.num_samples} samples at {u.sample_rate} Hz but "
+                f"{u.path} has {info.frames} samples at {info.sample_rate} Hz; rebuild the manifest with "
+                f"cpc-speech prepare (or pass --trust-manifest to skip this check)"
+            )
+    if len(unreadable) == len(picks):
+        raise ManifestError(f"{manifest}: none of the {len(picks)} audio file(s) checked is readable (first: {unreadable[0]})")
+    return len(picks)
+
+
 def read_id_list(path: Union[str, Path]) -> List[str]:
     """A split file: one utterance id per line (blank lines and ``#`` comments ignored)."""
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"split file not found: {path}")
+        raise ManifestError(missing_file("split file", path))
     ids = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
     return ids
 

@@ -53,6 +53,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
+from cpc_speech.atomic import atomic_write_text
 from cpc_speech.audio import SAMPLE_RATE, read_audio, resample, write_audio
 from cpc_speech.corpora.espeak import (
     ESPEAK_SAMPLE_RATE,
@@ -65,6 +66,7 @@ from cpc_speech.corpora.espeak import (
 )
 from cpc_speech.corpora.manifest import Utterance, write_manifest
 from cpc_speech.corpora.phones import canonical_language, inventory_for
+from cpc_speech.runlock import is_lock_file, locks_output
 
 FRAME = 160  # samples at 16 kHz per label (10 ms)
 LAYOUTS = ("librispeech", "commonvoice")
@@ -484,10 +486,7 @@ class SynthSummary:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, text)
 
 
 def _split_per_speaker(rng: np.random.Generator, by_speaker: Dict[str, List[str]], fraction: float) -> set:
@@ -712,6 +711,7 @@ def _write_labels(
     }
 
 
+@locks_output("out_dir", "synth")
 def synthesize_corpus(
     out_dir: Union[str, Path],
     speakers: int = 16,
@@ -735,7 +735,7 @@ def synthesize_corpus(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(not is_lock_file(p) for p in out.iterdir()) and not overwrite:
         raise ValueError(f"{out} is not empty; choose a new folder or pass --overwrite to write into it")
     out.mkdir(parents=True, exist_ok=True)
 

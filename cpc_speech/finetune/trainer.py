@@ -27,6 +27,7 @@ uninterrupted one. All checkpoint files are written atomically and load with
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -43,13 +44,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cpc_speech.atomic import atomic_write_text, remove_stale_temporaries
+from cpc_speech.audio import missing_file
 from cpc_speech.checkpoint import atomic_save
-from cpc_speech.config import from_dict, preset, save_config, to_dict
+from cpc_speech.config import check_limits, from_dict, preset, save_config, to_dict
 from cpc_speech.corpora.manifest import Utterance, read_manifest
 from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
 from cpc_speech.finetune.per import EditCounts, ctc_min_frames, error_counts, greedy_decode
 from cpc_speech.finetune.subset import Subset, select_hours
 from cpc_speech.finetune.transcripts import PhoneInventory, Transcript, load_targets
+from cpc_speech.runlock import hold_output
 
 CONDITIONS = ("frozen", "unfrozen", "mfcc", "scratch")
 PRETRAINED = ("frozen", "unfrozen")
@@ -113,6 +117,10 @@ class FinetuneConfig:
         return HeadConfig(self.head, self.head_hidden, self.head_kernel, self.head_dropout, self.bidirectional)
 
     def validate(self) -> "FinetuneConfig":
+        try:
+            check_limits(self, FINETUNE_LIMITS)
+        except ValueError as exc:
+            raise FinetuneError(str(exc)) from None
         unknown = [c for c in self.conditions if c not in CONDITIONS]
         if unknown or not self.conditions:
             raise FinetuneError(f"conditions must be a non-empty subset of {', '.join(CONDITIONS)}, got {self.conditions}")
@@ -132,11 +140,16 @@ class FinetuneConfig:
         if self.head not in HEAD_KINDS:
             raise FinetuneError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         self.head_config().validate()
-        if self.epochs < 0 or self.patience < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise FinetuneError("epochs must be >= 0, patience, batch_size and eval_batch_size >= 1")
-        if not (self.lr > 0 and self.backbone_lr_scale >= 0 and self.scratch_lr_scale > 0):
-            raise FinetuneError("lr and scratch_lr_scale must be positive, backbone_lr_scale >= 0")
         return self
+
+
+# ranges of every numeric field (see cpc_speech.config.check_limits); hours: null or <= 0 = all
+FINETUNE_LIMITS = {
+    "hours": "null or finite", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_dropout": "[0, 1)",
+    "epochs": ">= 0", "patience": ">= 1", "batch_size": ">= 1", "lr": "> 0", "backbone_lr_scale": ">= 0",
+    "scratch_lr_scale": "> 0", "weight_decay": ">= 0", "grad_clip": ">= 0", "seed": ">= 0",
+    "eval_batch_size": ">= 1", "threads": ">= 0",
+}
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -189,7 +202,7 @@ def read_split_file(path: str) -> List[Tuple[str, int]]:
     blank lines and ``#`` comments skipped)."""
     p = Path(path)
     if not p.is_file():
-        raise FinetuneError(f"split file not found: {p}")
+        raise FinetuneError(missing_file("split file", p))
     out = []
     for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
         text = line.strip()
@@ -373,10 +386,14 @@ def _ctc(logits: torch.Tensor, lengths: torch.Tensor, labels: Sequence[Sequence[
 
 
 def _load(path: Path) -> Dict[str, Any]:
+    from cpc_speech.checkpoint import load_failure
+
+    if path.is_file() and path.stat().st_size == 0:
+        raise FinetuneError(f"{path}: fine-tuning checkpoint is empty (0 bytes): it was not written completely")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise FinetuneError(f"{path}: cannot read fine-tuning checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        raise FinetuneError(f"{path}: cannot read fine-tuning checkpoint: {load_failure(exc)}") from None
     if not isinstance(state, dict) or state.get("kind") != CKPT_KIND:
         raise FinetuneError(f"{path}: not a cpc_speech fine-tuning checkpoint")
     return state
@@ -591,7 +608,12 @@ class Finetuner:
         if path.is_file() and self.resume:
             import yaml
 
-            old = yaml.safe_load(path.read_text()) or {}
+            try:
+                old = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise FinetuneError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            if not isinstance(old, dict):
+                raise FinetuneError(f"{path}: expected a mapping of finetune settings")
             new = to_dict(self.cfg)
             old = {**_LEGACY_DEFAULTS, **old}
             changed = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))
@@ -809,10 +831,7 @@ class Finetuner:
             "data_fingerprint": fingerprint,
         }
         if cdir is not None:
-            text = json.dumps(record, indent=2)
-            tmp = cdir / ".result.json.tmp"
-            tmp.write_text(text)
-            tmp.replace(cdir / "result.json")
+            atomic_write_text(cdir / "result.json", json.dumps(record, indent=2))
         self.log(
             f"{name}: dev PER {record['per_dev']:.4f}"
             + (f", test PER {record['per_test']:.4f}" if record["per_test"] is not None else "")
@@ -838,15 +857,25 @@ def run_finetune(
                                     "initial_dev_per", "epochs_run", "stopped_early", "dev_errors",
                                     "test_errors", "seconds", ...}, ...},
          "phones": [class names], "config": {...}, "data": {...}, "seconds": s}
+
+    ``cfg.output_dir`` and ``out`` are locked for the whole run (:mod:`cpc_speech.runlock`), which
+    also checks before training that they can be written.
     """
-    result = Finetuner(cfg, progress=progress, resume=resume, log=log).run(on_epoch_end)
-    for path in [out] + ([str(Path(cfg.output_dir) / "result.json")] if cfg.output_dir else []):
-        if path:
-            p = Path(path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(f".{p.name}.tmp")
-            tmp.write_text(json.dumps(result, indent=2))
-            tmp.replace(p)
+    with contextlib.ExitStack() as stack:
+        if cfg.output_dir:
+            if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+                raise FinetuneError(f"--output-dir {cfg.output_dir} is a file, not a folder")
+            stack.enter_context(hold_output(cfg.output_dir, "finetune"))
+            for folder in [Path(cfg.output_dir), *Path(cfg.output_dir).iterdir()]:
+                remove_stale_temporaries(folder)
+        if out:
+            if Path(out).is_dir():
+                raise FinetuneError(f"--out {out} is a folder; give the result file's name")
+            stack.enter_context(hold_output(out, "finetune", kind="file"))
+        result = Finetuner(cfg, progress=progress, resume=resume, log=log).run(on_epoch_end)
+        for path in [out] + ([str(Path(cfg.output_dir) / "result.json")] if cfg.output_dir else []):
+            if path:
+                atomic_write_text(path, json.dumps(result, indent=2))
     return result
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from cpc_speech.audio import missing_file
+
 SILENCE_ID = 0
 PathLike = Union[str, Path]
 
@@ -123,7 +125,7 @@ class Transcript:
 
 def _iter_lines(path: Path):
     if not path.is_file():
-        raise TranscriptError(f"file not found: {path}")
+        raise TranscriptError(missing_file("file", path))
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             text = line.strip()

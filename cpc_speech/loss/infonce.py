@@ -21,6 +21,8 @@ negatives, dim) tensor is ever built):
 
 from __future__ import annotations
 
+import math
+
 from typing import NamedTuple, Optional
 
 import torch
@@ -141,6 +143,8 @@ class InfoNCELoss(nn.Module):
                  shared_negatives: bool = True):
         super().__init__()
         self.sampler = NegativeSampler(sampling, negatives, shared=shared_negatives)
+        if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"loss.temperature must be null (default: the encoder dimension) or > 0, got {temperature!r}")
         self.temperature = temperature
 
     def forward(
@@ -171,7 +175,7 @@ class InfoNCELoss(nn.Module):
             negatives = self.sampler.sample(
                 z_all.shape[0], t, k_steps, spk_all, utt_all, generator=generator, device=device
             )[:b]
-        temperature = float(self.temperature or dim)
+        temperature = float(dim if self.temperature is None else self.temperature)
 
         # candidate index per query: positive first, then negatives (global frame indices)
         base = torch.arange(b, device=device).view(b, 1, 1, 1) * t

@@ -52,6 +52,16 @@ class FrameInstanceNorm(nn.InstanceNorm1d):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
+def encoder_frames(cfg: EncoderConfig, num_samples: int) -> int:
+    """Frames an encoder of config ``cfg`` yields for ``num_samples`` samples (0 if too short)."""
+    n = int(num_samples)
+    for k, s, p in zip(cfg.kernels, cfg.strides, cfg.paddings):
+        n = (n + 2 * p - k) // s + 1
+        if n <= 0:
+            return 0
+    return n
+
+
 def make_norm(kind: str, channels: int, eps: float = 1e-5) -> nn.Module:
     """Normalisation layer for (batch, frames, channels) tensors."""
     if kind == "channel":
@@ -115,12 +125,7 @@ class Encoder(nn.Module):
 
     def num_frames(self, num_samples: int) -> int:
         """Exact number of frames the encoder yields for ``num_samples`` samples (0 if too short)."""
-        n = int(num_samples)
-        for k, s, p in zip(self.cfg.kernels, self.cfg.strides, self.cfg.paddings):
-            n = (n + 2 * p - k) // s + 1
-            if n <= 0:
-                return 0
-        return n
+        return encoder_frames(self.cfg, num_samples)
 
     @property
     def min_samples(self) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -111,12 +110,9 @@ def default_cache_dir(out: Optional[PathLike]) -> Path:
 
 
 def write_json(path: PathLike, data: Dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-    return path
+    from cpc_speech.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def warn(msg: str) -> None:

@@ -17,6 +17,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
+from cpc_speech.audio import missing_file
+
 PathLike = Union[str, Path]
 
 
@@ -68,7 +70,7 @@ def read_alignments(path: PathLike) -> Alignments:
     """Read a CPC_audio-style alignment file (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise LabelError(f"alignment file not found: {path}")
+        raise LabelError(missing_file("alignment file", path))
     labels: Dict[str, np.ndarray] = {}
     lines: Dict[str, int] = {}
     with open(path, encoding="utf-8") as f:
@@ -151,7 +153,7 @@ def read_split(path: PathLike, name: str = "split") -> SplitFile:
     """One id per line; duplicates are an error; an empty file is an error."""
     path = Path(path)
     if not path.is_file():
-        raise LabelError(f"{name} file not found: {path}")
+        raise LabelError(missing_file(f"{name} file", path))
     ids: List[str] = []
     lines: Dict[str, int] = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

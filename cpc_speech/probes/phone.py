@@ -50,6 +50,7 @@ from cpc_speech.probes.linear import (
     per_class_accuracy,
     select_and_fit,
 )
+from cpc_speech.runlock import locks_output
 from cpc_speech.config import to_dict
 
 PathLike = Union[str, Path]
@@ -126,6 +127,7 @@ def result_entry(outcome, test: ProbeData, names: Sequence[str], sizes: Dict[str
     return entry
 
 
+@locks_output("out", "probe", kind="file")
 def run_phone_probe(
     model: Any,
     manifest: Union[PathLike, Sequence[Utterance]],

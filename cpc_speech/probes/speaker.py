@@ -30,6 +30,7 @@ from cpc_speech.probes.common import BASELINES, cached_features, default_cache_d
 from cpc_speech.probes.labels import LabelError, SplitFile, carve_dev, check_disjoint, holdout_per_group
 from cpc_speech.probes.linear import FitConfig, ProbeData, select_and_fit
 from cpc_speech.probes.phone import _as_rows, _as_split, _known_ids, _with_features, result_entry
+from cpc_speech.runlock import locks_output
 
 PathLike = Union[str, Path]
 PROTOCOLS = ("utterance", "window")
@@ -62,6 +63,7 @@ def _examples(ids: Sequence[str], feats: Mapping[str, np.ndarray], protocol: str
     return ProbeData(X, y), frames
 
 
+@locks_output("out", "probe", kind="file")
 def run_speaker_probe(
     model: Any,
     manifest: Union[PathLike, Sequence[Utterance]],

@@ -89,7 +89,6 @@ the probe details, the pretraining summary, data, links to the plots and provena
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Union
@@ -104,17 +103,9 @@ PathLike = Union[str, Path]
 
 def _atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to a unique temporary file next to ``path``, then rename it over ``path``."""
-    import tempfile
+    from cpc_speech.atomic import atomic_write_text
 
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, text)
 
 
 def build_report(run_dir: PathLike, **files: Any) -> Collected:
@@ -130,13 +121,17 @@ def write_report(
 ) -> Dict[str, Any]:
     """Build the report of ``run_dir`` and write ``report.json``, ``report.md`` and
     ``plots/*.png`` into it; returns the report dict."""
-    col = build_report(run_dir, **files)
-    run = col.inputs.run_dir
-    if plots:
-        from cpc_speech.report.plots import make_plots
+    from cpc_speech.runlock import hold_output
 
-        col.report["plots"] = make_plots(col, run / "plots", log=log)
-    report = col.report
-    _atomic_write(run / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
-    _atomic_write(run / "report.md", render(report))
+    find_inputs(run_dir, **files)  # a missing run folder is an error, not created by the lock
+    with hold_output(run_dir, "report", create=False):
+        col = build_report(run_dir, **files)
+        run = col.inputs.run_dir
+        if plots:
+            from cpc_speech.report.plots import make_plots
+
+            col.report["plots"] = make_plots(col, run / "plots", log=log)
+        report = col.report
+        _atomic_write(run / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+        _atomic_write(run / "report.md", render(report))
     return report

@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from cpc_speech.audio import missing_file
+
 PathLike = Union[str, Path]
 
 PROBE_SECTIONS = ("phone_probe", "speaker_probe", "speaker_probe_window")
@@ -67,7 +69,7 @@ def _existing(path: Optional[PathLike], what: str) -> Optional[Path]:
         return None
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{what}: file not found: {p}")
+        raise FileNotFoundError(f"{what}: " + missing_file("file", p))
     return p
 
 
@@ -427,6 +429,8 @@ def data_section(manifests: Path, run_dir: Path) -> Dict[str, Any]:
         raise ReportError(f"{manifests}: expected a JSON object {{'train': path, 'valid': path}}")
     out: Dict[str, Any] = {}
     for split, where in listed.items():
+        if split.endswith("_sha256"):  # content hash of the manifest a split was trained on
+            continue
         if not where:
             out[split] = None
             continue
@@ -434,6 +438,8 @@ def data_section(manifests: Path, run_dir: Path) -> Dict[str, Any]:
         if not p.is_absolute() and not p.is_file():
             p = run_dir / p
         entry: Dict[str, Any] = {"manifest": str(where)}
+        if listed.get(f"{split}_sha256"):
+            entry["sha256"] = listed[f"{split}_sha256"]
         try:
             rows = read_manifest(p)
         except Exception as exc:  # a moved or deleted manifest: keep the path, say why
@@ -499,6 +505,42 @@ class Collected:
     raw: Dict[str, Dict[str, Any]]  # section -> raw result file contents (probes, finetune:<name>)
 
 
+def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def checkpoint_config(run: Path, config: Dict[str, Any], config_path: Path) -> Tuple[Dict[str, Any], str]:
+    """The config the run's newest checkpoint was trained with (``checkpoints/last.pt``, else
+    ``best.pt``), which the report trusts over an edited ``config.yaml`` (with a warning naming the
+    keys that differ); ``config.yaml`` when there is no readable checkpoint. Returns (config, source)."""
+    from cpc_speech.checkpoint import CheckpointError, read_checkpoint
+
+    for name in ("last.pt", "best.pt"):
+        ckpt = run / "checkpoints" / name
+        if not ckpt.is_file():
+            continue
+        try:
+            saved = read_checkpoint(ckpt).get("config")
+        except CheckpointError as exc:
+            print(f"warning: {exc}; the report uses {config_path}", file=sys.stderr)
+            return config, str(config_path)
+        if not isinstance(saved, dict):
+            break
+        a, b = _flat(saved), _flat(config)
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not (isinstance(a.get(k), list) and tuple(a[k]) == tuple(b.get(k) or ())))
+        if differ:
+            shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+            print(f"warning: {config_path} differs from the config saved in {ckpt} ({shown}); "
+                  f"the report uses the checkpoint's", file=sys.stderr)
+        return saved, str(ckpt)
+    return config, str(config_path)
+
+
 def collect(inputs: Inputs) -> Collected:
     """Read every input of ``inputs`` and build the report dict."""
     run = inputs.run_dir
@@ -508,6 +550,7 @@ def collect(inputs: Inputs) -> Collected:
         raise ReportError(f"{inputs.config}: not valid YAML ({exc})") from None
     if not isinstance(config, dict):
         raise ReportError(f"{inputs.config}: expected a mapping")
+    config, config_source = checkpoint_config(run, config, inputs.config)
     events, bad = read_log(inputs.log)
     if bad:
         print(f"warning: {inputs.log}: skipped {bad} unreadable line(s)", file=sys.stderr)
@@ -520,7 +563,7 @@ def collect(inputs: Inputs) -> Collected:
     }
     raw: Dict[str, Dict[str, Any]] = {}
     details: Dict[str, Any] = {}
-    sources: Dict[str, Any] = {"config": str(inputs.config), "log": str(inputs.log)}
+    sources: Dict[str, Any] = {"config": config_source, "log": str(inputs.log)}
     if not report["pretraining"]["train_events"]:
         missing["pretraining"] = f"{_show(inputs.log, run)} holds no train events yet"
     if not report["pretraining"]["valid_events"]:

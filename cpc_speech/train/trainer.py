@@ -32,13 +32,15 @@ import torch
 
 from cpc_speech import __version__
 from cpc_speech.batching import make_loader
-from cpc_speech.checkpoint import FORMAT_VERSION, atomic_save, read_checkpoint, save_checkpoint, update_link
+from cpc_speech.atomic import atomic_write_text, remove_stale_temporaries
+from cpc_speech.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, update_link, upgrade_saved_config
 from cpc_speech.config import PretrainConfig, config_from_dict, save_config, to_dict
-from cpc_speech.corpora.manifest import read_manifest
+from cpc_speech.corpora.manifest import check_headers, read_manifest
 from cpc_speech.loss import InfoNCELoss
 from cpc_speech.model.cpc import CPCModel
 from cpc_speech.precision import PRECISION_NAMES, Precision
 from cpc_speech.precision import resolve as resolve_precision
+from cpc_speech.runlock import hold_output
 from cpc_speech.train.distributed import DistInfo, all_gather_windows, broadcast_choice, cleanup, init_distributed
 from cpc_speech.train.schedule import lr_multiplier
 
@@ -82,6 +84,7 @@ class Trainer:
         valid_manifest: Optional[str] = None,
         progress: bool = True,
         stop_after: Optional[int] = None,
+        trust_manifest: bool = False,
     ):
         self.cfg = cfg.validate()
         self.out = Path(output_dir)
@@ -102,7 +105,12 @@ class Trainer:
             self.precision = Precision(chosen, f"rank 0's choice ({self.precision.reason} here)")
         self.train_rows = read_manifest(train_manifest)
         self.valid_rows = read_manifest(valid_manifest) if valid_manifest else None
-        self.manifests = {"train": str(Path(train_manifest).resolve()), "valid": str(Path(valid_manifest).resolve()) if valid_manifest else None}
+        self.manifests = {"train": str(Path(train_manifest).resolve()), "valid": str(Path(valid_manifest).resolve()) if valid_manifest else None,
+                          "train_sha256": file_sha256(train_manifest), "valid_sha256": file_sha256(valid_manifest) if valid_manifest else None}
+        if not trust_manifest and self.dist.is_main:  # cheap: headers of a sample of rows
+            check_headers(self.train_rows, train_manifest)
+            if self.valid_rows:
+                check_headers(self.valid_rows, valid_manifest)
 
         torch.manual_seed(tc.seed)
         self.model = CPCModel(cfg.model).to(self.device)
@@ -116,12 +124,25 @@ class Trainer:
             )
         if tc.compile:  # training steps only; checkpoints hold the plain model's weights
             self.ddp_model = torch.compile(self.ddp_model)
-        self.loader, self.sampler = make_loader(
-            self.train_rows, cfg.data, seed=tc.seed, rank=self.dist.rank, world_size=self.dist.world_size,
-            pin_memory=self.device.type == "cuda",
-        )
+        try:
+            self.loader, self.sampler = make_loader(
+                self.train_rows, cfg.data, seed=tc.seed, rank=self.dist.rank, world_size=self.dist.world_size,
+                pin_memory=self.device.type == "cuda",
+            )
+        except ValueError as exc:
+            raise ValueError(f"training manifest {train_manifest}: {exc}") from None
+        self.valid_loader = None
+        if self.valid_rows:  # checked now, not at the first validation hours later
+            try:
+                self.valid_loader, _ = make_loader(self.valid_rows, cfg.data, seed=tc.seed + 1, rank=self.dist.rank,
+                                                   world_size=self.dist.world_size, shuffle=False, num_workers=0, augment=False)
+            except ValueError as exc:
+                raise ValueError(f"validation manifest {valid_manifest}: {exc}") from None
         self.step = 0
-        self.skipped_windows = 0  # unreadable (or lone-speaker) windows left out of batches
+        self.skipped_windows = 0  # unreadable windows left out of batches (this run)
+        self.lone_windows = 0  # same_speaker: windows left without a partner because the partner was unreadable
+        self.skipped_batches = 0  # batches with no usable window (the step counts, nothing is learned)
+        self._warned_rows: set = set()
         self.best_valid = math.inf
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.name == "fp16" else None
         self._tb = None
@@ -130,10 +151,19 @@ class Trainer:
     def prepare_run_dir(self) -> None:
         """Create the folder, or check that an existing run has a compatible config and resume."""
         last = self.ckpt_dir / "last.pt"
+        if self.dist.is_main:  # we hold the folder's lock: temporary files are a killed writer's leftovers
+            remove_stale_temporaries(self.ckpt_dir)
+            remove_stale_temporaries(self.out)
         if last.is_file():
             state = read_checkpoint(last, map_location="cpu")
             # keys added to the config since the run started take their defaults
-            saved = _flatten(to_dict(config_from_dict(PretrainConfig, state["config"], where=f"{last} config")))
+            where = f"{last} config"
+            try:
+                saved_cfg = config_from_dict(PretrainConfig, upgrade_saved_config(state.get("config") or {}), where=where)
+            except ValueError as exc:
+                raise CheckpointError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
+            self._check_same_manifests()
+            saved = _flatten(to_dict(saved_cfg))
             now = _flatten(to_dict(self.cfg))
             changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
             if changed:
@@ -147,7 +177,22 @@ class Trainer:
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
-            (self.out / "manifests.json").write_text(json.dumps(self.manifests, indent=2))
+            atomic_write_text(self.out / "manifests.json", json.dumps(self.manifests, indent=2))
+
+    def _check_same_manifests(self) -> None:
+        """A run resumes only on the manifests it started with (same content)."""
+        path = self.out / "manifests.json"
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        for split in ("train", "valid"):
+            before, now = old.get(f"{split}_sha256"), self.manifests.get(f"{split}_sha256")
+            if before and now and before != now:
+                raise ValueError(
+                    f"{self.out} holds a run trained on another {split} manifest (recorded in {path}: "
+                    f"{old.get(split)}, content changed since); use another --output-dir or pass --restart to start over"
+                )
 
     def _load_state(self, state: Dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -184,8 +229,12 @@ class Trainer:
         if not self.dist.is_main:
             return
         fields = {"time": round(time.time(), 3), **fields}
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(fields) + "\n")
+        log = self.out / "log.jsonl"
+        try:
+            with open(log, "a") as f:
+                f.write(json.dumps(fields) + "\n")
+        except OSError as exc:  # e.g. a full disk: name the file
+            raise OSError(exc.errno, exc.strerror, str(log)) from None
         if self._tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -240,23 +289,23 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> Optional[Dict[str, object]]:
-        if not self.valid_rows:
+        if self.valid_loader is None:
             return None
         cfg = self.cfg
-        loader, _ = make_loader(self.valid_rows, cfg.data, seed=cfg.train.seed + 1, rank=self.dist.rank,
-                                world_size=self.dist.world_size, shuffle=False, num_workers=0, augment=False)
+        loader = self.valid_loader
         self.model.eval()
         losses, accs = [], []
         gen = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 12345)
         for i, batch in enumerate(loader):
             if i >= cfg.train.valid_batches:
                 break
-            if batch is None:
+            self._warn_unreadable(batch)
+            if len(batch) == 0:
                 continue
             batch = batch.to(self.device)
             with self._autocast():
                 out = self.model(batch.wav)
-                r = self.loss_fn(out.z.float(), out.predictions.float(), batch.speaker, batch.utterance, generator=gen)
+                r = self.loss_fn(out.z, out.predictions, batch.speaker, batch.utterance, generator=gen)
             losses.append(r.loss.item())
             accs.append(r.accuracy)
         if not losses:
@@ -271,8 +320,25 @@ class Trainer:
         return {"loss": loss, "accuracy": acc.tolist(), "accuracy_mean": float(acc.mean())}
 
     # ------------------------------------------------------------------------------ loop
+    def _warn_unreadable(self, batch) -> None:
+        """One warning per unreadable file for the whole run (DataLoader workers do not warn)."""
+        for row, problem in batch.unreadable:
+            if row not in self._warned_rows:
+                self._warned_rows.add(row)
+                warnings.warn(f"skipping unreadable audio: {problem}")
+
+    def _count_dropped(self, batch) -> None:
+        self._warn_unreadable(batch)
+        self.skipped_windows += len(batch.unreadable)
+        self.lone_windows += batch.lone
+
     def fit(self) -> Dict[str, object]:
-        """Train until ``train.max_steps``; returns a summary. Idempotent: a finished run returns at once."""
+        """Train until ``train.max_steps``; returns a summary. Idempotent: a finished run returns at once.
+
+        A batch whose windows are all unreadable still counts as a step (so resumption and the
+        schedule stay aligned with the batch order): checkpoints, validation and ``max_steps`` are
+        handled for it like for any step, and ``log.jsonl`` counts it (``skipped_batches``). A whole
+        epoch of such batches, or a run in which no batch could be read, is an error."""
         self.prepare_run_dir()
         tc = self.cfg.train
         if self.step >= tc.max_steps:
@@ -287,6 +353,7 @@ class Trainer:
             bar = tqdm(total=tc.max_steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
         window_seconds = self.cfg.data.window_samples / 16000
         t_last, audio_since, running = time.time(), 0.0, []
+        skipped_since_log, in_a_row, trained = 0, 0, 0
         stopped_early = False
         if self.dist.is_main:
             print(f"precision: {self.precision.describe()}", file=sys.stderr)
@@ -305,34 +372,47 @@ class Trainer:
                 self.sampler.set_epoch(epoch)
                 self.sampler.start_batch = start
                 for batch in self.loader:
-                    if batch is None:
-                        self.skipped_windows += self.cfg.data.batch_size
-                        warnings.warn(f"step {self.step}: every window of the batch was unreadable; skipped")
+                    self._count_dropped(batch)
+                    if len(batch) == 0:
+                        self.skipped_batches += 1
+                        skipped_since_log += 1
+                        in_a_row += 1
+                        if in_a_row >= per_epoch:
+                            raise RuntimeError(
+                                f"no window of {per_epoch} batch(es) in a row could be read (a whole epoch): "
+                                f"the audio of {self.manifests['train']} is unreadable (see the warnings above)"
+                            )
                         self.step += 1
                         self.scheduler.step()
-                        continue
-                    if tc.log_batches:
-                        with open(self.out / f"batches-rank{self.dist.rank}.jsonl", "a") as f:
-                            f.write(json.dumps({"step": self.step, "windows": batch.windows}) + "\n")
-                    self.skipped_windows += batch.dropped
-                    batch = batch.to(self.device)
-                    stats = self.train_step(batch)
-                    running.append(stats)
-                    audio_since += batch.wav.shape[0] * window_seconds * self.dist.world_size
+                    else:
+                        in_a_row = 0
+                        if tc.log_batches:
+                            with open(self.out / f"batches-rank{self.dist.rank}.jsonl", "a") as f:
+                                f.write(json.dumps({"step": self.step, "windows": batch.windows}) + "\n")
+                        batch = batch.to(self.device)
+                        stats = self.train_step(batch)
+                        trained += 1
+                        running.append(stats)
+                        audio_since += batch.wav.shape[0] * window_seconds * self.dist.world_size
+                        if bar:
+                            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{sum(stats['accuracy']) / len(stats['accuracy']):.3f}")
                     if bar:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{sum(stats['accuracy']) / len(stats['accuracy']):.3f}")
                     if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                         now = time.time()
-                        k = len(running[0]["accuracy"])
-                        acc = [sum(r["accuracy"][i] for r in running) / len(running) for i in range(k)]
-                        self.log_event(split="train", step=self.step, epoch=epoch,
-                                       loss=sum(r["loss"] for r in running) / len(running),
-                                       accuracy=acc, accuracy_mean=sum(acc) / k,
-                                       lr=self.scheduler.get_last_lr()[0],
-                                       grad_norm=sum(r["grad_norm"] for r in running) / len(running),
-                                       audio_seconds_per_second=audio_since / max(1e-9, now - t_last))
-                        running, t_last, audio_since = [], now, 0.0
+                        if running:
+                            k = len(running[0]["accuracy"])
+                            acc = [sum(r["accuracy"][i] for r in running) / len(running) for i in range(k)]
+                            self.log_event(split="train", step=self.step, epoch=epoch,
+                                           loss=sum(r["loss"] for r in running) / len(running),
+                                           accuracy=acc, accuracy_mean=sum(acc) / k,
+                                           lr=self.scheduler.get_last_lr()[0],
+                                           grad_norm=sum(r["grad_norm"] for r in running) / len(running),
+                                           audio_seconds_per_second=audio_since / max(1e-9, now - t_last),
+                                           trained_batches=len(running), skipped_batches=skipped_since_log)
+                        elif skipped_since_log:
+                            self.log_event(split="info", step=self.step, epoch=epoch, skipped_batches=skipped_since_log)
+                        running, t_last, audio_since, skipped_since_log = [], now, 0.0, 0
                     is_best = False
                     if self.step % tc.valid_every == 0 or self.step == tc.max_steps:
                         v = self.validate()
@@ -340,8 +420,9 @@ class Trainer:
                             self.log_event(split="valid", step=self.step, **v)
                             if v["loss"] < self.best_valid:
                                 self.best_valid, is_best = v["loss"], True
-                        elif self.step == tc.max_steps:
-                            is_best = True  # no validation data: the final model is the best we know
+                        elif self.valid_loader is not None:
+                            warnings.warn(f"step {self.step}: no validation window could be read; best.pt is left as it was")
+                            self.log_event(split="info", step=self.step, valid_failed="no validation window could be read")
                     if self.step % tc.checkpoint_every == 0 or self.step == tc.max_steps or is_best:
                         self.save(is_best=is_best)
                     if self.stop_after is not None and self.step >= self.stop_after:
@@ -357,15 +438,26 @@ class Trainer:
         finally:
             if bar:
                 bar.close()
-        if self.skipped_windows and self.dist.is_main:
-            print(f"skipped {self.skipped_windows} window(s) of unreadable audio during this run (one warning per file above)", file=sys.stderr)
-            self.log_event(split="info", step=self.step, skipped_unreadable_windows=self.skipped_windows)
+        if self.dist.is_main and (self.skipped_windows or self.lone_windows or self.skipped_batches):
+            parts = []
+            if self.skipped_windows:
+                parts.append(f"{self.skipped_windows} window(s) of unreadable audio (one warning per file above)")
+            if self.lone_windows:
+                parts.append(f"{self.lone_windows} window(s) left without a same-speaker partner in their batch "
+                             f"(the partner's audio was unreadable)")
+            print(f"skipped {' and '.join(parts) or 'nothing'} during this run; {self.skipped_batches} of the steps "
+                  f"had no usable window and trained nothing", file=sys.stderr)
+            self.log_event(split="info", step=self.step, skipped_unreadable_windows=self.skipped_windows,
+                           skipped_lone_windows=self.lone_windows, skipped_batches=self.skipped_batches)
+        if trained == 0 and self.skipped_batches:
+            raise RuntimeError(f"none of the {self.skipped_batches} batch(es) of this run could be read: "
+                               f"the audio of {self.manifests['train']} is unreadable (see the warnings above)")
         if tc.log_batches:
             (self.out / f"final-rank{self.dist.rank}.json").write_text(json.dumps({"step": self.step, "param_checksum": self.param_checksum()}))
         if self.dist.is_main and not stopped_early:
-            best = self.ckpt_dir / "best.pt"
-            if not best.exists():
-                update_link(self.ckpt_dir / "last.pt", best)
+            best, last = self.ckpt_dir / "best.pt", self.ckpt_dir / "last.pt"
+            if not best.exists() and last.exists():  # no validation data: the final model is the best we know
+                update_link(last, best)
         return {"step": self.step, "finished": self.step >= tc.max_steps, "best_valid": self.best_valid}
 
     def param_checksum(self) -> float:
@@ -379,13 +471,32 @@ def load_run_config(output_dir: str) -> PretrainConfig:
 
 
 def pretrain(cfg: PretrainConfig, train_manifest: str, output_dir: str, valid_manifest: Optional[str] = None,
-             progress: bool = True, stop_after: Optional[int] = None) -> Dict[str, object]:
-    """Run (or resume) pretraining; returns a summary dict."""
-    trainer = Trainer(cfg, train_manifest, output_dir, valid_manifest, progress=progress, stop_after=stop_after)
-    try:
-        summary = trainer.fit()
-        summary["param_checksum"] = trainer.param_checksum()
-        summary["rank"] = trainer.dist.rank
-        return summary
-    finally:
-        cleanup()
+             progress: bool = True, stop_after: Optional[int] = None, trust_manifest: bool = False) -> Dict[str, object]:
+    """Run (or resume) pretraining; returns a summary dict. The run folder is locked for the
+    duration (:mod:`cpc_speech.runlock`); ``trust_manifest`` skips the check of a sample of manifest
+    rows against their audio headers."""
+    with hold_output(output_dir, "pretrain") if is_main_process() else contextlib.nullcontext():
+        trainer = Trainer(cfg, train_manifest, output_dir, valid_manifest, progress=progress, stop_after=stop_after,
+                          trust_manifest=trust_manifest)
+        try:
+            summary = trainer.fit()
+            summary["param_checksum"] = trainer.param_checksum()
+            summary["rank"] = trainer.dist.rank
+            return summary
+        finally:
+            cleanup()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch (or a single process): the one that owns the run folder."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def file_sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -37,7 +37,8 @@ Usage: $0 [options]
   --label-hours LIST       fine-tuning label budgets in hours (default: $label_hours)
   --conf NAME              fast | default | paper | demo (conf/NAME.yaml; default: pretrain.yaml)
   --exp-dir DIR            run folder (default: exp/commonvoice-<conf>)
-  --data-dir DIR           manifests and id lists (default: data/commonvoice)
+  --data-dir DIR           manifests and id lists, with their provenance.json (default: EXP_DIR/data;
+                           --demo: data/demo-commonvoice, holding the generated corpus)
   --nproc N                pretraining processes through torchrun (default: 1)
   --stage N --stop-stage M run stages N..M (default: $stage..$stop_stage):
                            0 prepare, 1 pretrain, 2 extract, 3 phone probe (locales with alignments),
@@ -58,8 +59,8 @@ if $demo; then
   [ "$conf" = default ] && conf=demo
   exp_dir=${exp_dir:-exp/demo-commonvoice}
 fi
-data_dir=${data_dir:-data/commonvoice}
 exp_dir=${exp_dir:-exp/commonvoice-$conf}
+data_dir=${data_dir:-$exp_dir/data}   # per run: another run never picks up these manifests
 conf_dir=$here/../librispeech/conf   # the configs are shared with the LibriSpeech recipe
 [ -d "$here/conf" ] && [ -n "$(ls "$here/conf" 2>/dev/null)" ] && conf_dir=$here/conf
 conf_file=$conf_dir/$conf.yaml
@@ -71,8 +72,10 @@ log "run folder $exp_dir (config $conf), data $data_dir"
 
 # ------------------------------------------------------------------- stage 0: data preparation
 if run_stage 0 "prepare manifests and id lists"; then
-  if $demo && [ ! -d "$cv_root" ]; then
-    logged "$logdir/stage0.log" cpc-speech synth "$cv_root" --layout commonvoice --languages "$demo_languages" \
+  if $demo; then
+    generated_corpus "$cv_root" generator=synth-commonvoice languages="$demo_languages" speakers="$demo_speakers" \
+      utterances="$demo_utterances" seed="$seed" -- \
+      logged "$logdir/stage0.log" cpc-speech synth "$cv_root" --layout commonvoice --languages "$demo_languages" \
       --speakers "$demo_speakers" --utterances "$demo_utterances" --seed "$seed"
   fi
   [ -n "$cv_root" ] || die "--cv-root is required"
@@ -82,11 +85,16 @@ if run_stage 0 "prepare manifests and id lists"; then
     [ -n "$locales" ] || die "no <locale>/clips folder under $cv_root"
   fi
   echo "$locales" > "$data_dir/locales"
-  [ -f "$data_dir/train.tsv" ] || logged "$logdir/stage0.log" cpc-speech prepare commonvoice "$cv_root" \
+  # every derived file records its inputs in provenance.json beside it: a change rebuilds it
+  cv_inputs=(root=%"$cv_root" locales="$locales")
+  for loc in ${locales//,/ }; do cv_inputs+=("validated_$loc=@$cv_root/$loc/validated.tsv"); done
+  derived "$data_dir/train.tsv" "${cv_inputs[@]}" -- \
+    logged "$logdir/stage0.log" cpc-speech prepare commonvoice "$cv_root" \
     --locales "$locales" --splits validated --out "$data_dir/train.tsv"
   for loc in ${locales//,/ }; do
     mkdir -p "$data_dir/$loc"
-    [ -f "$data_dir/$loc/manifest.tsv" ] || logged "$logdir/stage0.log" cpc-speech prepare commonvoice "$cv_root" \
+    derived "$data_dir/$loc/manifest.tsv" root=%"$cv_root" locale="$loc" validated=@"$cv_root/$loc/validated.tsv" -- \
+      logged "$logdir/stage0.log" cpc-speech prepare commonvoice "$cv_root" \
       --locales "$loc" --splits validated --out "$data_dir/$loc/manifest.tsv"
     for split in train dev test; do
       "$here/../utils/cv_split_ids.sh" "$cv_root/$loc/$split.tsv" "$data_dir/$loc/${split}_ids.txt"
@@ -120,24 +128,24 @@ if run_stage 3 "phone linear probe per locale with alignments"; then
     out=$exp_dir/results/phone_probe_$loc.json
     $first && out=$exp_dir/results/phone_probe.json
     first=false
-    if $force || ! newer_than "$out" "$model_ckpt"; then
-      eval "extra=($(conf_args "$conf_dir/probe.yaml" phone))"
+    eval "extra=($(conf_args "$conf_dir/probe.yaml" phone))"
+    redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" alignments=@"$ali" \
+      phones=@"$transcripts_dir/$loc/phones.txt" train_split=@"$transcripts_dir/$loc/train_split.txt" \
+      test_split=@"$transcripts_dir/$loc/test_split.txt" args="${extra[*]}" -- \
       logged "$logdir/stage3.log" cpc-speech probe phone --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
         --alignments "$ali" --phones "$transcripts_dir/$loc/phones.txt" \
         --train-split "$transcripts_dir/$loc/train_split.txt" --test-split "$transcripts_dir/$loc/test_split.txt" \
         --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
-    fi
   done
 fi
 
 # ---------------------------------------------------------- stage 4: speaker probe (client_id)
 if run_stage 4 "speaker linear probe over client_id"; then
   out=$exp_dir/results/speaker_probe.json
-  if $force || ! newer_than "$out" "$model_ckpt"; then
-    eval "extra=($(conf_args "$conf_dir/probe.yaml" speaker))"
+  eval "extra=($(conf_args "$conf_dir/probe.yaml" speaker))"
+  redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" holdout=0.2 args="${extra[*]}" -- \
     logged "$logdir/stage4.log" cpc-speech probe speaker --model "$exp_dir" --manifest "$data_dir/train.tsv" \
       --holdout 0.2 --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
-  fi
 fi
 
 # -------------------------------------------------- stage 5: CTC fine-tuning per locale and budget
@@ -154,15 +162,14 @@ if run_stage 5 "CTC phone recognition per locale ($label_hours h of labels)"; th
       if [ -n "$whole_pool" ]; then
         log "  $loc: the ${whole_pool} h budget already used every training clip: ${h} h skipped"; continue
       fi
-      if ! $force && newer_than "$out" "$model_ckpt"; then
-        log "  $out is up to date (use --force to redo)"
-      else
+      redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" \
+        phones=@"$transcripts_dir/$loc/phones.txt" transcripts=@"$tr" train_split=@"$data_dir/$loc/train_ids.txt" \
+        dev_split=@"$data_dir/$loc/dev_ids.txt" test_split=@"$data_dir/$loc/test_ids.txt" hours="$h" args="${extra[*]}" -- \
         logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
           --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" \
           --train-split "$data_dir/$loc/train_ids.txt" --dev-split "$data_dir/$loc/dev_ids.txt" \
           --test-split "$data_dir/$loc/test_ids.txt" --hours "$h" \
           --output-dir "$exp_dir/finetune/${loc}_${h}h" --resume --out "$out" "${extra[@]}"
-      fi
       if used_whole_pool "$out"; then whole_pool=$h; fi
     done
   done

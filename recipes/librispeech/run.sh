@@ -45,7 +45,8 @@ Usage: $0 [options]
   --conf NAME              fast | default | paper | demo: conf/NAME.yaml for pretraining
                            (default: pretrain.yaml) and the NAME sections of probe.yaml/finetune.yaml
   --exp-dir DIR            run folder (default: exp/librispeech-<conf>)
-  --data-dir DIR           manifests and split files (default: data/librispeech)
+  --data-dir DIR           manifests and split files, with their provenance.json (default: EXP_DIR/data;
+                           --demo: data/demo, holding the generated corpus)
   --nproc N                pretraining processes through torchrun (default: 1)
   --hours H                labelled hours for CTC fine-tuning (default: $hours)
   --stage N --stop-stage M run stages N..M (default: $stage..$stop_stage):
@@ -73,8 +74,8 @@ if $demo; then
   valid_subsets=   # validation = the held-out test-split utterances
   [ "$hours" = 1.0 ] && hours=0.1
 fi
-data_dir=${data_dir:-data/librispeech}
 exp_dir=${exp_dir:-exp/librispeech-$conf}
+data_dir=${data_dir:-$exp_dir/data}   # per run: another run never picks up these manifests
 conf_dir=$here/conf
 conf_file=$conf_dir/$conf.yaml
 [ "$conf" = default ] && conf_file=$here/conf/pretrain.yaml
@@ -87,26 +88,32 @@ need() { for v in "$@"; do [ -n "${!v}" ] || die "--${v//_/-} is required for st
 need_file() { for v in "$@"; do [ -f "${!v}" ] || die "--${v//_/-}: file not found: ${!v}"; done; }
 
 # ------------------------------------------------------------------- stage 0: data preparation
+# Every derived file records its inputs in $data_dir/provenance.json (source root, subsets, split
+# files by content): a change rebuilds it, a generated corpus made with other settings is refused.
 if run_stage 0 "prepare manifests"; then
-  if $demo && [ ! -f "$librispeech_root/manifest.tsv" ]; then
-    logged "$logdir/stage0.log" cpc-speech synth "$librispeech_root" --speakers "$demo_speakers" \
+  if $demo; then
+    generated_corpus "$librispeech_root" generator=synth-librispeech speakers="$demo_speakers" \
+      utterances="$demo_utterances" seed="$seed" -- \
+      logged "$logdir/stage0.log" cpc-speech synth "$librispeech_root" --speakers "$demo_speakers" \
       --utterances "$demo_utterances" --seed "$seed"
   fi
   need librispeech_root
   [ -d "$librispeech_root" ] || die "--librispeech-root: folder not found: $librispeech_root"
-  if [ ! -f "$data_dir/train.tsv" ]; then
+  derived "$data_dir/train.tsv" root=%"$librispeech_root" subsets="$train_subsets" -- \
     logged "$logdir/stage0.log" cpc-speech prepare librispeech "$librispeech_root" --subsets "$train_subsets" --out "$data_dir/train.tsv"
-  fi
-  if [ ! -f "$data_dir/valid.tsv" ]; then
-    if [ -n "$valid_subsets" ]; then
+  if [ -n "$valid_subsets" ]; then
+    derived "$data_dir/valid.tsv" root=%"$librispeech_root" subsets="$valid_subsets" -- \
       logged "$logdir/stage0.log" cpc-speech prepare librispeech "$librispeech_root" --subsets "$valid_subsets" --out "$data_dir/valid.tsv"
-    elif [ -n "$test_split" ]; then
+  elif [ -n "$test_split" ]; then
+    derived "$data_dir/valid.tsv" manifest=@"$data_dir/train.tsv" test_split=@"$test_split" -- \
       logged "$logdir/stage0.log" "$PY" "$here/../utils/filter_manifest.py" "$data_dir/train.tsv" "$test_split" "$data_dir/valid.tsv"
-    fi
+  else
+    rm -f "$data_dir/valid.tsv"  # no validation source this time: never a previous run's
   fi
-  if [ -n "$train_split" ] && [ ! -f "$data_dir/finetune_dev.txt" ]; then
+  if [ -n "$train_split" ]; then
     need_file train_split
-    "$PY" "$here/../utils/split_ids.py" "$train_split" 0.1 "$data_dir/finetune_train.txt" "$data_dir/finetune_dev.txt"
+    derived "$data_dir/finetune_dev.txt,$data_dir/finetune_train.txt" train_split=@"$train_split" dev_fraction=0.1 -- \
+      "$PY" "$here/../utils/split_ids.py" "$train_split" 0.1 "$data_dir/finetune_train.txt" "$data_dir/finetune_dev.txt"
   fi
 fi
 [ -f "$data_dir/train.tsv" ] || die "$data_dir/train.tsv is missing: run stage 0 first"
@@ -132,14 +139,12 @@ if run_stage 3 "phone linear probe"; then
   need alignments train_split test_split
   need_file alignments train_split test_split
   out=$exp_dir/results/phone_probe.json
-  if $force || ! newer_than "$out" "$model_ckpt"; then
-    eval "extra=($(conf_args "$conf_dir/probe.yaml" phone))"
+  eval "extra=($(conf_args "$conf_dir/probe.yaml" phone))"
+  redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" alignments=@"$alignments" \
+    train_split=@"$train_split" test_split=@"$test_split" phones=@"$phones" args="${extra[*]}" -- \
     logged "$logdir/stage3.log" cpc-speech probe phone --model "$exp_dir" --manifest "$data_dir/train.tsv" \
       --alignments "$alignments" --train-split "$train_split" --test-split "$test_split" "${label_args[@]}" \
       --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
-  else
-    log "  $out is up to date (use --force to redo)"
-  fi
 fi
 
 # ---------------------------------------------------------------------- stage 4: speaker probe
@@ -149,13 +154,11 @@ if run_stage 4 "speaker linear probe"; then
   for protocol in utterance window; do
     suffix=$([ "$protocol" = window ] && echo _window || true)
     out=$exp_dir/results/speaker_probe$suffix.json
-    if $force || ! newer_than "$out" "$model_ckpt"; then
-      eval "extra=($(conf_args "$conf_dir/probe.yaml" speaker))"
+    eval "extra=($(conf_args "$conf_dir/probe.yaml" speaker))"
+    redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" train_split=@"$train_split" \
+      test_split=@"$test_split" protocol="$protocol" args="${extra[*]}" -- \
       logged "$logdir/stage4.log" cpc-speech probe speaker --model "$exp_dir" --manifest "$data_dir/train.tsv" \
         "${split_args[@]}" --protocol "$protocol" --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
-    else
-      log "  $out is up to date (use --force to redo)"
-    fi
   done
 fi
 
@@ -167,14 +170,13 @@ if run_stage 5 "CTC phone recognition, $hours h of labels"; then
   phone_args=()
   [ -n "$phones" ] && phone_args=(--phones "$phones")
   out=$exp_dir/results/finetune.json
-  if $force || ! newer_than "$out" "$model_ckpt"; then
+  redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" alignments=@"$alignments" \
+    train_split=@"$data_dir/finetune_train.txt" dev_split=@"$data_dir/finetune_dev.txt" test_split=@"$test_split" \
+    phones=@"$phones" hours="$hours" args="${extra[*]}" -- \
     logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/train.tsv" \
       "${phone_args[@]}" --alignments "$alignments" --train-split "$data_dir/finetune_train.txt" \
       --dev-split "$data_dir/finetune_dev.txt" --test-split "$test_split" --hours "$hours" \
       --output-dir "$exp_dir/finetune" --resume --out "$out" "${extra[@]}"
-  else
-    log "  $out is up to date (use --force to redo)"
-  fi
 fi
 
 # ---------------------------------------------------------------------------- stage 6: report

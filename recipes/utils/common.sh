@@ -74,3 +74,44 @@ used_whole_pool() {
   "$PY" -c 'import json, sys; t = json.load(open(sys.argv[1]))["data"]["train"]; sys.exit(0 if t["used"] >= t["pool_utterances"] else 1)' "$1"
 }
 conf_args() { "$PY" "$(dirname "${BASH_SOURCE[0]}")/yaml_to_args.py" "$1" "$2" "$conf"; }
+
+# derived FILE[,FILE2...] KEY=VALUE... -- CMD...: run CMD (which writes the FILEs) unless they exist
+# and were made from the same inputs, as recorded in provenance.json beside them; then record the
+# inputs. Values: text, %PATH (resolved path) or @FILE (path + SHA-256 of its content). A change of
+# source root, subsets, split file or config redoes the step instead of reusing the old file;
+# redo=true (e.g. redo=$force derived ...) redoes it anyway.
+derived() {
+  local files=$1; shift
+  local inputs=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do inputs+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  if ! ${redo:-false} && "$PY" "$utils_dir/provenance.py" check "$files" "${inputs[@]}"; then
+    log "  ${files%%,*} is up to date (use --force to redo)"
+    return 0
+  fi
+  "$@"
+  "$PY" "$utils_dir/provenance.py" record "$files" "${inputs[@]}"
+}
+
+# generated_corpus DIR KEY=VALUE... -- CMD...: generate a corpus into DIR with CMD unless DIR/manifest.tsv
+# exists; an existing corpus made with other settings (provenance.json beside DIR) is refused, never
+# silently reused nor overwritten. A corpus of an older recipe (no record) is adopted when its
+# manifest has speakers=N utterances=M (per speaker) as asked.
+generated_corpus() {
+  local dir=$1; shift
+  local inputs=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do inputs+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  if [ -f "$dir/manifest.tsv" ]; then
+    "$PY" "$utils_dir/provenance.py" check "$dir" "${inputs[@]}" 2>/dev/null && return 0
+    if ! "$PY" "$utils_dir/provenance.py" has "$dir" && "$PY" "$utils_dir/provenance.py" matches "$dir/manifest.tsv" "${inputs[@]}"; then
+      log "  $dir: corpus of an older recipe with the asked speakers and utterances: adopted"
+      "$PY" "$utils_dir/provenance.py" record "$dir" "${inputs[@]}"
+      return 0
+    fi
+    die "$dir was generated with other settings than ${inputs[*]} (see $(dirname "$dir")/provenance.json); remove it or choose another --data-dir"
+  fi
+  "$@"
+  "$PY" "$utils_dir/provenance.py" record "$dir" "${inputs[@]}"
+}
+utils_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
