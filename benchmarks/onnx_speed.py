@@ -104,7 +104,7 @@ def main(argv=None) -> int:
             opts.intra_op_num_threads = args.threads
             opts.inter_op_num_threads = 1
             sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            t_torch, ref = _best(lambda: cpc_speech.extract_features(wav, sample_rate=16000, model=model), args.repeats)
+            t_torch, ref = _best(lambda: cpc_speech.extract_features(wav, sample_rate=16000, model=model, precision="fp32"), args.repeats)
             t_ort, got = _best(lambda: sess.run(None, {"waveform": wav[None]})[0][0], args.repeats)
             row = {"model": name, "audio_seconds": args.seconds, "threads": args.threads,
                    "torch_seconds": t_torch, "onnxruntime_seconds": t_ort,

@@ -57,7 +57,7 @@ def bench_model(name, model, seconds: float, chunk_ms: float, repeats: int):
     total, times, frames = best
     per_push = np.array(times[3:])  # the first pushes hold samples back until one receptive field
     t0 = time.perf_counter()
-    offline = cpc_speech.extract_features(wav, sample_rate=16000, model=model)
+    offline = cpc_speech.extract_features(wav, sample_rate=16000, model=model, precision="fp32")
     offline_s = time.perf_counter() - t0
     frames_per_push = step / 160
     out = {

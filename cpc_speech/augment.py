@@ -14,8 +14,9 @@ parameter drawn uniformly from ``[low, high]`` (defaults in :data:`DEFAULT_RANGE
   octaves wide;
 * ``time_drop``: ``count`` segments of ``[low, high]`` milliseconds set to zero.
 
-Transforms that change the length (speed, tempo) read ``margin_factor`` times the window and crop
-the result to the window length, so every output has exactly ``samples`` samples. Every draw comes
+Transforms that change the length (speed, tempo) run first, on the window and the samples after it
+(:meth:`Augmenter.read_length`), and their result is cropped to the window; the others then run on
+exactly the window, so every output has exactly ``samples`` samples. Every draw comes
 from the ``numpy.random.Generator`` passed in: the loader seeds it from (seed, epoch, window), so a
 resumed run augments exactly as an uninterrupted one.
 """
@@ -192,7 +193,13 @@ class Augmenter:
     def __call__(self, wav: np.ndarray, rng: np.random.Generator,
                  other: Optional[Callable[[int], Optional[np.ndarray]]] = None) -> np.ndarray:
         x = wav.astype(np.float32, copy=False)
-        for t in self.transforms:
+        # speed and tempo first, on the window and its margin; the rest on exactly the window
+        ordered = [t for t in self.transforms if t.kind in LENGTH_CHANGING]
+        ordered += [None] + [t for t in self.transforms if t.kind not in LENGTH_CHANGING]
+        for t in ordered:
+            if t is None:
+                x = _fit(x, self.window)
+                continue
             if rng.random() >= t.p:
                 continue
             lo, hi = _range(t)

@@ -246,10 +246,6 @@ class WindowDataset(torch.utils.data.Dataset):
         augmenting = self.augmenter is not None and len(item) > 2
         try:
             wav = self._read(row, offset)
-            if augmenting:  # the samples after the window that a speed-up pulls in, where the file has them
-                extra = min(self.augmenter.read_length(), self.rows[row].num_samples_16k - offset) - self.window
-                if extra > 0:
-                    wav = np.concatenate([wav, self._read(row, offset + self.window, extra)])
         except SegmentPastEndError:
             wav = np.zeros(0, dtype=np.float32)
         except AudioError as exc:
@@ -265,6 +261,12 @@ class WindowDataset(torch.utils.data.Dataset):
         clean = torch.from_numpy(np.ascontiguousarray(wav[: self.window]))
         if not augmenting:
             return clean, row, offset
+        extra = min(self.augmenter.read_length(), self.rows[row].num_samples_16k - offset) - self.window
+        if extra > 0:  # the samples after the window that a speed-up pulls in, where the file has them
+            try:
+                wav = np.concatenate([wav[: self.window], self._read(row, offset + self.window, extra)])
+            except AudioError:
+                pass  # the window itself was read: augment it without the margin
         rng = np.random.default_rng(list(item[2]))
         augmented = torch.from_numpy(self.augmenter(wav, rng, other=self._other(row, rng)))
         if self.apply_to == "both":

@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from cpc_speech.checkpoint import CheckpointError
+from cpc_speech.runlock import locks_output
 
 BUNDLE_FORMAT = "cpc_speech-bundle"
 BUNDLE_VERSION = 1
@@ -210,6 +211,7 @@ def _prod(values) -> int:
     return out
 
 
+@locks_output("out_dir", "export", kind="file")
 def export_bundle(source: PathLike, out_dir: PathLike, name: Optional[str] = None, overwrite: bool = False) -> Path:
     """Write a bundle for a run folder, checkpoint file, CPC_audio checkpoint or bundle ``source``.
 

@@ -48,6 +48,7 @@ import torch
 
 from cpc_speech.checkpoint import CheckpointError, save_checkpoint
 from cpc_speech.config import CPCConfig, ContextConfig, EncoderConfig, PredictorConfig
+from cpc_speech.runlock import locks_output
 
 PathLike = Union[str, Path]
 ARGS_NAME = "checkpoint_args.json"
@@ -344,6 +345,7 @@ def keep_context_layers(model, layers: int):
     return small.eval()
 
 
+@locks_output("out_dir", "import")
 def import_cpc_audio(path: PathLike, out_dir: PathLike, overwrite: bool = False, state: str = "last",
                      context_layers: Optional[int] = None) -> Path:
     """Write a cpc_speech run folder (``config.yaml``, ``checkpoints/best.pt`` and ``last.pt``) for a

@@ -228,13 +228,14 @@ def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int, precis
 
 
 def _forward_chunked(model, wavs: Iterable[Tuple[Any, torch.Tensor]], layer: str, chunk_frames: int,
-                     precision: Precision) -> Iterator[Tuple[Any, torch.Tensor]]:
+                     precision: Precision, errors: str = "raise") -> Iterator[Tuple[Any, Any]]:
     """``(key, features (frames, dim))`` of each ``(key, 16 kHz 1-D tensor)`` in ``wavs`` (at
     least one frame each), in order. All inputs form one stream of encoder chunks
     (:func:`encode_in_order`), so the encoders of the next chunks, also of the next input, run
     while the context network works through the current one; the context state restarts with each
     input. ``wavs`` may be a lazy iterable (a corpus read ahead): it is consumed a few chunks
-    ahead of the context network."""
+    ahead of the context network. ``errors="yield"``: an input whose computation fails gives
+    ``(key, exception)`` and the stream goes on with the next input (``"raise"``: it stops)."""
     enc = model.encoder
     dim = model.cfg.context.hidden if layer == "context" else enc.dim
     device = model_device(model)
@@ -245,18 +246,36 @@ def _forward_chunked(model, wavs: Iterable[Tuple[Any, torch.Tensor]], layer: str
             for f0 in range(0, total, chunk_frames):
                 yield key, wav, f0, min(total, f0 + chunk_frames), total
 
-    out, state = None, None
-    encoded = encode_in_order(lambda c: _encode_frames(model, c[1], c[2], c[3]), chunks(), device, precision)
-    for (i, _, f0, f1, total), z in encoded:
+    def encode(c):
+        try:
+            return _encode_frames(model, c[1], c[2], c[3])
+        except Exception as exc:  # noqa: BLE001 - handed to the caller with its input's key
+            if errors == "raise":
+                raise
+            return exc
+
+    out, state, failed = None, None, False
+    for (i, _, f0, f1, total), z in encode_in_order(encode, chunks(), device, precision):
         if f0 == 0:
-            out, state = None, None  # preallocated once the first chunk is there: no list of chunks to concatenate
-        if layer == "context":
-            with precision.autocast(device):
-                c, state = _run_context(model, z.unsqueeze(0), state)
-            z = c[0]
-        if out is None:
-            out = torch.empty(total, dim, dtype=torch.float32, device=z.device)
-        out[f0:f1] = z
+            out, state, failed = None, None, False  # preallocated once the first chunk is there
+        if failed:
+            continue  # the rest of an input that already failed
+        try:
+            if isinstance(z, Exception):
+                raise z
+            if layer == "context":
+                with precision.autocast(device):
+                    c, state = _run_context(model, z.unsqueeze(0), state)
+                z = c[0]
+            if out is None:
+                out = torch.empty(total, dim, dtype=torch.float32, device=z.device)
+            out[f0:f1] = z
+        except Exception as exc:  # noqa: BLE001
+            if errors == "raise":
+                raise
+            failed = True
+            yield i, exc
+            continue
         if f1 == total:
             yield i, out
 
@@ -615,10 +634,11 @@ def _index_sources(out_dir: Path) -> Dict[str, str]:
 
 
 def _source_of(path: Any) -> str:
-    """The audio a feature file came from: resolved path, size and modification time (empty for
-    decoded audio carried by the row itself)."""
-    if not isinstance(path, (str, Path)):
-        return ""
+    """The audio a feature file came from: resolved path, size and modification time; for decoded
+    audio carried by the row itself, its length and a hash of its samples."""
+    if isinstance(path, np.ndarray):
+        data = np.ascontiguousarray(path, dtype=np.float32)
+        return f"array|{data.size}|{hashlib.sha1(data.tobytes()).hexdigest()}"
     try:
         st = os.stat(path)
         return f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}".replace("\t", " ")
@@ -854,8 +874,12 @@ def _extract_items(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: P
         chunk_frames = max(1, int(round(chunk_seconds * SAMPLE_RATE / model.encoder.downsampling)))
         tensors = ((uid, torch.from_numpy(wav).to(dev)) for uid, wav in stream)
         with torch.inference_mode(), _EvalMode(model):
-            for uid, f in _forward_chunked(model, tensors, feat.layer, chunk_frames, precision):
-                save(uid, f.float().cpu().numpy())
+            for uid, f in _forward_chunked(model, tensors, feat.layer, chunk_frames, precision, errors="yield"):
+                if isinstance(f, Exception):
+                    warnings.warn(f"skipping {uid}: feature extraction failed ({type(f).__name__}: {f})", stacklevel=3)
+                    done((), [(uid, f"{type(f).__name__}: {f}")], 1)
+                else:
+                    save(uid, f.float().cpu().numpy())
         return audio[0]
 
     max_batch = int(batch_seconds * SAMPLE_RATE)
@@ -955,12 +979,16 @@ def _extract_in_processes(feat: Featurizer, todo: Sequence[Tuple[str, str]], out
                              initargs=(_featurizer_spec(feat), threads)) as pool:
         futures = {pool.submit(_worker_shard, shard, str(out_dir), np_dtype, workers, batch_seconds, chunk_seconds): shard
                    for shard in shards}
-        for fut in as_completed(futures):
-            rows, skips, seconds = fut.result()
-            for uid, reason in skips:
-                warnings.warn(f"skipping {uid}: {reason}", stacklevel=3)
-            done(rows, skips, len(futures[fut]))
-            audio += seconds
+        try:
+            for fut in as_completed(futures):
+                rows, skips, seconds = fut.result()
+                for uid, reason in skips:
+                    warnings.warn(f"skipping {uid}: {reason}", stacklevel=3)
+                done(rows, skips, len(futures[fut]))
+                audio += seconds
+        except BaseException:  # a worker died or the run was interrupted: start no further shard
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return audio
 
 

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cpc_speech.runlock import locks_output
+
 OPSET = 17
 PathLike = Union[str, Path]
 
@@ -195,6 +197,7 @@ def _export(net: nn.Module, args: tuple, path: Path, inputs: List[str], outputs:
             tmp.unlink()
 
 
+@locks_output("out", "export", kind="file")
 def export_onnx(source: Any, out: PathLike, layer: str = "context", streaming: bool = False, opset: int = OPSET,
                 overwrite: bool = False) -> Path:
     """Write the ONNX graph(s) of a model (a CPCModel, run folder, checkpoint, bundle or CPC_audio

@@ -104,7 +104,7 @@ def cpu_bf16_choice() -> Precision:
     if "sse2" in flags and "avx512_bf16" not in flags:
         return Precision("fp32", "CPU has no native bf16 (no AMX-BF16 or AVX512-BF16)")
     try:
-        quick = measure_matmul_rates(256, 256, 256, repeats=2)  # a few ms even where bf16 is emulated
+        quick = measure_matmul_rates(256, 256, 256, repeats=5)  # a few ms even where bf16 is emulated
         if quick["bf16_gflops"] < 0.5 * quick["fp32_gflops"]:
             rates = quick
         else:

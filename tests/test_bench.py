@@ -46,7 +46,9 @@ def test_bench_quick_writes_json(tmp_path):
 
     fp32, auto = res["train"]  # the same configuration in fp32 and in the automatic precision, in turn
     assert fp32["precision_requested"] == "fp32" and fp32["precision"] == "fp32"
-    assert auto["precision_requested"] == "auto" and auto["precision"] == res["matmul"]["auto"]["name"]
+    # each measurement process resolves auto itself (a timing where the CPU has no AMX)
+    assert auto["precision_requested"] == "auto" and auto["precision"] in ("fp32", "bf16")
+    assert res["matmul"]["auto"]["name"] in ("fp32", "bf16") and res["matmul"]["auto"]["reason"]
     for tr in (fp32, auto):
         assert "error" not in tr, tr
         assert tr["config"] == "tiny" and tr["sampling"] == "cross_batch" and tr["isolated"]

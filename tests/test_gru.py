@@ -120,3 +120,17 @@ def test_bf16_autocast_runs_the_training_gru_with_bf16_products_and_float32_stat
     for a, b in zip(got, want):
         assert a.dtype == b.dtype == torch.float32
         assert (a - b).norm() <= 2e-2 * b.norm()  # bf16 has an 8-bit mantissa
+
+
+def test_backward_leaves_the_incoming_state_gradient_untouched():
+    torch.manual_seed(6)
+    w_ih, w_hh = torch.randn(15, 4, requires_grad=True), torch.randn(15, 5, requires_grad=True)
+    b_ih, b_hh = torch.randn(15, requires_grad=True), torch.randn(15, requires_grad=True)
+    x = torch.randn(2, 6, 4, requires_grad=True)
+    out, h = gru_layer(x, torch.zeros(2, 5), w_ih, w_hh, b_ih, b_hh)
+    (out.sum() + h.sum()).backward()  # the gradient of a sum is an expanded (shared-memory) tensor
+    g = torch.randn(2, 5)
+    kept = g.clone()
+    out, h = gru_layer(x, torch.zeros(2, 5), w_ih, w_hh, b_ih, b_hh)
+    torch.autograd.backward([out, h], [torch.ones_like(out), g])
+    assert torch.equal(g, kept)

@@ -197,3 +197,11 @@ def test_compiled_training_matches_eager(tone_corpus, tmp_path):
         runs[name] = train_losses(tmp_path / name)
     assert len(runs["eager"]) == 4
     assert runs["compiled"] == pytest.approx(runs["eager"], rel=1e-3)
+
+
+def test_best_follows_the_final_model_without_validation_also_when_extended(tone_corpus, tmp_path):
+    run = tmp_path / "nv"
+    pretrain(small_config("train.max_steps=4", "train.checkpoint_every=2"), str(tone_corpus), str(run), progress=False)
+    assert read_checkpoint(run / "checkpoints" / "best.pt")["step"] == 4
+    pretrain(small_config("train.max_steps=6", "train.checkpoint_every=2"), str(tone_corpus), str(run), progress=False)
+    assert read_checkpoint(run / "checkpoints" / "best.pt")["step"] == 6

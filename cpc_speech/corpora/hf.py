@@ -526,12 +526,15 @@ def extract_dataset(model, source, out_dir, *, layer: str = "context", block_row
             audio_seconds += res.audio_seconds
         block.clear()
 
-    for uid, _speaker, wav in dataset_audio(source, splits=splits, audio_column=audio_column, speaker_column=speaker_column,
-                                            id_column=id_column, on_warning=on_warning):
-        block.append((uid, wav))
-        if len(block) >= block_rows:
-            run_block()
-    run_block()
+    from cpc_speech.runlock import hold_output
+
+    with hold_output(out_dir, "extract"):  # one owner for all blocks (extract_corpus re-enters the lock)
+        for uid, _speaker, wav in dataset_audio(source, splits=splits, audio_column=audio_column,
+                                                speaker_column=speaker_column, id_column=id_column, on_warning=on_warning):
+            block.append((uid, wav))
+            if len(block) >= block_rows:
+                run_block()
+        run_block()
     if not ids and not skipped:
         raise ValueError("the dataset has no rows")
     return CorpusFeatures(Path(out_dir), ids, computed, cached, skipped, time.time() - t0, audio_seconds)

@@ -71,7 +71,7 @@ class _SharedNegativesCE(torch.autograd.Function):
         acc = torch.promote_types(low, torch.float32)
         ce = predictions.new_empty(q, k_steps, dtype=acc)
         correct = torch.empty(q, k_steps, dtype=torch.bool, device=predictions.device)
-        grad_pred = torch.empty_like(predictions) if want_pred else None
+        grad_pred = torch.empty(predictions.shape, dtype=acc, device=predictions.device) if want_pred else None
         grad_frames = torch.zeros(frames.shape, dtype=acc, device=frames.device) if want_frames else None
         weights = weights.to(acc)
         inv_t = 1.0 / temperature
@@ -83,7 +83,7 @@ class _SharedNegativesCE(torch.autograd.Function):
                 neg_z = frames.index_select(0, neg_idx).view(-1, n, dim)
                 pos_z = frames.index_select(0, pos_idx).view(-1, k_steps, dim)
                 s_neg = torch.bmm(pred, neg_z.transpose(1, 2)).to(acc).mul_(inv_t)  # (chunk, K, N)
-                s_pos = torch.linalg.vecdot(pred.to(acc), pos_z.to(acc)).mul_(inv_t)  # (chunk, K)
+                s_pos = torch.linalg.vecdot(pred, pos_z).to(acc).mul_(inv_t)  # (chunk, K), rounded as s_neg
                 top_neg = s_neg.amax(-1)
                 correct[rows] = s_pos >= top_neg  # argmax over [positive, negatives] is index 0
                 top = torch.maximum(top_neg, s_pos)
@@ -97,14 +97,16 @@ class _SharedNegativesCE(torch.autograd.Function):
                 g_neg = e_neg.mul_((w / denom).unsqueeze(-1))  # d loss / d (pred . z_neg): w softmax / T
                 g_pos = (e_pos / denom - 1).mul_(w).unsqueeze(-1)  # (chunk, K, 1)
                 g_neg_low = g_neg.to(low)
-                if want_pred:
+                if want_pred and low == acc:
                     out = grad_pred[rows]
                     torch.bmm(g_neg_low, neg_z, out=out)
-                    out.addcmul_(g_pos.to(low), pos_z)
+                    out.addcmul_(g_pos, pos_z)
+                elif want_pred:  # bf16 products, summed in float32
+                    grad_pred[rows] = torch.bmm(g_neg_low, neg_z).to(acc).addcmul_(g_pos, pos_z.to(acc))
                 if want_frames:
                     grad_frames.index_add_(0, neg_idx, torch.bmm(g_neg_low.transpose(1, 2), pred).view(-1, dim).to(acc))
                     grad_frames.index_add_(0, pos_idx, (g_pos * pred).view(-1, dim))
-        ctx.grads = (grad_pred, grad_frames.to(low) if grad_frames is not None else None)
+        ctx.grads = tuple(None if g is None else g.to(low) for g in (grad_pred, grad_frames))
         ctx.mark_non_differentiable(ce, correct)
         return (ce * weights).sum(), ce, correct
 

@@ -62,7 +62,8 @@ class RecurrentContext(nn.Module):
         rnn = self.rnn
         b = z.shape[0]
         low = _cpu_autocast_dtype()
-        dtype = rnn.weight_hh_l0.dtype if low is not None else z.dtype  # the state's dtype
+        # the state's dtype: the weights' under autocast or for bf16 input, else the input's (float64 tests)
+        dtype = rnn.weight_hh_l0.dtype if low is not None or z.dtype == torch.bfloat16 else z.dtype
         x, last = z, []
         for layer in range(rnn.num_layers):
             h0 = state[layer] if state is not None else z.new_zeros(b, rnn.hidden_size, dtype=dtype)

@@ -112,7 +112,7 @@ class _GRULayer(torch.autograd.Function):
             h_prev = torch.cat([h0.to(dtype).unsqueeze(0), outputs[:-1]], 0)
             d_gh = torch.empty_like(gates)
             d_gi_n = torch.empty_like(outputs)
-            dh = grad_last.to(dtype) if grad_last is not None else outputs.new_zeros(b, hidden)
+            dh = grad_last.to(dtype, copy=True) if grad_last is not None else outputs.new_zeros(b, hidden)  # updated in place
             with single_thread():
                 dh = _backward_steps(grad_out, dh, h_prev, w_hh, gates, gh, d_gh, d_gi_n)
             d_gh = d_gh.view(t * b, 3 * hidden)

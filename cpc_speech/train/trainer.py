@@ -17,6 +17,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -423,6 +424,8 @@ class Trainer:
                         elif self.valid_loader is not None:
                             warnings.warn(f"step {self.step}: no validation window could be read; best.pt is left as it was")
                             self.log_event(split="info", step=self.step, valid_failed="no validation window could be read")
+                        elif self.step == tc.max_steps:
+                            is_best = True  # no validation data: the final model is the best we know (also when extended)
                     if self.step % tc.checkpoint_every == 0 or self.step == tc.max_steps or is_best:
                         self.save(is_best=is_best)
                     if self.stop_after is not None and self.step >= self.stop_after:
