@@ -62,6 +62,18 @@ def test_dtw_known_values():
     assert dtw_normalised(torch.tensor([[[1.0, 2.0, 3.0]]]))[0].item() == 2.0
 
 
+def test_kl_distance():
+    from cpc_speech.evaluation.dtw import kl_distance, kl_symmetric_distance
+
+    p = torch.tensor([[[0.5, 0.5], [0.9, 0.1]]])
+    q = torch.tensor([[[0.5, 0.5]]])
+    want = sum(a * math.log((a + 1e-6) / (0.5 + 1e-6)) for a in (0.9, 0.1))
+    np.testing.assert_allclose(kl_distance(p, q)[0, :, 0].numpy(), [0.0, want], atol=1e-6)
+    sym = kl_symmetric_distance(p, q)[0, 1, 0].item()
+    back = sum(0.5 * math.log((0.5 + 1e-6) / (a + 1e-6)) for a in (0.9, 0.1))
+    assert sym == pytest.approx(0.5 * (want + back), abs=1e-6)
+
+
 def test_zero_frames_follow_the_reference_convention():
     x = unit_norm_with_sentinel(np.array([[3.0, 4.0], [0.0, 0.0]]))
     cos = np.clip(x @ x.T, -1, 1)
@@ -111,7 +123,9 @@ def test_three_items_within(tmp_path):
     items = read_item_file(write_items(tmp_path / "w.item", [
         ("A1", 0.0, 0.01, "a", "x", "y", "s"), ("A2", 0.0, 0.01, "a", "x", "y", "s"), ("B", 0.0, 0.01, "b", "x", "y", "s")]))
     feats = {"A1": at_angle(0), "A2": at_angle(90), "B": np.array([[1.0, -0.2]], np.float32)}
-    res = abx_error(items, feats, AbxConfig(modes=("within",)))
+    res = abx_error(items, feats, AbxConfig(modes=("within",), frame_rule="centre"))
+    with pytest.raises(AbxError, match="no item has a frame"):  # the reference's cut leaves no frame of a 10 ms item
+        abx_error(items, feats, AbxConfig(modes=("within",)))
     # x = A1: d(A1, A2) = 0.5 > d(A1, B) = 0.063: error; x = A2: 0.5 < d(A2, B) = 0.563: right.
     # The cell (b, a) needs two b items: skipped. Error = 1/2.
     assert res["within"] == 0.5
@@ -124,7 +138,7 @@ def test_four_items_across(tmp_path):
         ("u1", 0.00, 0.01, "a", "p", "n", "s1"), ("u1", 0.01, 0.02, "b", "p", "n", "s1"),
         ("u2", 0.00, 0.01, "a", "p", "n", "s2"), ("u2", 0.01, 0.02, "b", "p", "n", "s2")]))
     feats = {"u1": np.concatenate([at_angle(0), at_angle(90)]), "u2": np.concatenate([at_angle(60), at_angle(80)])}
-    res = abx_error(items, feats, AbxConfig())
+    res = abx_error(items, feats, AbxConfig(frame_rule="centre"))
     # s1 (a,b) X=60: 60 vs 30 -> error; s1 (b,a) X=80: 10 vs 80 ok; s2 (a,b) X=0: 60 vs 80 ok;
     # s2 (b,a) X=90: 10 vs 30 ok. Means: (a,b) over speakers 0.5, (b,a) 0 -> 0.25.
     assert res["across"] == pytest.approx(0.25)
@@ -222,8 +236,8 @@ def random_corpus(tmp_path, seed, n_files=6, dim=3):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_brute_force_without_sampling(tmp_path, seed):
     items, feats = random_corpus(tmp_path, seed)
-    for conventions, rule in (("cpc_speech", "centre"), ("libri-light", "libri-light")):
-        got = abx_error(items, feats, AbxConfig(max_size_group=None, max_x_across=None, conventions=conventions))
+    for rule in ("centre", "libri-light"):
+        got = abx_error(items, feats, AbxConfig(max_size_group=None, max_x_across=None, frame_rule=rule))
         want = brute_force_abx(items, feats, rule)
         assert got["within"] == pytest.approx(want["within"], abs=1e-12)
         assert got["across"] == pytest.approx(want["across"], abs=1e-12)

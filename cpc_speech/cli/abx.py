@@ -32,8 +32,10 @@ def register(sub) -> None:
     p.add_argument("--max-x-across", type=_limit, default=5, metavar="N",
                    help="across: at most N X speakers per A group ('none': all; default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default %(default)s)")
-    p.add_argument("--conventions", choices=("cpc_speech", "libri-light"), default="cpc_speech",
-                   help="libri-light: the reference scorer's frame cut (one frame shorter) and KL on L2-normalised frames")
+    p.add_argument("--frame-rule", choices=("libri-light", "centre"), default="libri-light",
+                   help="frames of an item: the reference scorer's cut (default), or every frame whose centre is in [onset, offset)")
+    p.add_argument("--kl-normalised", action="store_true",
+                   help="KL distances on L2-normalised frames, as the reference scorer computes them (default: on the features as given)")
     p.add_argument("--frame-seconds", type=float, default=0.01, help="feature frame step in seconds (default %(default)s)")
     p.add_argument("--name", default=None, help="--features: name of the feature set in the result (default: from DIR/meta.json, else 'features')")
     p.add_argument("--manifest", help="--model: manifest TSV of the items' utterances")
@@ -62,7 +64,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     cfg = AbxConfig(modes=tuple(m.strip() for m in args.mode.split(",") if m.strip()), distance=args.distance,
                     max_size_group=args.max_size_group, max_x_across=args.max_x_across, seed=args.seed,
-                    conventions=args.conventions, frame_seconds=args.frame_seconds).validate()
+                    frame_rule=args.frame_rule, kl_normalised=args.kl_normalised, frame_seconds=args.frame_seconds).validate()
     items = read_item_file(args.item)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.features:

@@ -14,13 +14,17 @@ items of a group are drawn (a fresh draw for each cell), and across-speaker cell
 ``max_x_across`` X speakers per A group. Scores are averaged over contexts per (speaker, phone A,
 phone B), then over speakers per (phone A, phone B), then over phone pairs.
 
-Where we knowingly differ from the reference scorer (``conventions="libri-light"`` reproduces it):
+Defaults follow the reference scorer, so that numbers compare with published ones. Where we
+knowingly differ, or offer a different convention:
 
-* **Frame cut.** We take the frames whose centre lies in ``[onset, offset)``; the reference's rule
-  ends one frame earlier in almost every item (:func:`~cpc_speech.evaluation.items.frame_ranges`).
+* **Frame cut.** By default (``frame_rule="libri-light"``) an item gets the reference's frames:
+  from the first frame whose centre is at or after the onset, ending one frame before the last
+  centre inside the item in almost every case. ``frame_rule="centre"`` takes every frame whose
+  centre lies in ``[onset, offset)`` (for items cut from 10 ms alignments: exactly the labelled
+  frames). See :func:`~cpc_speech.evaluation.items.frame_ranges`.
 * **KL divergences** are computed on the features as given (posteriorgrams); the reference first
   L2-normalises every frame and appends a constant channel, as it does for the cosine distance, so
-  its "KL" is not between probability distributions.
+  its "KL" is not between probability distributions; ``kl_normalised=True`` reproduces it.
 * **Sampling** uses a seeded numpy generator (the reference draws with Python's unseeded
   ``random``): the draws differ, so only groups larger than ``max_size_group`` (or more X speakers
   than ``max_x_across``) score differently, by sampling noise. With both limits above the largest
@@ -44,7 +48,7 @@ from cpc_speech.evaluation.dtw import DISTANCES, dtw_normalised
 from cpc_speech.evaluation.items import FRAME_SECONDS, ItemFile, frame_ranges
 
 MODES = ("within", "across")
-CONVENTIONS = ("cpc_speech", "libri-light")
+FRAME_RULES = ("libri-light", "centre")
 PAIR_BUDGET = 1 << 22  # float32 cells of a DTW batch (pairs x diagonals x rows): 16 MB
 
 
@@ -61,7 +65,8 @@ class AbxConfig:
     max_size_group: Optional[int] = 10
     max_x_across: Optional[int] = 5
     seed: int = 0
-    conventions: str = "cpc_speech"
+    frame_rule: str = "libri-light"
+    kl_normalised: bool = False
     frame_seconds: float = FRAME_SECONDS
 
     def validate(self) -> "AbxConfig":
@@ -74,8 +79,8 @@ class AbxConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise AbxError(f"{name} must be at least 1 (or None for no limit), got {v}")
-        if self.conventions not in CONVENTIONS:
-            raise AbxError(f"conventions must be one of {', '.join(CONVENTIONS)}, got {self.conventions!r}")
+        if self.frame_rule not in FRAME_RULES:
+            raise AbxError(f"frame rule must be one of {', '.join(FRAME_RULES)}, got {self.frame_rule!r}")
         if not self.frame_seconds > 0:
             raise AbxError(f"frame_seconds must be positive, got {self.frame_seconds}")
         return self
@@ -125,8 +130,8 @@ def prepare_items(items: ItemFile, features: Mapping[str, Any], cfg: AbxConfig) 
     Items of files without features and items with no frame left are skipped (counted in
     ``counts``; the reference scorer skips them silently). An error when nothing is left or the
     feature dimensions differ."""
-    rule = "libri-light" if cfg.conventions == "libri-light" else "centre"
-    normalise = cfg.distance == "cosine" or cfg.conventions == "libri-light"
+    rule = cfg.frame_rule
+    normalise = cfg.distance == "cosine" or cfg.kl_normalised
     by_file: Dict[str, List[int]] = {}
     for i, f in enumerate(items.files):
         by_file.setdefault(f, []).append(i)
@@ -167,7 +172,8 @@ def prepare_items(items: ItemFile, features: Mapping[str, Any], cfg: AbxConfig) 
         raise AbxError(f"{items.path}: no item can be scored ({why}; the features must be named "
                        f"<file>.npy after the item file's first column)")
     keep_a = np.asarray(keep)
-    context, _ = _codes([items.contexts[i] for i in keep])
+    contexts = items.contexts
+    context, _ = _codes([contexts[i] for i in keep])
     phone, phone_names = _codes([items.phones[i] for i in keep])
     speaker, _ = _codes([items.speakers[i] for i in keep])
     lengths_a = np.asarray(lengths, dtype=np.int64)
@@ -405,7 +411,7 @@ def score_sources(items: ItemFile, sources: Sequence[Any], cfg: AbxConfig, log=N
         {"format_version": 1, "within": e, "across": e,          # fractions, of sources[0]
          "results": {name: {"within", "across", "layer", "features", "items", "details"}},
          "item_file", "layer", "modes", "distance", "max_size_group", "max_x_across", "seed",
-         "conventions", "frame_seconds", "seconds"}
+         "frame_rule", "kl_normalised", "frame_seconds", "seconds"}
     """
     cfg = cfg.validate()
     t0 = time.time()
@@ -429,7 +435,8 @@ def score_sources(items: ItemFile, sources: Sequence[Any], cfg: AbxConfig, log=N
         "max_size_group": cfg.max_size_group,
         "max_x_across": cfg.max_x_across,
         "seed": cfg.seed,
-        "conventions": cfg.conventions,
+        "frame_rule": cfg.frame_rule,
+        "kl_normalised": cfg.kl_normalised,
         "frame_seconds": cfg.frame_seconds,
         "seconds": round(time.time() - t0, 3),
     }
