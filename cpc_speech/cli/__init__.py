@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from cpc_speech import __version__
 
-SUBCOMMANDS = ["synth", "prepare", "pretrain", "extract", "probe", "abx", "finetune", "report", "bench", "info"]
+SUBCOMMANDS = ["synth", "prepare", "pretrain", "extract", "probe", "abx", "quantize", "finetune", "report", "bench", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -166,15 +166,21 @@ if run_stage 4 "speaker linear probe"; then
   done
 fi
 
+# ABX items: --abx-item, or built once from the alignments of the test split
+if [ -z "$abx_item" ] && [ -n "$alignments" ] && [ -n "$test_split" ]; then
+  abx_item=$data_dir/abx.item
+fi
+make_abx_item() {  # only the file this recipe builds itself, once
+  if [ "$abx_item" = "$data_dir/abx.item" ] && [ ! -f "$abx_item" ]; then
+    local phone_names=()
+    [ -n "$phones" ] && phone_names=("$phones")
+    "$PY" "$here/../utils/make_abx_item.py" "$alignments" "$data_dir/train.tsv" "$test_split" "$abx_item" "${phone_names[@]}"
+  fi
+}
+
 # ------------------------------------------------------------------------------- stage 5: ABX
 if run_stage 5 "ABX phone discriminability (within / across speakers)"; then
-  if [ -z "$abx_item" ] && [ -n "$alignments" ] && [ -n "$test_split" ]; then
-    abx_item=$data_dir/abx.item
-    phone_names=()
-    [ -n "$phones" ] && phone_names=("$phones")
-    [ -f "$abx_item" ] || "$PY" "$here/../utils/make_abx_item.py" "$alignments" "$data_dir/train.tsv" "$test_split" \
-      "$abx_item" "${phone_names[@]}"
-  fi
+  make_abx_item
   out=$exp_dir/results/abx.json
   if [ -z "$abx_item" ]; then
     log "  no --abx-item and no alignments/test split to build one: ABX skipped"
@@ -185,6 +191,26 @@ if run_stage 5 "ABX phone discriminability (within / across speakers)"; then
   else
     log "  $out is up to date (use --force to redo)"
   fi
+fi
+
+# -------------------------------------------------------------------- stage 6: discrete units
+if run_stage 6 "discrete units ($units k-means units of the model and of MFCC)"; then
+  make_abx_item
+  unit_args=()
+  [ -n "$alignments" ] && unit_args+=(--alignments "$alignments")
+  [ -n "$abx_item" ] && unit_args+=(--item "$abx_item")
+  for name in model mfcc; do
+    out=$exp_dir/results/units_$name.json
+    feats=$exp_dir/features/$([ "$name" = model ] && echo model-context || echo mfcc)
+    if $force || ! newer_than "$out" "$model_ckpt"; then
+      logged "$logdir/stage6.log" cpc-speech extract --model "$([ "$name" = model ] && echo "$exp_dir" || echo mfcc)" \
+        --manifest "$data_dir/train.tsv" --out "$feats" --no-progress
+      logged "$logdir/stage6.log" cpc-speech quantize --features "$feats" --units "$units" --out "$exp_dir/units/$name" \
+        --results "$out" "${unit_args[@]}"
+    else
+      log "  $out is up to date (use --force to redo)"
+    fi
+  done
 fi
 
 # ---------------------------------------------------------------------- stage 7: CTC fine-tuning
