@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from cpc_speech.audio import SAMPLE_RATE, AudioError, load_waveform, read_audio
+from cpc_speech.model.layers import check_layer, context_upto, layer_dim, parse_layer
 from cpc_speech.model.threads import single_thread
 
 # Inputs longer than this many seconds are processed in exact chunks, several at once on CPU (one
@@ -99,10 +100,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_layer(layer: str) -> str:
-    if layer not in LAYERS:
-        raise FeatureError(f"layer must be one of {LAYERS}, got {layer!r}")
-    return layer
+def _check_layer(layer: str, model=None) -> str:
+    """``layer``: one of :data:`LAYERS` or a name of :mod:`cpc_speech.model.layers` (``context.N``,
+    ``encoder+context``), checked against the model's context layers when given."""
+    try:
+        return check_layer(layer, None if model is None else model.cfg)
+    except ValueError as exc:
+        raise FeatureError(str(exc)) from None
 
 
 def chunkable(model) -> bool:
@@ -184,17 +188,27 @@ def encode_in_order(encode, tasks: Sequence[Any], device: torch.device) -> Itera
 CONTEXT_PIECE = 1024  # frames given to the context network at once (the state carries across)
 
 
-def _run_context(model, z: torch.Tensor, state: Any = None) -> Tuple[torch.Tensor, Any]:
-    """Context network over (batch, frames, dim) in pieces of at most CONTEXT_PIECE frames: the
-    same result as one call (exact streaming), with memory linear in the length (the Transformer
-    context builds a (frames x frames) attention bias in one call)."""
+def _run_context(model, z: torch.Tensor, state: Any = None, index: int = -1) -> Tuple[torch.Tensor, Any]:
+    """Context network (up to layer ``index``; -1: all) over (batch, frames, dim) in pieces of at
+    most CONTEXT_PIECE frames: the same result as one call (exact streaming), with memory linear in
+    the length (the Transformer context builds a (frames x frames) attention bias in one call)."""
     if z.shape[1] <= CONTEXT_PIECE:
-        return model.context(z, state)
+        return context_upto(model.context, z, state, index)
     outs = []
     for s in range(0, z.shape[1], CONTEXT_PIECE):
-        c, state = model.context(z[:, s:s + CONTEXT_PIECE], state)
+        c, state = context_upto(model.context, z[:, s:s + CONTEXT_PIECE], state, index)
         outs.append(c)
     return torch.cat(outs, 1), state
+
+
+def _from_encoder(model, z: torch.Tensor, layer: str, state: Any = None) -> Tuple[torch.Tensor, Any]:
+    """Features of ``layer`` (:mod:`cpc_speech.model.layers`) from encoder frames z (batch,
+    frames, enc_dim), and the context state to carry to the next chunk."""
+    with_z, index = parse_layer(layer)
+    if index is None:
+        return z, None
+    c, state = _run_context(model, z, state, index)
+    return (torch.cat([z, c.to(z.dtype)], -1) if with_z else c), state
 
 
 def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int) -> torch.Tensor:
@@ -202,12 +216,9 @@ def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int) -> tor
     enc = model.encoder
     total = enc.num_frames(wav.shape[-1])
     if total == 0:
-        return torch.zeros(0, model.cfg.context.hidden if layer == "context" else enc.dim, device=wav.device)
+        return torch.zeros(0, layer_dim(model.cfg, layer), device=wav.device)
     if total <= chunk_frames or not chunkable(model):
-        z = enc(wav.unsqueeze(0))
-        if layer == "encoder":
-            return z[0]
-        return _run_context(model, z)[0][0]
+        return _from_encoder(model, enc(wav.unsqueeze(0)), layer)[0][0]
     return next(_forward_chunked(model, [wav], layer, chunk_frames))[1]
 
 
@@ -217,7 +228,7 @@ def _forward_chunked(model, wavs: Sequence[torch.Tensor], layer: str, chunk_fram
     so the encoders of the next chunks, also of the next input, run while the context network
     works through the current one; the context state restarts with each input."""
     enc = model.encoder
-    dim = model.cfg.context.hidden if layer == "context" else enc.dim
+    dim = layer_dim(model.cfg, layer)
     chunks = []
     for i, wav in enumerate(wavs):
         total = enc.num_frames(wav.shape[-1])
@@ -227,9 +238,8 @@ def _forward_chunked(model, wavs: Sequence[torch.Tensor], layer: str, chunk_fram
     for (i, f0, f1, total), z in encode_in_order(lambda c: _encode_frames(model, wavs[c[0]], c[1], c[2]), chunks, device):
         if f0 == 0:
             out, state = None, None  # preallocated once the dtype is known: no list of chunks to concatenate
-        if layer == "context":
-            c, state = _run_context(model, z.unsqueeze(0), state)
-            z = c[0]
+        c, state = _from_encoder(model, z.unsqueeze(0), layer, state)
+        z = c[0]
         if out is None:
             out = torch.empty(total, dim, dtype=z.dtype, device=z.device)
         out[f0:f1] = z
@@ -263,11 +273,11 @@ def extract_features(
     """Per-frame features of one waveform: float32 ``(model.encoder.num_frames(n_16k), dim)``.
 
     ``layer="context"`` gives c_t (dim = context hidden size), ``"encoder"`` gives z_t (dim = encoder
-    channels). Inputs longer than ``chunk_seconds`` are processed in exact chunks (see the module
+    channels); ``"context.N"`` and ``"encoder+context"``: see :mod:`cpc_speech.model.layers`. Inputs longer than ``chunk_seconds`` are processed in exact chunks (see the module
     docstring). Runs on ``device`` if given, else where the model is (CUDA if the model is on CUDA).
     """
-    _check_layer(layer)
     model = resolve_model(model, device)
+    _check_layer(layer, model)
     x = load_waveform(wav, sample_rate=sample_rate, min_samples=model.encoder.min_samples)
     dev = model_device(model)
     chunk_frames = max(1, int(round(chunk_seconds * SAMPLE_RATE / model.encoder.downsampling)))
@@ -293,8 +303,8 @@ def extract_features_batch(
     the (causal) context network runs. Inputs longer than ``chunk_seconds`` and instance-norm
     encoders go one by one.
     """
-    _check_layer(layer)
     model = resolve_model(model, device)
+    _check_layer(layer, model)
     arrays = [load_waveform(w, sample_rate=None if isinstance(w, (str, Path)) else sample_rate,
                             min_samples=model.encoder.min_samples, name=f"input {i}") for i, w in enumerate(wavs)]
     return _batch_forward(model, arrays, layer, batch_seconds, chunk_seconds)
@@ -342,7 +352,7 @@ def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: f
             for j, feats in _forward_chunked(model, tensors, layer, chunk_frames):
                 results[single[j]] = feats.float().cpu().numpy()
         for batch, z in encode_in_order(encode, batches, dev):
-            feats = _run_context(model, z)[0] if layer == "context" else z
+            feats = _from_encoder(model, z, layer)[0]
             feats = feats.float().cpu().numpy()
             for row, i in enumerate(batch):
                 results[i] = np.ascontiguousarray(feats[row, :enc.num_frames(arrays[i].size)])
@@ -437,7 +447,7 @@ def make_featurizer(model: Any, layer: str = "context", mode: str = "frames", de
 
             ckpt = str(resolve_checkpoint(model))
         m = resolve_model(model, device)
-        f = Featurizer(m, layer=_check_layer(layer), mode=mode, name=name or "model", checkpoint=ckpt)
+        f = Featurizer(m, layer=_check_layer(layer, m), mode=mode, name=name or "model", checkpoint=ckpt)
     f.window_samples  # validate mode
     return f
 
@@ -472,11 +482,11 @@ def _featurize(feat: Featurizer, arrays: List[np.ndarray], batch_seconds: float,
         for s in range(0, len(windows), per_batch):
             x = torch.from_numpy(np.stack(windows[s:s + per_batch])).to(dev)
             z = enc(x)
-            if feat.layer == "context":
-                vecs.append(model.context(z, None)[0][:, -1].float().cpu().numpy())
+            if feat.layer != "encoder":  # the last frame of the window (for encoder+context: of both)
+                vecs.append(_from_encoder(model, z, feat.layer)[0][:, -1].float().cpu().numpy())
             else:
                 vecs.append(z.mean(dim=1).float().cpu().numpy())
-    dim = (model.cfg.context.hidden if feat.layer == "context" else enc.dim)
+    dim = layer_dim(model.cfg, feat.layer)
     allv = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
     owner_a = np.asarray(owner, dtype=np.int64)
     return [np.ascontiguousarray(allv[owner_a == j]) for j in range(len(arrays))]

@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--frame-seconds", type=float, default=0.01, help="feature frame step in seconds (default %(default)s)")
     p.add_argument("--name", default=None, help="--features: name of the feature set in the result (default: from DIR/meta.json, else 'features')")
     p.add_argument("--manifest", help="--model: manifest TSV of the items' utterances")
-    p.add_argument("--layer", default="context", help="--model: layer to read (default %(default)s)")
+    p.add_argument("--layer", default="context", help="--model: context, encoder, context.N or encoder+context (default %(default)s)")
     p.add_argument("--baselines", default="mfcc,random_init", help="--model: comma-separated subset of mfcc,random_init, or none (default %(default)s)")
     p.add_argument("--cache-dir", default=None, help="--model: feature cache folder (default: <out stem>.cache next to --out)")
     p.add_argument("--device", default=None, help="--model: device for feature extraction")
