@@ -188,7 +188,7 @@ def test_commonvoice_layout(cv):
         folder = out / locale
         expected = {"validated.tsv", "train.tsv", "dev.tsv", "test.tsv", "clip_durations.tsv", "phones.txt",
                     "converted_aligned_phones.txt", "phone_transcripts.txt", "train_split.txt", "test_split.txt",
-                    "manifest.tsv"}
+                    "manifest.tsv", "abx.item"}
         clips = sorted((folder / "clips").iterdir())
         assert {p.name for p in folder.iterdir() if p.is_file()} == expected
         assert len(clips) == SPEAKERS * UTTERANCES
