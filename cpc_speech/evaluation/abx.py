@@ -50,6 +50,7 @@ from cpc_speech.evaluation.items import FRAME_SECONDS, ItemFile, frame_ranges
 MODES = ("within", "across")
 FRAME_RULES = ("libri-light", "centre")
 PAIR_BUDGET = 1 << 22  # float32 cells of a DTW batch (pairs x diagonals x rows): 16 MB
+FRAME_BUDGET = 1 << 23  # float32 values of the frames gathered for a DTW batch: 32 MB
 
 
 class AbxError(ValueError):
@@ -171,7 +172,6 @@ def prepare_items(items: ItemFile, features: Mapping[str, Any], cfg: AbxConfig) 
                else "no item has a frame inside its feature file")
         raise AbxError(f"{items.path}: no item can be scored ({why}; the features must be named "
                        f"<file>.npy after the item file's first column)")
-    keep_a = np.asarray(keep)
     contexts = items.contexts
     context, _ = _codes([contexts[i] for i in keep])
     phone, phone_names = _codes([items.phones[i] for i in keep])
@@ -179,7 +179,6 @@ def prepare_items(items: ItemFile, features: Mapping[str, Any], cfg: AbxConfig) 
     lengths_a = np.asarray(lengths, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths_a)[:-1]]).astype(np.int64)
     frames = torch.from_numpy(np.concatenate(chunks)) if chunks else torch.zeros(0, dim or 0)
-    del keep_a
     return PreparedItems(frames, starts, lengths_a, context, phone, speaker, phone_names, counts, missing)
 
 
@@ -296,7 +295,7 @@ def pair_distances(p: PreparedItems, keys: np.ndarray, distance: str, progress: 
         if sel.size == 0:
             continue
         ni, mi = int(n[sel[0]]), int(m[sel[0]])
-        per_batch = max(1, PAIR_BUDGET // ((ni + mi) * max(ni, mi)))
+        per_batch = max(1, min(PAIR_BUDGET // ((ni + mi) * max(ni, mi)), FRAME_BUDGET // ((ni + mi) * p.frames.shape[1])))
         ar_n, ar_m = torch.arange(ni), torch.arange(mi)
         for s in range(0, sel.size, per_batch):
             part = sel[s:s + per_batch]
