@@ -60,6 +60,7 @@ import torch
 
 from cpc_speech.atomic import atomic_open, atomic_write_text, remove_stale_temporaries
 from cpc_speech.audio import SAMPLE_RATE, AudioError, load_waveform, read_audio
+from cpc_speech.model.layers import check_layer, context_upto, layer_dim, parse_layer
 from cpc_speech.model.threads import single_thread
 from cpc_speech.precision import Precision
 from cpc_speech.precision import resolve as resolve_precision
@@ -110,10 +111,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_layer(layer: str) -> str:
-    if layer not in LAYERS:
-        raise FeatureError(f"layer must be one of {LAYERS}, got {layer!r}")
-    return layer
+def _check_layer(layer: str, model=None) -> str:
+    """``layer``: one of :data:`LAYERS` or a name of :mod:`cpc_speech.model.layers` (``context.N``,
+    ``encoder+context``), checked against the model's context layers when given."""
+    try:
+        return check_layer(layer, None if model is None else model.cfg)
+    except ValueError as exc:
+        raise FeatureError(str(exc)) from None
 
 
 def chunkable(model) -> bool:
@@ -199,17 +203,27 @@ def encode_in_order(encode, tasks: Iterable[Any], device: torch.device,
 CONTEXT_PIECE = 1024  # frames given to the context network at once (the state carries across)
 
 
-def _run_context(model, z: torch.Tensor, state: Any = None) -> Tuple[torch.Tensor, Any]:
-    """Context network over (batch, frames, dim) in pieces of at most CONTEXT_PIECE frames: the
-    same result as one call (exact streaming), with memory linear in the length (the Transformer
-    context builds a (frames x frames) attention bias in one call)."""
+def _run_context(model, z: torch.Tensor, state: Any = None, index: int = -1) -> Tuple[torch.Tensor, Any]:
+    """Context network (up to layer ``index``; -1: all) over (batch, frames, dim) in pieces of at
+    most CONTEXT_PIECE frames: the same result as one call (exact streaming), with memory linear in
+    the length (the Transformer context builds a (frames x frames) attention bias in one call)."""
     if z.shape[1] <= CONTEXT_PIECE:
-        return model.context(z, state)
+        return context_upto(model.context, z, state, index)
     outs = []
     for s in range(0, z.shape[1], CONTEXT_PIECE):
-        c, state = model.context(z[:, s:s + CONTEXT_PIECE], state)
+        c, state = context_upto(model.context, z[:, s:s + CONTEXT_PIECE], state, index)
         outs.append(c)
     return torch.cat(outs, 1), state
+
+
+def _from_encoder(model, z: torch.Tensor, layer: str, state: Any = None) -> Tuple[torch.Tensor, Any]:
+    """Features of ``layer`` (:mod:`cpc_speech.model.layers`) from encoder frames z (batch,
+    frames, enc_dim), and the context state to carry to the next chunk."""
+    with_z, index = parse_layer(layer)
+    if index is None:
+        return z, None
+    c, state = _run_context(model, z, state, index)
+    return (torch.cat([z.float(), c.float()], -1) if with_z else c), state
 
 
 def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int, precision: Precision) -> torch.Tensor:
@@ -217,13 +231,10 @@ def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int, precis
     enc = model.encoder
     total = enc.num_frames(wav.shape[-1])
     if total == 0:
-        return torch.zeros(0, model.cfg.context.hidden if layer == "context" else enc.dim, device=wav.device)
+        return torch.zeros(0, layer_dim(model.cfg, layer), device=wav.device)
     if total <= chunk_frames or not chunkable(model):
         with precision.autocast(wav.device):
-            z = enc(wav.unsqueeze(0))
-            if layer == "encoder":
-                return z[0]
-            return _run_context(model, z)[0][0]
+            return _from_encoder(model, enc(wav.unsqueeze(0)), layer)[0][0]
     return next(_forward_chunked(model, [(0, wav)], layer, chunk_frames, precision))[1]
 
 
@@ -237,7 +248,7 @@ def _forward_chunked(model, wavs: Iterable[Tuple[Any, torch.Tensor]], layer: str
     ahead of the context network. ``errors="yield"``: an input whose computation fails gives
     ``(key, exception)`` and the stream goes on with the next input (``"raise"``: it stops)."""
     enc = model.encoder
-    dim = model.cfg.context.hidden if layer == "context" else enc.dim
+    dim = layer_dim(model.cfg, layer)
     device = model_device(model)
 
     def chunks():
@@ -263,10 +274,9 @@ def _forward_chunked(model, wavs: Iterable[Tuple[Any, torch.Tensor]], layer: str
         try:
             if isinstance(z, Exception):
                 raise z
-            if layer == "context":
-                with precision.autocast(device):
-                    c, state = _run_context(model, z.unsqueeze(0), state)
-                z = c[0]
+            with precision.autocast(device):
+                c, state = _from_encoder(model, z.unsqueeze(0), layer, state)
+            z = c[0]
             if out is None:
                 out = torch.empty(total, dim, dtype=torch.float32, device=z.device)
             out[f0:f1] = z
@@ -307,12 +317,12 @@ def extract_features(
     """Per-frame features of one waveform: float32 ``(model.encoder.num_frames(n_16k), dim)``.
 
     ``layer="context"`` gives c_t (dim = context hidden size), ``"encoder"`` gives z_t (dim = encoder
-    channels). Inputs longer than ``chunk_seconds`` are processed in exact chunks (see the module
+    channels); ``"context.N"`` and ``"encoder+context"``: see :mod:`cpc_speech.model.layers`. Inputs longer than ``chunk_seconds`` are processed in exact chunks (see the module
     docstring). Runs on ``device`` if given, else where the model is (CUDA if the model is on CUDA).
     ``precision``: ``auto``, ``fp32`` or ``bf16`` (module docstring).
     """
-    _check_layer(layer)
     model = resolve_model(model, device)
+    _check_layer(layer, model)
     x = load_waveform(wav, sample_rate=sample_rate, min_samples=model.encoder.min_samples)
     dev = model_device(model)
     prec = resolve_precision(precision, dev, key="precision")
@@ -340,8 +350,8 @@ def extract_features_batch(
     the (causal) context network runs. Inputs longer than ``chunk_seconds`` and instance-norm
     encoders go one by one.
     """
-    _check_layer(layer)
     model = resolve_model(model, device)
+    _check_layer(layer, model)
     arrays = [load_waveform(w, sample_rate=None if isinstance(w, (str, Path)) else sample_rate,
                             min_samples=model.encoder.min_samples, name=f"input {i}") for i, w in enumerate(wavs)]
     prec = resolve_precision(precision, model_device(model), key="precision")
@@ -392,11 +402,8 @@ def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: f
             for i, feats in _forward_chunked(model, tensors, layer, chunk_frames, precision):
                 results[i] = feats.float().cpu().numpy()
         for batch, z in encode_in_order(encode, batches, dev, precision):
-            if layer == "context":
-                with precision.autocast(dev):
-                    feats = _run_context(model, z)[0]
-            else:
-                feats = z
+            with precision.autocast(dev):
+                feats = _from_encoder(model, z, layer)[0]
             feats = feats.float().cpu().numpy()
             for row, i in enumerate(batch):
                 results[i] = np.ascontiguousarray(feats[row, :enc.num_frames(arrays[i].size)])
@@ -506,7 +513,7 @@ def make_featurizer(model: Any, layer: str = "context", mode: str = "frames", de
 
             ckpt = str(resolve_checkpoint(model))
         m = resolve_model(model, device)
-        f = Featurizer(m, layer=_check_layer(layer), mode=mode, name=name or "model", checkpoint=ckpt, precision=precision)
+        f = Featurizer(m, layer=_check_layer(layer, m), mode=mode, name=name or "model", checkpoint=ckpt, precision=precision)
     f.window_samples  # validate mode
     f.resolved_precision()  # validate precision
     return f
@@ -543,11 +550,11 @@ def _featurize(feat: Featurizer, arrays: List[np.ndarray], batch_seconds: float,
         for s in range(0, len(windows), per_batch):
             x = torch.from_numpy(np.stack(windows[s:s + per_batch])).to(dev)
             z = enc(x)
-            if feat.layer == "context":
-                vecs.append(model.context(z, None)[0][:, -1].float().cpu().numpy())
+            if feat.layer != "encoder":  # the last frame of the window (for encoder+context: of both)
+                vecs.append(_from_encoder(model, z, feat.layer)[0][:, -1].float().cpu().numpy())
             else:
                 vecs.append(z.mean(dim=1).float().cpu().numpy())
-    dim = (model.cfg.context.hidden if feat.layer == "context" else enc.dim)
+    dim = layer_dim(model.cfg, feat.layer)
     allv = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
     owner_a = np.asarray(owner, dtype=np.int64)
     return [np.ascontiguousarray(allv[owner_a == j]) for j in range(len(arrays))]

@@ -42,10 +42,15 @@ def test_librispeech_recipe_end_to_end(tmp_path):
     assert report["pretraining"]["steps"] == 40
     md = (exp / "report.md").read_text()
     assert "Phone accuracy" in md and "PER" in md
-    assert all((exp / "log" / f"stage{i}.log").is_file() for i in range(7))
+    for name in ("model", "mfcc", "random_init"):
+        assert fraction(report["abx"][name]["within"]) and fraction(report["abx"][name]["across"]), name
+    for name in ("model", "mfcc"):
+        assert 0 < report["units"][name]["pnmi"] <= 1 and report["units"][name]["used_units"] > 1, name
+    assert "ABX within-speaker error" in md and "Discrete units" in md
+    assert all((exp / "log" / f"stage{i}.log").is_file() for i in range(9))
     # idempotent: a second run finds everything done and changes no result
     before = {p.name: p.stat().st_mtime for p in (exp / "results").iterdir()}
-    again = run("librispeech", tmp_path, "--demo-speakers", "3", "--demo-utterances", "5", "--hours", "0.05", "--stage", "1", "--stop-stage", "5")
+    again = run("librispeech", tmp_path, "--demo-speakers", "3", "--demo-utterances", "5", "--hours", "0.05", "--stage", "1", "--stop-stage", "7")
     assert "already trained" in again.stdout + again.stderr and "up to date" in again.stdout + again.stderr
     assert {p.name: p.stat().st_mtime for p in (exp / "results").iterdir()} == before
 

@@ -68,12 +68,17 @@ def test_librispeech_layout(libri):
     out, summary = libri
     files = _files(out)
     top = {"SPEAKERS.TXT", "phones.txt", "converted_aligned_phones.txt", "train_split.txt", "test_split.txt",
-           "phone_transcripts.txt", "manifest.tsv"}
+           "phone_transcripts.txt", "manifest.tsv", "abx.item"}
     assert top <= set(files)
     audio = [f for f in files if f.endswith(".flac")]
     trans = [f for f in files if f.endswith(".trans.txt")]
     assert len(audio) == SPEAKERS * UTTERANCES and len(trans) == SPEAKERS
     assert set(files) == top | set(audio) | set(trans)
+    from cpc_speech.evaluation.items import read_item_file
+
+    items = read_item_file(out / "abx.item")  # one item per non-silent phone between two neighbours
+    assert len(items) > 10 * SPEAKERS and {f"{u}.flac".split("-")[0] for u in items.files} <= {f.split("/")[1] for f in audio}
+    assert "SIL" not in items.phones and set(items.speakers) == {f.split("/")[1] for f in audio}
     for f in audio:
         m = re.fullmatch(r"train-clean-100/(\d+)/(\d+)/(\d+)-(\d+)-(\d{4})\.flac", f)
         assert m and m.group(1) == m.group(3) and m.group(2) == m.group(4), f
@@ -188,7 +193,7 @@ def test_commonvoice_layout(cv):
         folder = out / locale
         expected = {"validated.tsv", "train.tsv", "dev.tsv", "test.tsv", "clip_durations.tsv", "phones.txt",
                     "converted_aligned_phones.txt", "phone_transcripts.txt", "train_split.txt", "test_split.txt",
-                    "manifest.tsv"}
+                    "manifest.tsv", "abx.item"}
         clips = sorted((folder / "clips").iterdir())
         assert {p.name for p in folder.iterdir() if p.is_file()} == expected
         assert len(clips) == SPEAKERS * UTTERANCES

@@ -15,7 +15,8 @@ from typing import Callable, List, Optional
 
 from cpc_speech import __version__
 
-SUBCOMMANDS = ["synth", "prepare", "pretrain", "extract", "probe", "finetune", "report", "bench", "info", "export", "import_cmd"]
+SUBCOMMANDS = ["synth", "prepare", "pretrain", "extract", "probe", "abx", "quantize", "finetune", "report", "bench", "info",
+               "export", "import_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

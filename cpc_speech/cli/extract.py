@@ -13,7 +13,8 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="run folder or checkpoint file, or 'mfcc' for the MFCC baseline")
     p.add_argument("--manifest", required=True, help="manifest TSV (id, path, speaker, num_samples, sample_rate)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--layer", choices=("context", "encoder"), default="context", help="c_t (context) or z_t (encoder); default %(default)s")
+    p.add_argument("--layer", default="context", help="c_t (context), z_t (encoder), context.N (layer N of a multi-layer "
+                   "context) or encoder+context (concatenated); default %(default)s")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cpu)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="arithmetic of the model: auto = bf16 where the CPU computes it fast, else fp32 (default %(default)s)")

@@ -20,7 +20,7 @@ def _common(p) -> None:
     p.add_argument("--train-split", default=None, help=f"train ids, one per line (default: {DEFAULT_FILES['train_split']} next to the manifest)")
     p.add_argument("--test-split", default=None, help=f"test ids (default: {DEFAULT_FILES['test_split']} next to the manifest)")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: <out stem>.cache next to --out)")
-    p.add_argument("--layer", choices=("context", "encoder"), default="context", help="default %(default)s")
+    p.add_argument("--layer", default="context", help="context, encoder, context.N or encoder+context (default %(default)s)")
     p.add_argument("--baselines", default="mfcc,random_init", help="comma-separated subset of mfcc,random_init (default %(default)s)")
     p.add_argument("--no-baselines", action="store_true", help="probe the model only")
     p.add_argument("--dev-fraction", type=float, default=0.1, help="share of train utterances held out for model selection (default %(default)s)")

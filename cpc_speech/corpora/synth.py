@@ -12,14 +12,14 @@ Layouts
     OUT_DIR/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt:04d>.flac   16 kHz, 16-bit mono
     OUT_DIR/<subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt
     OUT_DIR/phones.txt, converted_aligned_phones.txt, phone_transcripts.txt,
-    OUT_DIR/train_split.txt, test_split.txt, manifest.tsv
+    OUT_DIR/train_split.txt, test_split.txt, manifest.tsv, abx.item (ABX items of every utterance)
 
 ``commonvoice`` (one folder per Common Voice locale)::
 
     OUT_DIR/<locale>/clips/common_voice_<locale>_<number>.mp3                48 kHz mono MP3
     OUT_DIR/<locale>/validated.tsv, train.tsv, dev.tsv, test.tsv, clip_durations.tsv
     OUT_DIR/<locale>/phones.txt, converted_aligned_phones.txt, phone_transcripts.txt,
-    OUT_DIR/<locale>/train_split.txt, test_split.txt, manifest.tsv
+    OUT_DIR/<locale>/train_split.txt, test_split.txt, manifest.tsv, abx.item
 
 Alignments (``converted_aligned_phones.txt``, the CPC_audio format): one line per utterance, the id
 then one label per 10 ms frame, exactly ``n // 160`` labels where ``n`` is the length of the audio
@@ -66,6 +66,7 @@ from cpc_speech.corpora.espeak import (
 )
 from cpc_speech.corpora.manifest import Utterance, write_manifest
 from cpc_speech.corpora.phones import canonical_language, inventory_for
+from cpc_speech.evaluation.items import items_from_alignments
 from cpc_speech.runlock import is_lock_file, locks_output
 
 FRAME = 160  # samples at 16 kHz per label (10 ms)
@@ -777,6 +778,9 @@ def synthesize_corpus(
             for u in ids
         ]
         write_manifest(rows, folder / "manifest.tsv")
+        _write_text(folder / "abx.item", items_from_alignments(
+            {u: results[u].labels for u in ids}, {r.id: r.speaker for r in rows}, dict(enumerate(inventory.phones)), ids))
+        paths[prefix + "abx_item"] = str(folder / "abx.item")
         phones_used[lang] = len({ph for u in ids for ph in results[u].phones})
         phone_classes[lang] = len(inventory)
         total_16k += sum(results[u].num_samples_16k for u in ids)

@@ -106,15 +106,19 @@ class TransformerContext(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.hidden)
 
-    def forward(self, z: torch.Tensor, state: Optional[list] = None) -> Tuple[torch.Tensor, list]:
+    def forward(self, z: torch.Tensor, state: Optional[list] = None, blocks: Optional[int] = None) -> Tuple[torch.Tensor, list]:
+        """``blocks``: run only the first ``blocks`` blocks and return their output without the final
+        norm (:func:`cpc_speech.model.layers.context_upto`); default all, with the norm."""
+        if blocks is not None and blocks >= len(self.blocks):
+            blocks = None
         x = self.inp(z)
         new_state = []
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.blocks[:blocks]):
             past = state[i] if state is not None else None
             full = x if past is None else torch.cat([past, x], dim=1)
             new_state.append(full[:, -(self.window - 1):].detach() if self.window > 1 else full[:, :0])
             x = block(x, past)
-        return self.norm(x), new_state
+        return (self.norm(x) if blocks is None else x), new_state
 
 
 def make_context(in_dim: int, cfg: ContextConfig) -> nn.Module:

@@ -6,6 +6,9 @@ omits its section and both the JSON (``missing``) and the Markdown say so):
 * ``config.yaml``, ``log.jsonl``, ``manifests.json``: written by ``cpc-speech pretrain``;
 * ``results/phone_probe.json``, ``results/speaker_probe.json``, ``results/speaker_probe_window.json``:
   written by ``cpc-speech probe`` (layout in :mod:`cpc_speech.probes`);
+* ``results/abx.json`` (``cpc-speech abx``) and ``results/units_<name>.json`` (``cpc-speech quantize
+  --results``): optional; their sections ``abx`` and ``units`` are described in
+  :mod:`cpc_speech.report.evaluations`;
 * ``results/finetune.json`` and/or ``results/finetune_<name>.json``: written by
   ``cpc-speech finetune --out`` (layout in :func:`cpc_speech.finetune.trainer.run_finetune`);
   ``<name>`` is a locale and/or a label budget, e.g. ``fr``, ``fr_1h``, ``en_10min``.

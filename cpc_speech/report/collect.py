@@ -61,6 +61,7 @@ class Inputs:
     probes: Dict[str, Optional[Path]]  # section -> file
     finetune: List[Tuple[str, Path]]  # (name, file); name "" for a single results/finetune.json
     missing: Dict[str, str] = field(default_factory=dict)
+    evaluations: Dict[str, Any] = field(default_factory=dict)  # ABX and unit files (report/evaluations.py)
 
 
 def _existing(path: Optional[PathLike], what: str) -> Optional[Path]:
@@ -168,7 +169,10 @@ def find_inputs(
         ft.sort(key=lambda item: _run_sort_key(item[0]))
     if not ft:
         missing["finetune"] = f"no {_show(res_dir / 'finetune.json', run)} or finetune_*.json (or --finetune FILE)"
-    return Inputs(run, run / "config.yaml", run / "log.jsonl", manifests, res_dir, probes, ft, missing)
+    from cpc_speech.report.evaluations import find_evaluation_files
+
+    return Inputs(run, run / "config.yaml", run / "log.jsonl", manifests, res_dir, probes, ft, missing,
+                  find_evaluation_files(res_dir))
 
 
 def _show(path: Path, run: Path) -> str:
@@ -577,6 +581,13 @@ def collect(inputs: Inputs) -> Collected:
         report[section], details[section] = probe_section(data, path, section)
         raw[section] = data
         sources[section] = str(path)
+
+    from cpc_speech.report.evaluations import evaluation_sections
+
+    ev_report, ev_details, ev_sources = evaluation_sections(inputs.evaluations, read_json, ReportError)
+    report.update(ev_report)
+    details.update(ev_details)
+    sources.update(ev_sources)
 
     if len(inputs.finetune) == 1:
         name, path = inputs.finetune[0]

@@ -92,6 +92,9 @@ def headline_markdown(report: Dict[str, Any]) -> str:
             pct(maj.get("accuracy")),
             probe_notes(sec, maj),
         ])
+    from cpc_speech.report.evaluations import abx_headline_rows
+
+    rows += abx_headline_rows(report)
     if not rows:
         return "_No probe results (phone / speaker probe files are missing)._"
     return table(["Task", "Model", "MFCC", "Random init", "Majority class", "Notes"], rows, "lrrrrl")
@@ -291,6 +294,10 @@ def render(report: Dict[str, Any]) -> str:
         notes = probe_notes(report[section], maj)
         if notes:
             out += [f"Model: {notes}.", ""]
+
+    from cpc_speech.report.evaluations import evaluations_markdown
+
+    out += evaluations_markdown(report)
 
     # ---- pretraining
     out += ["## Pretraining", "", pretraining_tables(report["pretraining"]), ""]

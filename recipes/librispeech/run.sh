@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CPC on LibriSpeech, Kaldi/ESPnet style: prepare -> pretrain -> extract -> phone probe ->
-# speaker probe -> CTC fine-tuning -> report. Every stage can be re-run: finished work is skipped.
+# speaker probe -> ABX -> discrete units -> CTC fine-tuning -> report. Every stage can be re-run:
+# finished work is skipped.
 #
 #   recipes/librispeech/run.sh --librispeech-root /data/LibriSpeech \
 #       --alignments converted_aligned_phones.txt --train-split train_split.txt --test-split test_split.txt
@@ -13,7 +14,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # ------------------------------------------------------------------------------------ options
 stage=0
-stop_stage=6
+stop_stage=8
 librispeech_root=
 train_subsets=train-clean-100
 valid_subsets=dev-clean
@@ -21,6 +22,8 @@ alignments=
 train_split=
 test_split=
 phones=
+abx_item=
+units=50
 conf=default
 exp_dir=
 data_dir=
@@ -42,6 +45,9 @@ Usage: $0 [options]
   --train-split FILE       train_split.txt (probe/fine-tuning train ids)
   --test-split FILE        test_split.txt (probe/fine-tuning test ids)
   --phones FILE            phone inventory '<id> <name>' (optional; names in the report)
+  --abx-item FILE          ABX item file (default: built from the alignments of the test split;
+                           --demo: the corpus's abx.item)
+  --units K                k-means units of the discrete-unit stage (default: $units)
   --conf NAME              fast | default | paper | demo: conf/NAME.yaml for pretraining
                            (default: pretrain.yaml) and the NAME sections of probe.yaml/finetune.yaml
   --exp-dir DIR            run folder (default: exp/librispeech-<conf>)
@@ -51,7 +57,7 @@ Usage: $0 [options]
   --hours H                labelled hours for CTC fine-tuning (default: $hours)
   --stage N --stop-stage M run stages N..M (default: $stage..$stop_stage):
                            0 prepare, 1 pretrain, 2 extract, 3 phone probe, 4 speaker probe,
-                           5 fine-tune, 6 report
+                           5 ABX, 6 discrete units, 7 fine-tune, 8 report
   --demo                   generate a LibriSpeech-layout corpus with eSpeak NG and run on it
                            (--demo-speakers $demo_speakers --demo-utterances $demo_utterances --seed $seed)
   --force                  redo finished probe and fine-tuning stages
@@ -59,7 +65,7 @@ Usage: $0 [options]
 USAGE
 }
 
-parse_options "stage stop_stage librispeech_root train_subsets valid_subsets alignments train_split test_split phones conf exp_dir data_dir nproc hours demo_speakers demo_utterances seed" "$@"
+parse_options "stage stop_stage librispeech_root train_subsets valid_subsets alignments train_split test_split phones abx_item units conf exp_dir data_dir nproc hours demo_speakers demo_utterances seed" "$@"
 
 require_cli
 if $demo; then
@@ -71,6 +77,7 @@ if $demo; then
   train_split=${train_split:-$librispeech_root/train_split.txt}
   test_split=${test_split:-$librispeech_root/test_split.txt}
   phones=${phones:-$librispeech_root/phones.txt}
+  abx_item=${abx_item:-$librispeech_root/abx.item}
   valid_subsets=   # validation = the held-out test-split utterances
   [ "$hours" = 1.0 ] && hours=0.1
 fi
@@ -162,8 +169,57 @@ if run_stage 4 "speaker linear probe"; then
   done
 fi
 
-# ---------------------------------------------------------------------- stage 5: CTC fine-tuning
-if run_stage 5 "CTC phone recognition, $hours h of labels"; then
+# ABX items: --abx-item, or built once from the alignments of the test split
+if [ -z "$abx_item" ] && [ -n "$alignments" ] && [ -n "$test_split" ]; then
+  abx_item=$data_dir/abx.item
+fi
+make_abx_item() {  # only the file this recipe builds itself, rebuilt when its sources change
+  if [ "$abx_item" = "$data_dir/abx.item" ]; then
+    local phone_names=()
+    [ -n "$phones" ] && phone_names=("$phones")
+    derived "$abx_item" alignments=@"$alignments" manifest=@"$data_dir/train.tsv" test_split=@"$test_split" \
+      phones=@"$phones" -- \
+      "$PY" "$here/../utils/make_abx_item.py" "$alignments" "$data_dir/train.tsv" "$test_split" "$abx_item" "${phone_names[@]}"
+  fi
+}
+
+# ------------------------------------------------------------------------------- stage 5: ABX
+if run_stage 5 "ABX phone discriminability (within / across speakers)"; then
+  out=$exp_dir/results/abx.json
+  if [ -z "$abx_item" ]; then
+    log "  no --abx-item and no alignments/test split to build one: ABX skipped"
+  else
+    make_abx_item
+    need_file abx_item
+    redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" item=@"$abx_item" -- \
+      logged "$logdir/stage5.log" cpc-speech abx --model "$exp_dir" --manifest "$data_dir/train.tsv" --item "$abx_item" \
+        --cache-dir "$exp_dir/features" --out "$out"
+  fi
+fi
+
+# -------------------------------------------------------------------- stage 6: discrete units
+units_of() {  # units_of NAME FEATURES_DIR RESULT_JSON: extract (cached), fit k-means, score
+  logged "$logdir/stage6.log" cpc-speech extract --model "$([ "$1" = model ] && echo "$exp_dir" || echo mfcc)" \
+    --manifest "$data_dir/train.tsv" --out "$2" --no-progress
+  logged "$logdir/stage6.log" cpc-speech quantize --features "$2" --units "$units" --out "$exp_dir/units/$1" \
+    --results "$3" "${unit_args[@]}"
+}
+if run_stage 6 "discrete units ($units k-means units of the model and of MFCC)"; then
+  [ -n "$abx_item" ] && make_abx_item
+  unit_args=()
+  [ -n "$alignments" ] && unit_args+=(--alignments "$alignments")
+  [ -n "$abx_item" ] && unit_args+=(--item "$abx_item")
+  for name in model mfcc; do
+    out=$exp_dir/results/units_$name.json
+    feats=$exp_dir/features/$([ "$name" = model ] && echo model-context || echo mfcc)
+    redo=$force derived "$out" model="$([ "$name" = model ] && echo "@$model_ckpt" || echo mfcc)" \
+      manifest=@"$data_dir/train.tsv" alignments=@"$alignments" item=@"$abx_item" units="$units" -- \
+      units_of "$name" "$feats" "$out"
+  done
+fi
+
+# ---------------------------------------------------------------------- stage 7: CTC fine-tuning
+if run_stage 7 "CTC phone recognition, $hours h of labels"; then
   need alignments test_split
   [ -f "$data_dir/finetune_dev.txt" ] || die "$data_dir/finetune_dev.txt is missing: run stage 0 with --train-split"
   eval "extra=($(conf_args "$conf_dir/finetune.yaml" finetune))"
@@ -173,14 +229,14 @@ if run_stage 5 "CTC phone recognition, $hours h of labels"; then
   redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" alignments=@"$alignments" \
     train_split=@"$data_dir/finetune_train.txt" dev_split=@"$data_dir/finetune_dev.txt" test_split=@"$test_split" \
     phones=@"$phones" hours="$hours" args="${extra[*]}" -- \
-    logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/train.tsv" \
+    logged "$logdir/stage7.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/train.tsv" \
       "${phone_args[@]}" --alignments "$alignments" --train-split "$data_dir/finetune_train.txt" \
       --dev-split "$data_dir/finetune_dev.txt" --test-split "$test_split" --hours "$hours" \
       --output-dir "$exp_dir/finetune" --resume --out "$out" "${extra[@]}"
 fi
 
-# ---------------------------------------------------------------------------- stage 6: report
-if run_stage 6 "report"; then
-  logged "$logdir/stage6.log" cpc-speech report "$exp_dir" --print
+# ---------------------------------------------------------------------------- stage 8: report
+if run_stage 8 "report"; then
+  logged "$logdir/stage8.log" cpc-speech report "$exp_dir" --print
 fi
 log "done: stages $stage..$stop_stage in $exp_dir"
