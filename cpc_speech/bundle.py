@@ -211,7 +211,7 @@ def _prod(values) -> int:
     return out
 
 
-@locks_output("out_dir", "export", kind="file")
+@locks_output("out_dir", "export", kind="beside")
 def export_bundle(source: PathLike, out_dir: PathLike, name: Optional[str] = None, overwrite: bool = False) -> Path:
     """Write a bundle for a run folder, checkpoint file, CPC_audio checkpoint or bundle ``source``.
 

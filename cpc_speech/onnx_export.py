@@ -197,7 +197,7 @@ def _export(net: nn.Module, args: tuple, path: Path, inputs: List[str], outputs:
             tmp.unlink()
 
 
-@locks_output("out", "export", kind="file")
+@locks_output("out", "export", kind="beside")
 def export_onnx(source: Any, out: PathLike, layer: str = "context", streaming: bool = False, opset: int = OPSET,
                 overwrite: bool = False) -> Path:
     """Write the ONNX graph(s) of a model (a CPCModel, run folder, checkpoint, bundle or CPC_audio

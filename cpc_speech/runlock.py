@@ -48,13 +48,14 @@ class FolderBusyError(RuntimeError):
 
 
 def lock_file_for(target: PathLike, kind: str = "folder") -> Path:
-    """The lock file of a folder (inside it) or of an output file (beside it, ``.<name>.lock``)."""
+    """The lock file of a folder (inside it) or of an output file or an output that is renamed into
+    place whole (``beside``: a file or folder; the lock is beside it, ``.<name>.lock``)."""
     target = Path(target)
     if kind == "folder":
         return target / LOCK_NAME
-    if kind == "file":
+    if kind in ("file", "beside"):
         return target.parent / f".{target.name}.lock"
-    raise ValueError(f"kind must be folder or file, got {kind!r}")
+    raise ValueError(f"kind must be folder, file or beside, got {kind!r}")
 
 
 def read_owner(lock_path: PathLike) -> Optional[Dict[str, object]]:

@@ -2,14 +2,23 @@
 encoder+context; exact against the plain model, chunked (streamed) like one pass, in extraction,
 batched extraction and the probes' feature folders."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
 from cpc_speech.config import ContextConfig, EncoderConfig, preset
-from cpc_speech.features import FeatureError, extract_corpus, extract_features, extract_features_batch, load_feature_dir
+from cpc_speech import features
+from cpc_speech.features import FeatureError, load_feature_dir
+
 from cpc_speech.model.cpc import CPCModel
 from cpc_speech.model.layers import layer_dim, parse_layer
+
+# float32: these tests check exactness against one float32 pass (bf16 is tested in test_precision.py)
+extract_features = functools.partial(features.extract_features, precision="fp32")
+extract_features_batch = functools.partial(features.extract_features_batch, precision="fp32")
+extract_corpus = functools.partial(features.extract_corpus, precision="fp32")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
