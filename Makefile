@@ -32,6 +32,7 @@ demo: $(VENV)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" bash recipes/librispeech/run.sh --demo
 
 test: $(VENV)/.installed-dev
+	$(BIN)/python -m ruff check cpc_speech tests benchmarks recipes examples
 	$(BIN)/python -m pytest -q tests
 
 bench: $(VENV)/.installed

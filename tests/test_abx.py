@@ -223,7 +223,7 @@ def random_corpus(tmp_path, seed, n_files=6, dim=3):
     rows, feats = [], {}
     for f in range(n_files):
         uid, spk = f"f{f}", f"s{f % 3}"
-        t, frames = 0, []
+        t = 0
         for _ in range(rng.randint(8, 14)):
             length = rng.randint(1, 5)
             rows.append((uid, t / 100, (t + length) / 100, rng.choice("abc"), rng.choice("xy"), rng.choice("xy"), spk))

@@ -376,7 +376,7 @@ def test_killed_corpus_extraction_resumes(gru, tmp_path, monkeypatch):
     monkeypatch.setattr(features, "_save_npy", save)
     again = extract_corpus(gru, rows, tmp_path / "out", progress=False)
     assert again.cached == 3 and again.computed == 2 and len(read_index(tmp_path / "out")) == 5
-    fresh = extract_corpus(gru, rows, tmp_path / "fresh", progress=False)
+    extract_corpus(gru, rows, tmp_path / "fresh", progress=False)
     for r in rows:
         np.testing.assert_array_equal(load_feature_dir(tmp_path / "out")[r.id], load_feature_dir(tmp_path / "fresh")[r.id])
 

@@ -2,7 +2,6 @@
 assignment, k-means on separable data, unit files, ``cpc-speech quantize``."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -82,7 +81,7 @@ def clustered(n_utts=12, frames=40, dim=6, seed=0):
 def test_quantize_separable_clusters_is_seeded(tmp_path):
     feats, labels = clustered()
     a = quantize(feats, 3, tmp_path / "a", seed=5, labels=labels, log=lambda m: None)
-    b = quantize(feats, 3, tmp_path / "b", seed=5, labels=labels, log=lambda m: None)
+    quantize(feats, 3, tmp_path / "b", seed=5, labels=labels, log=lambda m: None)
     assert np.array_equal(np.load(tmp_path / "a" / "centroids.npy"), np.load(tmp_path / "b" / "centroids.npy"))
     assert a["quality"]["pnmi"] > 0.99 and a["quality"]["purity"] == 1.0 and a["quality"]["used_units"] == 3
     # reusing the centroids assigns the same units

@@ -758,7 +758,6 @@ class Finetuner:
 
         blank = inventory.blank
         train = data.train
-        n = len(train.utterances)
         bs = cfg.batch_size
         epochs = tqdm(
             range(state["epoch"] + 1, cfg.epochs + 1), desc=name, unit="epoch", disable=not self.progress, initial=state["epoch"], total=cfg.epochs

@@ -21,13 +21,11 @@ import contextlib
 import json
 import math
 import os
-import re
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 

@@ -4,7 +4,6 @@
 Relative audio paths are rewritten so that OUT may live in another folder than IN."""
 
 import sys
-from pathlib import Path
 
 from cpc_speech.corpora.manifest import read_id_list, read_manifest, write_manifest
 
