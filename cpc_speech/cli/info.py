@@ -1,4 +1,4 @@
-"""``cpc-speech info``: versions, device, and a model preset's sizes."""
+"""``cpc-speech info``: versions, device, the automatic precision, and a model preset's sizes."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def run(args) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"cpc-speech {__version__}  python {platform.python_version()}  torch {torch.__version__}  numpy {np.__version__}")
     print(f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'cpu'}; torch threads {torch.get_num_threads()}")
+    from cpc_speech.precision import resolve
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"precision auto (train.amp, extraction) on this {device}: {resolve('auto', device).describe()}")
     enc = model.encoder
     print(f"preset {args.preset}: {n_params / 1e6:.2f} M parameters; encoder downsampling {enc.downsampling} samples, receptive field {enc.receptive_field} samples")
     print(f"20480 samples -> {enc.num_frames(20480)} frames")
