@@ -93,7 +93,7 @@ class Sizes:
     extract_seconds: float = 60.0
     extract_repeats: int = 3
     long_seconds: float = 3600.0
-    chunk_seconds: Optional[float] = None  # None: features.CHUNK_SECONDS, the default of extract_features
+    chunk_seconds: Optional[float] = None  # None: the default of extract_features for the precision
 
 
 QUICK = Sizes(batch=2, window=4096, negatives=16, steps=2, warmup=1, split_steps=1, matmul_n=256, matmul_repeats=3,
@@ -740,7 +740,8 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
     import numpy as np
 
     from cpc_speech.config import preset
-    from cpc_speech.features import CHUNK_SECONDS, extract_features
+    from cpc_speech.features import chunk_seconds_for, extract_features
+    from cpc_speech.precision import resolve
     from cpc_speech.model.cpc import CPCModel
 
     torch.manual_seed(0)
@@ -754,7 +755,7 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
     rss_input = rss_mb()
     reset_ok = reset_peak_rss()
     t0 = time.perf_counter()
-    chunk_seconds = sizes["chunk_seconds"] or CHUNK_SECONDS
+    chunk_seconds = chunk_seconds_for(resolve(precision, device, key="precision"), sizes["chunk_seconds"])
     feats = extract_features(wav, sample_rate=16000, model=model, chunk_seconds=chunk_seconds, precision=precision)
     _sync(device)
     elapsed = time.perf_counter() - t0

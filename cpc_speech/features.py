@@ -12,7 +12,7 @@ Single input::
 * Output: float32 numpy ``(model.encoder.num_frames(n_samples_16k), dim)``; frame ``t`` is the 10 ms
   step starting at sample ``160 t`` (its encoder receptive field is ``[160 t - 153, 160 t + 312)``).
 
-Long inputs are processed in chunks of ``chunk_seconds`` with bounded memory and the same result as
+Long inputs are processed in chunks of ``chunk_seconds`` (default 2.5 s in float32, 5 s in bf16) with bounded memory and the same result as
 one pass: each encoder chunk starts on a multiple of 160 samples (so the frame grid is the global
 one) and is extended by a margin of a few frames on both sides, more than the receptive field, whose
 frames are dropped; the context network carries its streaming ``state`` from chunk to chunk. On
@@ -67,10 +67,20 @@ from cpc_speech.precision import resolve as resolve_precision
 from cpc_speech.runlock import hold_output
 
 # Inputs longer than this many seconds are processed in exact chunks, several at once on CPU (one
-# per thread; :func:`encode_in_order`). 2.5 s keeps the largest intermediate of each (the first
-# encoder layer's output: 8000 frames x 256 channels, 8 MB, for the default preset) small: as fast
-# as 5 s and 10 s chunks, and a 1-hour file stays under 1 GB with two threads (benchmarks/NOTES.md).
+# per thread; :func:`encode_in_order`). The largest intermediate of a chunk is the first encoder
+# layer's output (2.5 s: 8000 frames x 256 channels, 8 MB in float32 for the default preset): 2.5 s
+# float32 chunks and 5 s bf16 chunks (the same bytes) are the fastest measured, and keep a 1-hour
+# file under 1 GB with two threads (benchmarks/NOTES.md). ``chunk_seconds=None`` takes the one of
+# the precision that runs.
 CHUNK_SECONDS = 2.5
+BF16_CHUNK_SECONDS = 5.0
+
+
+def chunk_seconds_for(precision: Precision, chunk_seconds: Optional[float] = None) -> float:
+    """``chunk_seconds`` if given, else the default chunk length of ``precision``."""
+    if chunk_seconds is not None:
+        return float(chunk_seconds)
+    return BF16_CHUNK_SECONDS if precision.name in ("bf16", "fp16") else CHUNK_SECONDS
 
 LAYERS = ("context", "encoder")
 INDEX_NAME = "features.tsv"
@@ -311,7 +321,7 @@ def extract_features(
     model: Any = None,
     layer: str = "context",
     device: Optional[Union[str, torch.device]] = None,
-    chunk_seconds: float = CHUNK_SECONDS,
+    chunk_seconds: Optional[float] = None,
     precision: str = "auto",
 ) -> np.ndarray:
     """Per-frame features of one waveform: float32 ``(model.encoder.num_frames(n_16k), dim)``.
@@ -326,6 +336,7 @@ def extract_features(
     x = load_waveform(wav, sample_rate=sample_rate, min_samples=model.encoder.min_samples)
     dev = model_device(model)
     prec = resolve_precision(precision, dev, key="precision")
+    chunk_seconds = chunk_seconds_for(prec, chunk_seconds)
     chunk_frames = max(1, int(round(chunk_seconds * SAMPLE_RATE / model.encoder.downsampling)))
     with torch.inference_mode(), _EvalMode(model):
         out = _forward_one(model, torch.from_numpy(x).to(dev), layer, chunk_frames, prec)
@@ -339,7 +350,7 @@ def extract_features_batch(
     device: Optional[Union[str, torch.device]] = None,
     sample_rate: Optional[int] = None,
     batch_seconds: float = 40.0,
-    chunk_seconds: float = CHUNK_SECONDS,
+    chunk_seconds: Optional[float] = None,
     precision: str = "auto",
 ) -> List[np.ndarray]:
     """Features of many waveforms (paths, arrays at ``sample_rate``, or tensors), batched.
@@ -358,12 +369,12 @@ def extract_features_batch(
     return _batch_forward(model, arrays, layer, batch_seconds, chunk_seconds, prec)
 
 
-def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: float, chunk_seconds: float,
+def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: float, chunk_seconds: Optional[float],
                    precision: Precision) -> List[np.ndarray]:
     enc = model.encoder
     dev = model_device(model)
     hop = enc.downsampling
-    chunk_frames = max(1, int(round(chunk_seconds * SAMPLE_RATE / hop)))
+    chunk_frames = max(1, int(round(chunk_seconds_for(precision, chunk_seconds) * SAMPLE_RATE / hop)))
     results: List[Optional[np.ndarray]] = [None] * len(arrays)
     single = [i for i, a in enumerate(arrays) if enc.num_frames(a.size) > chunk_frames or not chunkable(model)]
     single_set = set(single)
@@ -519,7 +530,8 @@ def make_featurizer(model: Any, layer: str = "context", mode: str = "frames", de
     return f
 
 
-def _featurize(feat: Featurizer, arrays: List[np.ndarray], batch_seconds: float, chunk_seconds: float) -> List[np.ndarray]:
+def _featurize(feat: Featurizer, arrays: List[np.ndarray], batch_seconds: float,
+               chunk_seconds: Optional[float]) -> List[np.ndarray]:
     from cpc_speech.mfcc import mfcc_features
 
     win = feat.window_samples
@@ -699,7 +711,7 @@ def extract_corpus(
     device: Optional[Union[str, torch.device]] = None,
     mode: str = "frames",
     batch_seconds: float = 40.0,
-    chunk_seconds: float = CHUNK_SECONDS,
+    chunk_seconds: Optional[float] = None,
     name: Optional[str] = None,
     precision: str = "auto",
     processes: int = 1,
@@ -719,7 +731,7 @@ def extract_corpus(
     """
     if dtype not in ("float32", "float16"):
         raise FeatureError(f"dtype must be float32 or float16, got {dtype!r}")
-    if not (batch_seconds > 0 and chunk_seconds > 0):
+    if not (batch_seconds > 0 and (chunk_seconds is None or chunk_seconds > 0)):
         raise FeatureError(f"batch_seconds and chunk_seconds must be > 0, got {batch_seconds} and {chunk_seconds}")
     if processes < 1:
         raise FeatureError(f"processes must be >= 1, got {processes}")
@@ -878,7 +890,7 @@ def _extract_items(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: P
     if not feat.is_mfcc and not feat.window_samples and chunkable(feat.model):
         model, precision = feat.model, feat.resolved_precision()
         dev = model_device(model)
-        chunk_frames = max(1, int(round(chunk_seconds * SAMPLE_RATE / model.encoder.downsampling)))
+        chunk_frames = max(1, int(round(chunk_seconds_for(precision, chunk_seconds) * SAMPLE_RATE / model.encoder.downsampling)))
         tensors = ((uid, torch.from_numpy(wav).to(dev)) for uid, wav in stream)
         with torch.inference_mode(), _EvalMode(model):
             for uid, f in _forward_chunked(model, tensors, feat.layer, chunk_frames, precision, errors="yield"):
