@@ -102,12 +102,16 @@ def test_second_pretrain_process_is_refused_and_a_dead_owner_is_taken_over(corpu
     assert all(json.loads(ln)["step"] >= 0 for ln in log_lines)  # one writer: no interleaved partial lines
 
 
-@pytest.mark.parametrize("command", ["pretrain", "extract", "probe", "finetune", "report", "prepare", "synth"])
+@pytest.mark.parametrize("command", ["pretrain", "extract", "probe", "finetune", "report", "prepare", "synth", "abx",
+                                     "export", "import"])
 def test_every_writing_command_refuses_a_folder_in_use(command, corpus, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("train: {}\n")
     (run / "log.jsonl").write_text("")
+    item = tmp_path / "x.item"
+    item.write_text("#file onset offset #phone prev-phone next-phone speaker\nu 0.0 0.1 a b c s\n")
+    (tmp_path / "ckpt.pt").write_bytes(b"not reached: the lock is refused first")
     out = {
         "pretrain": (run, ["pretrain", "--train-manifest", str(corpus), "--output-dir", str(run), *SMALL]),
         "extract": (run, ["extract", "--model", "mfcc", "--manifest", str(corpus), "--out", str(run), "--no-progress"]),
@@ -117,6 +121,9 @@ def test_every_writing_command_refuses_a_folder_in_use(command, corpus, tmp_path
         "report": (run, ["report", str(run), "--no-plots"]),
         "prepare": (run / "m.tsv", ["prepare", "folder", str(corpus.parent), "--out", str(run / "m.tsv")]),
         "synth": (run / "gen", ["synth", str(run / "gen"), "--speakers", "1", "--utterances", "1", "--no-progress"]),
+        "abx": (run / "abx.json", ["abx", "--features", str(tmp_path), "--item", str(item), "--out", str(run / "abx.json")]),
+        "export": (run / "m.bundle", ["export", str(tmp_path / "ckpt.pt"), "--format", "bundle", "--out", str(run / "m.bundle")]),
+        "import": (run, ["import", "cpc_audio", str(tmp_path / "ckpt.pt"), "--out", str(run)]),
     }[command]
     target, argv = out
     proc = holder(target, "file" if target.suffix else "folder")

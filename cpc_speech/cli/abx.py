@@ -67,16 +67,19 @@ def run(args) -> int:
                     frame_rule=args.frame_rule, kl_normalised=args.kl_normalised, frame_seconds=args.frame_seconds).validate()
     items = read_item_file(args.item)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    if args.features:
-        sources = [from_folder(args.features, args.name, ids=items.files)]
-    else:
-        if not args.manifest:
-            raise ValueError("--model needs --manifest (the utterances of the item file)")
-        sources = from_model(args.model, args.manifest, items.files, args.cache_dir or default_cache_dir(args.out),
-                             layer=args.layer, baselines=parse_baselines(args.baselines), device=args.device,
-                             workers=args.workers, progress=not args.no_progress, log=log)
-    result = score_sources(items, sources, cfg, log=log)
-    write_json(args.out, result)
+    from cpc_speech.runlock import hold_output
+
+    with hold_output(args.out, "abx", kind="file"):
+        if args.features:
+            sources = [from_folder(args.features, args.name, ids=items.files)]
+        else:
+            if not args.manifest:
+                raise ValueError("--model needs --manifest (the utterances of the item file)")
+            sources = from_model(args.model, args.manifest, items.files, args.cache_dir or default_cache_dir(args.out),
+                                 layer=args.layer, baselines=parse_baselines(args.baselines), device=args.device,
+                                 workers=args.workers, progress=not args.no_progress, log=log)
+        result = score_sources(items, sources, cfg, log=log)
+        write_json(args.out, result)
     print("ABX error (%):")
     for name, r in result["results"].items():
         scores = ", ".join(f"{m} {100 * r[m]:.2f}" if r[m] is not None else f"{m} n/a" for m in cfg.modes)

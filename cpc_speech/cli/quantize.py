@@ -54,12 +54,15 @@ def run(args) -> int:
         from cpc_speech.evaluation.items import read_item_file
 
         items = read_item_file(args.item)
-    summary = quantize(src.features, args.units, args.out, seed=args.seed, max_fit_frames=args.max_fit_frames,
-                       centroids_from=args.centroids, fmt=args.format, runs=args.run_length, labels=labels, items=items,
-                       info={"name": src.name, "layer": src.layer, "features": src.where},
-                       log=lambda m: print(m, file=sys.stderr))
-    if args.results:
-        write_json(args.results, summary)
+    from cpc_speech.runlock import hold_output
+
+    with hold_output(args.out, "quantize"):
+        summary = quantize(src.features, args.units, args.out, seed=args.seed, max_fit_frames=args.max_fit_frames,
+                           centroids_from=args.centroids, fmt=args.format, runs=args.run_length, labels=labels,
+                           items=items, info={"name": src.name, "layer": src.layer, "features": src.where},
+                           log=lambda m: print(m, file=sys.stderr))
+        if args.results:
+            write_json(args.results, summary)
     q, abx = summary["quality"], summary["abx"]
     print(f"{summary['units']} units on {summary['assigned_utterances']} utterances in {args.out}")
     if q:
