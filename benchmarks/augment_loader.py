@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import socket
 import sys
 import tempfile
@@ -25,6 +24,8 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv=None) -> int:
+    from benchmarks.results_file import write_results
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.augment_loader", description=__doc__.split("\n\n")[0])
     p.add_argument("--p", type=float, default=0.5, help="probability of each transform (default %(default)s)")
     p.add_argument("--batches", type=int, default=12, help="batches per measurement (default %(default)s)")
@@ -77,10 +78,7 @@ def main(argv=None) -> int:
     res["workers_needed_estimate"] = need / aug0["windows_per_second"]
     print(f"a step of {args.step_seconds} s at batch 8 needs {need:.0f} windows/s: about "
           f"{res['workers_needed_estimate']:.1f} worker(s) of augmentation at one core each")
-    out = Path(args.output) if args.output else ROOT / "benchmarks" / "results" / f"augment-loader-{res['machine']}-{datetime.date.today():%Y-%m-%d}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    print(f"wrote {out}")
+    write_results(res, "augment-loader", res["machine"], args.output)
     return 0
 
 

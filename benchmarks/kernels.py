@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import socket
 import statistics
 import sys
@@ -194,6 +193,8 @@ PAIRS = {"encoder": encoder_pair, "gru": gru_pair, "loss": loss_pair, "extract":
 
 
 def main(argv=None) -> int:
+    from benchmarks.results_file import write_results
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default=",".join(PAIRS), help="comma-separated: %(default)s")
     p.add_argument("--rounds", type=int, default=10, help="A/B rounds (default %(default)s)")
@@ -220,10 +221,8 @@ def main(argv=None) -> int:
             g = f"{v['gflops']:7.0f} GFLOP/s" if v["gflops"] else ""
             print(f"  {k:<24}{v['median_ms']:9.1f} ms  x{v['time_ratio_vs_baseline']:.2f} "
                   f"[{v['ratio_range'][0]:.2f}..{v['ratio_range'][1]:.2f}]  {g}")
-    out = Path(args.output) if args.output else ROOT / "benchmarks" / "results" / f"kernels-{res['machine']}-{datetime.date.today():%Y-%m-%d}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    print(f"\nwrote {out}")
+    print()
+    write_results(res, "kernels", res["machine"], args.output)
     return 0
 
 

@@ -46,6 +46,8 @@ def _throughput(run_dir: Path) -> float:
 
 
 def main(argv=None) -> int:
+    from benchmarks.results_file import write_results
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.precision_quality", description=__doc__.split("\n\n")[0])
     p.add_argument("--work-dir", default="exp/precision-quality", help="corpus, runs and logs (default %(default)s)")
     p.add_argument("--steps", type=int, default=1500, help="pretraining steps of each run (default %(default)s, the demo's)")
@@ -93,11 +95,7 @@ def main(argv=None) -> int:
     from cpc_speech.bench import cpu_model
 
     out["cpu_model"] = cpu_model()
-    path = Path(args.output) if args.output else ROOT / "benchmarks" / "results" / (
-        f"precision-quality-{out['machine']}-{datetime.date.today():%Y-%m-%d}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path}")
+    write_results(out, "precision-quality", out["machine"], args.output)
     return 0
 
 
