@@ -10,10 +10,9 @@ max_x_across 5, cosine). Writes ``benchmarks/results/abx-speed-<date>.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import resource
+import socket
 import sys
 import tempfile
 import time
@@ -23,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.results_file import write_results  # noqa: E402
+from cpc_speech.bench import cpu_model  # noqa: E402
+
 
 
 def main(argv=None) -> int:
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     out = {
         "benchmark": "abx_speed/1",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": args.threads,
@@ -86,24 +87,10 @@ def main(argv=None) -> int:
         "max_rss_mb": rss_mb,
         "scores": {m: res.get(m) for m in cfg.modes},
     }
-    path = Path(args.out) if args.out else RESULTS / f"abx-speed-{time.strftime('%Y-%m-%d')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, path)
+    path = write_results(out, "abx-speed", socket.gethostname(), args.out)
     print(f"ABX of {hours:.2f} h ({len(items)} items, dim {args.dim}) in {seconds:.1f} s on {args.threads} thread(s) "
           f"({out['seconds_per_hour_of_speech']:.1f} s per hour); peak RSS {rss_mb:.0f} MB -> {path}")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ audio in 20 ms pushes through StreamingExtractor and through the streaming graph
 from __future__ import annotations
 
 import argparse
-import json
+import socket
 import sys
 import tempfile
 import time
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.streaming import _cpu  # noqa: E402
+from benchmarks.results_file import write_results  # noqa: E402
+from cpc_speech.bench import cpu_model  # noqa: E402
 
 
 def _best(fn, repeats):
@@ -116,14 +117,9 @@ def main(argv=None) -> int:
                   f"({args.threads} thread(s), {args.seconds:g} s); max |diff| {row['max_abs_difference']:.2e}; "
                   f"streaming at 20 ms: StreamingExtractor {row['stream_torch_real_time_factor']:.0f}x, onnxruntime graphs "
                   f"{row['stream_onnxruntime_real_time_factor']:.0f}x (max |diff| {row['stream_max_abs_difference']:.2e})")
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"onnx-{time.strftime('%Y-%m-%d')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"cpu": _cpu(), "torch": torch.__version__, "onnxruntime": ort.__version__, "opset": OPSET,
+    data = {"cpu": cpu_model(), "torch": torch.__version__, "onnxruntime": ort.__version__, "opset": OPSET,
             "command": "python -m benchmarks.onnx_speed " + " ".join(argv or sys.argv[1:]), "results": results}
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps(data, indent=2) + "\n")
-    tmp_out.replace(out)
-    print(f"wrote {out}")
+    write_results(data, "onnx", socket.gethostname(), args.out)
     return 0
 
 

@@ -11,8 +11,7 @@ seconds per compute second), next to one offline ``extract_features`` pass. Writ
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import socket
 import sys
 import time
 from pathlib import Path
@@ -23,15 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+from benchmarks.results_file import write_results  # noqa: E402
+from cpc_speech.bench import cpu_model  # noqa: E402
 
 
 def bench_model(name, model, seconds: float, chunk_ms: float, repeats: int):
@@ -98,13 +90,8 @@ def main(argv=None) -> int:
     results = [bench_model(name, CPCModel(cfg).eval(), args.seconds, args.chunk_ms, args.repeats)
                for name, cfg in (("default (GRU 256)", preset("default")), ("CPC_audio default (LSTM 256)", cpc_audio_cfg),
                                  ("tiny (64 ch, GRU 64)", preset("tiny")))]
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"streaming-{time.strftime('%Y-%m-%d')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"cpu": _cpu(), "threads": 1, "torch": torch.__version__, "command": "python -m benchmarks.streaming " + " ".join(argv or sys.argv[1:]), "results": results}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(out)
-    print(f"wrote {out}")
+    data = {"cpu": cpu_model(), "threads": 1, "torch": torch.__version__, "command": "python -m benchmarks.streaming " + " ".join(argv or sys.argv[1:]), "results": results}
+    write_results(data, "streaming", socket.gethostname(), args.out)
     return 0
 
 
