@@ -68,13 +68,10 @@ def cpu_flags() -> frozenset:
     return frozenset()
 
 
-def _best_seconds(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def measure_matmul_rates(rows: int = 1024, inner: int = 1024, cols: int = 512, repeats: int = 5) -> Dict[str, float]:
@@ -89,9 +86,9 @@ def measure_matmul_rates(rows: int = 1024, inner: int = 1024, cols: int = 512, r
         a @ b
         a16 @ b16
     fp32, bf16 = float("inf"), float("inf")
-    for _ in range(repeats):
-        fp32 = min(fp32, _best_seconds(lambda: a @ b, 1))
-        bf16 = min(bf16, _best_seconds(lambda: a16 @ b16, 1))
+    for _ in range(repeats):  # in turn, so that a busy moment hits both
+        fp32 = min(fp32, _seconds(lambda: a @ b))
+        bf16 = min(bf16, _seconds(lambda: a16 @ b16))
     return {"fp32_gflops": flop / fp32 / 1e9, "bf16_gflops": flop / bf16 / 1e9}
 
 
