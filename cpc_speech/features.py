@@ -226,7 +226,7 @@ def _run_context(model, z: torch.Tensor, state: Any = None, index: int = -1) -> 
     return torch.cat(outs, 1), state
 
 
-def _from_encoder(model, z: torch.Tensor, layer: str, state: Any = None) -> Tuple[torch.Tensor, Any]:
+def from_encoder(model, z: torch.Tensor, layer: str, state: Any = None) -> Tuple[torch.Tensor, Any]:
     """Features of ``layer`` (:mod:`cpc_speech.model.layers`) from encoder frames z (batch,
     frames, enc_dim), and the context state to carry to the next chunk."""
     with_z, index = parse_layer(layer)
@@ -244,7 +244,7 @@ def _forward_one(model, wav: torch.Tensor, layer: str, chunk_frames: int, precis
         return torch.zeros(0, layer_dim(model.cfg, layer), device=wav.device)
     if total <= chunk_frames or not chunkable(model):
         with precision.autocast(wav.device):
-            return _from_encoder(model, enc(wav.unsqueeze(0)), layer)[0][0]
+            return from_encoder(model, enc(wav.unsqueeze(0)), layer)[0][0]
     return next(_forward_chunked(model, [(0, wav)], layer, chunk_frames, precision))[1]
 
 
@@ -285,7 +285,7 @@ def _forward_chunked(model, wavs: Iterable[Tuple[Any, torch.Tensor]], layer: str
             if isinstance(z, Exception):
                 raise z
             with precision.autocast(device):
-                c, state = _from_encoder(model, z.unsqueeze(0), layer, state)
+                c, state = from_encoder(model, z.unsqueeze(0), layer, state)
             z = c[0]
             if out is None:
                 out = torch.empty(total, dim, dtype=torch.float32, device=z.device)
@@ -414,7 +414,7 @@ def _batch_forward(model, arrays: List[np.ndarray], layer: str, batch_seconds: f
                 results[i] = feats.float().cpu().numpy()
         for batch, z in encode_in_order(encode, batches, dev, precision):
             with precision.autocast(dev):
-                feats = _from_encoder(model, z, layer)[0]
+                feats = from_encoder(model, z, layer)[0]
             feats = feats.float().cpu().numpy()
             for row, i in enumerate(batch):
                 results[i] = np.ascontiguousarray(feats[row, :enc.num_frames(arrays[i].size)])
@@ -503,6 +503,12 @@ class Featurizer:
             info["model_config"] = to_dict(self.model.cfg)
         return info
 
+    def features(self, arrays: List[np.ndarray], batch_seconds: float = 40.0,
+                 chunk_seconds: Optional[float] = None) -> List[np.ndarray]:
+        """Float32 features of 16 kHz 1-D arrays (each at least :meth:`min_samples` long), in
+        order: (frames, dim) per array, or (windows, dim) in a ``windows:N`` mode."""
+        return _featurize(self, arrays, batch_seconds, chunk_seconds)
+
     def same_features(self, old: Dict[str, Any], dtype: str) -> bool:
         """Whether a folder's meta.json describes features this featuriser would produce."""
         new = self.meta(dtype)
@@ -563,7 +569,7 @@ def _featurize(feat: Featurizer, arrays: List[np.ndarray], batch_seconds: float,
             x = torch.from_numpy(np.stack(windows[s:s + per_batch])).to(dev)
             z = enc(x)
             if feat.layer != "encoder":  # the last frame of the window (for encoder+context: of both)
-                vecs.append(_from_encoder(model, z, feat.layer)[0][:, -1].float().cpu().numpy())
+                vecs.append(from_encoder(model, z, feat.layer)[0][:, -1].float().cpu().numpy())
             else:
                 vecs.append(z.mean(dim=1).float().cpu().numpy())
     dim = layer_dim(model.cfg, feat.layer)

@@ -3,9 +3,10 @@
 Kinds:
 
 * ``linear``: one linear layer per frame;
-* ``conv``: 1-D convolution over frames (``hidden`` channels, ``kernel`` frames, centred), ReLU,
-  then a linear layer;
-* ``conv-lstm`` / ``conv-gru``: the convolution followed by a single-layer LSTM/GRU
+* ``conv``: ``layers`` 1-D convolutions over frames (``hidden`` channels, ``kernel`` frames,
+  centred), each followed by ReLU, then a linear layer (receptive field ``layers * (kernel - 1) + 1``
+  frames);
+* ``conv-lstm`` / ``conv-gru``: the convolutions followed by a single-layer LSTM/GRU
   (optionally bidirectional), then a linear layer.
 
 Every head first standardises its input with fixed per-dimension ``mean``/``std`` buffers
@@ -32,6 +33,8 @@ class HeadConfig:
     kind: str = "linear"
     hidden: int = 256  # conv channels and RNN size
     kernel: int = 5  # conv width in frames (odd)
+    layers: int = 1  # conv layers (conv kinds)
+    norm: bool = False  # layer norm over channels after each conv (before its ReLU)
     dropout: float = 0.0
     bidirectional: bool = False  # RNN heads only
 
@@ -40,6 +43,8 @@ class HeadConfig:
             raise ValueError(f"head kind must be one of {', '.join(HEAD_KINDS)}, got {self.kind!r}")
         if self.hidden < 1:
             raise ValueError("head hidden size must be positive")
+        if self.layers < 1:
+            raise ValueError(f"head layers must be at least 1, got {self.layers}")
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"head kernel must be a positive odd number of frames, got {self.kernel}")
         if not 0.0 <= self.dropout < 1.0:
@@ -69,6 +74,11 @@ class CTCHead(nn.Module):
         if cfg.kind != "linear":
             self.conv = nn.Conv1d(in_dim, cfg.hidden, cfg.kernel, padding=cfg.kernel // 2)
             dim = cfg.hidden
+        self.more_convs = nn.ModuleList(
+            nn.Conv1d(dim, dim, cfg.kernel, padding=cfg.kernel // 2) for _ in range(cfg.layers - 1 if self.conv is not None else 0)
+        )
+        n_convs = (1 + len(self.more_convs)) if self.conv is not None else 0
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(n_convs if cfg.norm else 0))
         if cfg.kind in ("conv-lstm", "conv-gru"):
             rnn = nn.LSTM if cfg.kind == "conv-lstm" else nn.GRU
             self.rnn = rnn(dim, cfg.hidden, batch_first=True, bidirectional=cfg.bidirectional)
@@ -79,17 +89,25 @@ class CTCHead(nn.Module):
         self.mean.copy_(mean.to(self.mean))
         self.std.copy_(std.to(self.std).clamp_min(1e-5))
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (batch, frames, in_dim), lengths (batch,) valid frames -> logits (batch, frames, classes)."""
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (batch, frames, in_dim), lengths (batch,) valid frames -> logits (batch, frames, classes).
+        ``keep`` (batch, frames, in_dim): multiplies the standardised input (training-time masking,
+        :mod:`cpc_speech.finetune.specaugment`)."""
         b, t, _ = x.shape
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long, device=x.device)
         mask = frame_mask(lengths.to(x.device), t).unsqueeze(-1).to(x.dtype)
         x = (x - self.mean) / self.std * mask
+        if keep is not None:
+            x = x * keep.to(x)
         x = self.drop(x)
         if self.conv is not None:
-            x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2) * mask
-            x = self.drop(x)
+            for i, conv in enumerate([self.conv, *self.more_convs]):
+                x = conv(x.transpose(1, 2)).transpose(1, 2)
+                if self.norms:
+                    x = self.norms[i](x)
+                x = self.drop(torch.relu(x) * mask)
         if self.rnn is not None:
             packed = pack_padded_sequence(x, lengths.cpu().clamp_min(1), batch_first=True, enforce_sorted=False)
             y, _ = self.rnn(packed)

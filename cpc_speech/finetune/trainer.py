@@ -49,10 +49,14 @@ from cpc_speech.audio import missing_file
 from cpc_speech.checkpoint import atomic_save
 from cpc_speech.config import check_limits, from_dict, preset, save_config, to_dict
 from cpc_speech.corpora.manifest import Utterance, read_manifest
+from cpc_speech.finetune.batching import BATCHING, SCHEDULES, epoch_batches, length_order, lr_factor
+from cpc_speech.finetune.decode import PhoneLM, prefix_beam_search
 from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
 from cpc_speech.finetune.per import EditCounts, ctc_min_frames, error_counts, greedy_decode
+from cpc_speech.finetune.specaugment import MaskingConfig, keep_mask
 from cpc_speech.finetune.subset import Subset, select_hours
 from cpc_speech.finetune.transcripts import PhoneInventory, Transcript, load_targets
+from cpc_speech.model.layers import check_layer, layer_dim
 from cpc_speech.runlock import hold_output
 
 CONDITIONS = ("frozen", "unfrozen", "mfcc", "scratch")
@@ -66,7 +70,6 @@ MAX_LISTED_WARNINGS = 5  # per split and reason; the rest only counted
 _RESUME_FREE = ("conditions", "threads", "output_dir", "eval_batch_size")
 # settings of runs saved before the field existed (a resumed run must keep them)
 _LEGACY_DEFAULTS = {"batching": "random"}
-BATCHING = ("length", "random")
 
 
 class FinetuneError(ValueError):
@@ -92,29 +95,50 @@ class FinetuneConfig:
     test_split: Optional[str] = None
     conditions: List[str] = field(default_factory=lambda: list(CONDITIONS))
     hours: Optional[float] = 1.0  # training label budget; None or <= 0: the whole train split
-    features: str = "context"  # context (c_t) | encoder (z_t)
+    features: str = "context"  # the layer to read: context (c_t), encoder (z_t), context.N, encoder+context
     head: str = "linear"  # linear | conv | conv-lstm | conv-gru
     head_hidden: int = 256
     head_kernel: int = 5
+    head_layers: int = 1  # conv layers of the conv heads
+    head_norm: bool = False  # layer norm after each conv layer of the head
     head_dropout: float = 0.0
     bidirectional: bool = False
     epochs: int = 30
     patience: int = 5
-    batch_size: int = 8  # utterances per step
+    batch_size: int = 8  # utterances per step (when batch_frames is 0)
+    batch_frames: int = 0  # > 0: batches of at most this many padded 10 ms frames instead
     batching: str = "length"  # length: batches of similar-length utterances, in random order | random
     lr: float = 1e-3  # head learning rate
+    lr_schedule: str = "constant"  # constant | cosine (to 1 % of lr at the last epoch)
+    warmup_steps: int = 0  # linear warm-up of every learning rate over this many steps
     backbone_lr_scale: float = 0.1  # unfrozen: pretrained part at lr * this
     scratch_lr_scale: float = 1.0  # scratch: the random-init network at lr * this
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max gradient norm; 0 = off
     normalize: bool = True  # standardise head inputs with train-set statistics of the initial features
+    time_masks_per_second: float = 0.0  # SpecAugment time masks on the head input (training only)
+    time_mask_frames: int = 10  # widest time mask, frames
+    channel_masks: int = 0  # SpecAugment channel masks per utterance
+    channel_mask_dims: int = 8  # widest channel mask, dimensions
+    unfrozen_init: str = "frozen"  # unfrozen condition starts from: frozen (the frozen condition's best head) | random
+    decode: str = "greedy"  # test decoding of the best epoch: greedy | beam (CTC prefix beam search)
+    beam_size: int = 8
+    lm_order: int = 0  # beam: phone n-gram language model from the training transcripts (0 = none)
+    lm_weight: float = 0.5  # beam: weight of the LM log-probability
+    insertion_bonus: float = 0.0  # beam: added per emitted phone (counters the LM's bias to short outputs)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16 (see cpc_speech.precision); heads train in fp32
     seed: int = 0
     eval_batch_size: int = 16
     threads: int = 0  # torch CPU threads; 0 = torch default
     output_dir: Optional[str] = None  # checkpoints / resumption; None = in memory only
 
     def head_config(self) -> HeadConfig:
-        return HeadConfig(self.head, self.head_hidden, self.head_kernel, self.head_dropout, self.bidirectional)
+        return HeadConfig(kind=self.head, hidden=self.head_hidden, kernel=self.head_kernel, layers=self.head_layers, norm=self.head_norm,
+                          dropout=self.head_dropout, bidirectional=self.bidirectional)
+
+    def masking(self) -> MaskingConfig:
+        return MaskingConfig(self.time_masks_per_second, self.time_mask_frames, self.channel_masks, self.channel_mask_dims)
 
     def validate(self) -> "FinetuneConfig":
         try:
@@ -133,10 +157,15 @@ class FinetuneConfig:
         for name in ("manifest", "train_split", "dev_split"):
             if not getattr(self, name):
                 raise FinetuneError(f"{name.replace('_', '-')} is required")
-        if self.features not in ("context", "encoder"):
-            raise FinetuneError(f"features must be context or encoder, got {self.features!r}")
-        if self.batching not in BATCHING:
-            raise FinetuneError(f"batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+        try:
+            check_layer(self.features)
+        except ValueError as exc:
+            raise FinetuneError(f"features: {exc}") from None
+        choices = {"batching": BATCHING, "lr_schedule": SCHEDULES, "unfrozen_init": ("frozen", "random"),
+                   "decode": ("greedy", "beam"), "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise FinetuneError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if self.head not in HEAD_KINDS:
             raise FinetuneError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         self.head_config().validate()
@@ -145,10 +174,12 @@ class FinetuneConfig:
 
 # ranges of every numeric field (see cpc_speech.config.check_limits); hours: null or <= 0 = all
 FINETUNE_LIMITS = {
-    "hours": "null or finite", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_dropout": "[0, 1)",
+    "hours": "null or finite", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_layers": ">= 1", "head_dropout": "[0, 1)",
     "epochs": ">= 0", "patience": ">= 1", "batch_size": ">= 1", "lr": "> 0", "backbone_lr_scale": ">= 0",
     "scratch_lr_scale": "> 0", "weight_decay": ">= 0", "grad_clip": ">= 0", "seed": ">= 0",
-    "eval_batch_size": ">= 1", "threads": ">= 0",
+    "eval_batch_size": ">= 1", "threads": ">= 0", "batch_frames": ">= 0", "warmup_steps": ">= 0",
+    "time_masks_per_second": ">= 0", "time_mask_frames": ">= 0", "channel_masks": ">= 0", "channel_mask_dims": ">= 0",
+    "beam_size": ">= 1", "lm_order": ">= 0", "lm_weight": ">= 0", "insertion_bonus": "finite",
 }
 
 
@@ -290,7 +321,8 @@ def build_split(
 
 
 class FeatureSource:
-    """Turns a batch of utterances into padded features (batch, frames, dim) + valid lengths."""
+    """Turns a batch of utterances into padded features (batch, frames, dim) on the training
+    device, and their valid lengths (batch,) on the CPU."""
 
     dim: int
     backbone: Optional[torch.nn.Module] = None  # trainable network, if any
@@ -304,34 +336,41 @@ class FeatureSource:
 
 
 class CachedFeatures(FeatureSource):
-    """Precomputed per-utterance features (id -> (frames, dim) float32 tensor)."""
+    """Precomputed per-utterance features (id -> (frames, dim) tensor, any float dtype)."""
 
-    def __init__(self, cache: Dict[str, torch.Tensor]):
+    def __init__(self, cache: Dict[str, torch.Tensor], device: torch.device):
         self.cache = cache
+        self.device = device
         self.dim = next(iter(cache.values())).shape[1]
 
     def batch(self, utts):
         feats = [self.cache[u.id].float() for u in utts]
         lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
-        return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
+        return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device), lengths
 
 
 class BackboneFeatures(FeatureSource):
-    """A CPC model run on zero-padded waveforms (its features ``c`` or ``z``)."""
+    """A CPC model run on zero-padded waveforms, read at ``layer`` (:mod:`cpc_speech.model.layers`),
+    in ``precision`` (the features come out as float32)."""
 
-    def __init__(self, model: torch.nn.Module, wav_fn: Callable[[Utterance], np.ndarray], layer: str):
-        self.backbone = model
+    def __init__(self, model: torch.nn.Module, wav_fn: Callable[[Utterance], np.ndarray], layer: str,
+                 device: torch.device, precision):
+        self.backbone = model.to(device)
         self.wav_fn = wav_fn
         self.layer = layer
-        self.dim = model.cfg.context.hidden if layer == "context" else model.cfg.encoder.channels
+        self.device = device
+        self.precision = precision
+        self.dim = layer_dim(model.cfg, layer)
 
     def batch(self, utts):
+        from cpc_speech.features import from_encoder
+
         wavs = [torch.from_numpy(self.wav_fn(u)) for u in utts]
         lengths = torch.tensor([self.backbone.encoder.num_frames(w.shape[0]) for w in wavs], dtype=torch.long)
-        x = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
-        out = self.backbone(x, predict=False)
-        feats = out.c if self.layer == "context" else out.z
-        return feats, lengths.clamp_max(feats.shape[1])
+        x = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True).to(self.device)
+        with self.precision.autocast(self.device):
+            feats = from_encoder(self.backbone, self.backbone.encoder(x), self.layer)[0]
+        return feats.float(), lengths.clamp_max(feats.shape[1])
 
 
 # ---------------------------------------------------------------------------------------- trainer
@@ -347,29 +386,6 @@ class ConditionResult:
     backbone: Optional[torch.nn.Module] = None
 
 
-def length_order(utts: Sequence[Utterance]) -> List[int]:
-    """Indices of ``utts`` from shortest to longest (ties by id): batches of neighbours pad little."""
-    return sorted(range(len(utts)), key=lambda i: (utts[i].num_samples_16k, utts[i].id))
-
-
-def epoch_batches(utts: Sequence[Utterance], batch_size: int, batching: str, gen: torch.Generator) -> List[List[int]]:
-    """One epoch's batches of utterance indices.
-
-    ``random``: a random permutation cut into batches. ``length``: utterances sorted by length (in
-    samples) cut into batches, the batches in random order; a batch is padded to its longest
-    utterance, so similar lengths waste little computation on padding (2 epochs of the demo's
-    fine-tuned condition, 2-9 s utterances: 43.3 s with random batches, 38.0 s sorted, decoding
-    included; benchmarks/NOTES.md).
-    """
-    n = len(utts)
-    if batching == "random":
-        order = torch.randperm(n, generator=gen).tolist()
-        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    order = length_order(utts)
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    return [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
-
-
 def _tqdm_log(message: str) -> None:
     from tqdm import tqdm
 
@@ -380,9 +396,10 @@ def _ctc(logits: torch.Tensor, lengths: torch.Tensor, labels: Sequence[Sequence[
     """CTC loss of (batch, frames, classes) logits; ``mean``: per-utterance loss / its length,
     averaged (training); ``sum``: summed negative log-likelihood (evaluation)."""
     logp = logits.log_softmax(-1).transpose(0, 1)
-    target_lengths = torch.tensor([len(lab) for lab in labels], dtype=torch.long)
-    flat = torch.tensor([c for lab in labels for c in lab], dtype=torch.long)
-    return F.ctc_loss(logp, flat, lengths, target_lengths, blank=blank, reduction=reduction, zero_infinity=True)
+    dev = logits.device
+    target_lengths = torch.tensor([len(lab) for lab in labels], dtype=torch.long, device=dev)
+    flat = torch.tensor([c for lab in labels for c in lab], dtype=torch.long, device=dev)
+    return F.ctc_loss(logp, flat, lengths.to(dev), target_lengths, blank=blank, reduction=reduction, zero_infinity=True)
 
 
 def _load(path: Path) -> Dict[str, Any]:
@@ -424,7 +441,21 @@ class Finetuner:
         self._wavs: Dict[str, np.ndarray] = {}
         self._frozen_cache: Optional[Dict[str, torch.Tensor]] = None
         self._mfcc_cache: Optional[Dict[str, torch.Tensor]] = None
+        self._frozen_head: Optional[Dict[str, torch.Tensor]] = None  # the frozen condition's best head
+        self._done: Dict[str, ConditionResult] = {}  # conditions finished (or found finished) in this run
         self.out_dir = Path(cfg.output_dir) if cfg.output_dir else None
+        from cpc_speech.train.trainer import pick_device
+
+        self.device = pick_device(cfg.device)
+        self._precision = None
+
+    def precision(self):
+        """The precision the CPC networks run in on this device (heads and CTC stay float32)."""
+        if self._precision is None:
+            from cpc_speech.precision import resolve
+
+            self._precision = resolve(self.cfg.precision, self.device, key="precision")
+        return self._precision
 
     # ----------------------------------------------------------------------------- preparation
 
@@ -433,7 +464,7 @@ class Finetuner:
         if self._pretrained is None:
             from cpc_speech.checkpoint import load_model
 
-            self._pretrained = load_model(self.cfg.model)
+            self._pretrained = load_model(self.cfg.model, device=self.device)
             for p in self._pretrained.parameters():
                 p.requires_grad_(False)
         return self._pretrained
@@ -503,42 +534,55 @@ class Finetuner:
                 self._wavs[u.id] = w  # read every epoch: keep in memory
         return w
 
-    def _compute_cache(self, desc: str, fn: Callable[[np.ndarray], torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def _compute_cache(self, desc: str, featurizer) -> Dict[str, torch.Tensor]:
+        """Features of every utterance through :class:`cpc_speech.features.Featurizer` (the
+        extraction code the probes use), in blocks of about a minute of audio, kept as float16."""
         from tqdm import tqdm
 
-        cache = {}
-        for u in tqdm(self._all_utterances(), desc=desc, unit="utt", disable=not self.progress, leave=False):
-            cache[u.id] = fn(self.wav(u))
+        utts = self._all_utterances()
+        cache: Dict[str, torch.Tensor] = {}
+        block: List[Utterance] = []
+        bar = tqdm(total=len(utts), desc=desc, unit="utt", disable=not self.progress, leave=False)
+
+        def flush():
+            for u, f in zip(block, featurizer.features([self.wav(u) for u in block])):
+                cache[u.id] = torch.from_numpy(f).to(torch.float16)  # half the memory
+            bar.update(len(block))
+            block.clear()
+
+        seconds = 0.0
+        for u in utts:
+            block.append(u)
+            seconds += u.duration
+            if seconds >= 60.0:
+                flush()
+                seconds = 0.0
+        if block:
+            flush()
+        bar.close()
         return cache
 
     def frozen_features(self) -> Dict[str, torch.Tensor]:
         if self._frozen_cache is None:
-            model = self.pretrained()
-            layer = self.cfg.features
+            from cpc_speech.features import make_featurizer
 
-            @torch.inference_mode()
-            def fn(w):
-                out = model(torch.from_numpy(w).unsqueeze(0), predict=False)
-                return (out.c if layer == "context" else out.z)[0].to(torch.float16)  # half the memory
-
-            self._frozen_cache = self._compute_cache("pretrained features", fn)
+            feat = make_featurizer(self.pretrained(), self.cfg.features, precision=self.cfg.precision)
+            self._frozen_cache = self._compute_cache("pretrained features", feat)
         return self._frozen_cache
 
     def mfcc_features(self) -> Dict[str, torch.Tensor]:
         if self._mfcc_cache is None:
-            try:
-                from cpc_speech.mfcc import mfcc_features
-            except ImportError as exc:  # pragma: no cover
-                raise FinetuneError(f"the mfcc baseline needs cpc_speech.mfcc ({exc})") from None
-            self._mfcc_cache = self._compute_cache("mfcc features", lambda w: torch.from_numpy(mfcc_features(w)))
+            from cpc_speech.features import make_featurizer
+
+            self._mfcc_cache = self._compute_cache("mfcc features", make_featurizer("mfcc"))
         return self._mfcc_cache
 
     def _source(self, name: str) -> FeatureSource:
         cfg = self.cfg
         if name == "frozen":
-            return CachedFeatures(self.frozen_features())
+            return CachedFeatures(self.frozen_features(), self.device)
         if name == "mfcc":
-            return CachedFeatures(self.mfcc_features())
+            return CachedFeatures(self.mfcc_features(), self.device)
         if name == "unfrozen":
             from cpc_speech.checkpoint import load_model
 
@@ -550,7 +594,7 @@ class Finetuner:
             model = CPCModel(copy.deepcopy(self.model_config()))
         for p in model.parameters():
             p.requires_grad_(True)
-        return BackboneFeatures(model, self.wav, cfg.features)
+        return BackboneFeatures(model, self.wav, cfg.features, self.device, self.precision())
 
     # -------------------------------------------------------------------------------- training
 
@@ -566,7 +610,7 @@ class Finetuner:
             for start in range(0, len(utts), bs):
                 x, lengths = source.batch(utts[start : start + bs])
                 mask = (torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1)
-                x = x.double() * mask
+                x = x.cpu().double() * mask
                 total += x.sum((0, 1))
                 total_sq += (x * x).sum((0, 1))
                 count += int(lengths.sum())
@@ -574,9 +618,11 @@ class Finetuner:
         var = (total_sq / max(1, count) - mean * mean).clamp_min(0.0)
         return mean.float(), var.sqrt().float()
 
-    def evaluate(self, head: CTCHead, source: FeatureSource, split: Split) -> Tuple[EditCounts, float]:
+    def evaluate(self, head: CTCHead, source: FeatureSource, split: Split,
+                 keep: Optional[List[np.ndarray]] = None) -> Tuple[EditCounts, float]:
         """Greedy-decode ``split``: edit error counts against its targets, and the CTC loss per
-        reference phone (summed negative log-likelihood / total phones)."""
+        reference phone (summed negative log-likelihood / total phones). ``keep``: a list that
+        receives each utterance's (frames, classes) log-probabilities, in split order."""
         head.eval()
         source.train(False)
         blank = self.prepare().inventory.blank
@@ -584,17 +630,50 @@ class Finetuner:
         refs, hyps = [], []
         nll = 0.0
         bs = self.cfg.eval_batch_size
+        kept: Dict[int, np.ndarray] = {}
         with torch.no_grad():
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
                 x, lengths = source.batch([split.utterances[i] for i in idx])
-                logits = head(x, lengths)
+                logits = head(x, lengths).float().cpu()
                 labels = [split.targets[i].labels for i in idx]
                 nll += float(_ctc(logits, lengths, labels, blank, "sum"))
                 hyps += greedy_decode(logits, lengths.tolist(), blank)
                 refs += labels
+                if keep is not None:
+                    logp = logits.log_softmax(-1).numpy()
+                    for row, i in enumerate(idx):
+                        kept[i] = logp[row, : int(lengths[row])]
+        if keep is not None:
+            keep.extend(kept[i] for i in range(len(split.utterances)))
         counts = error_counts(refs, hyps)
         return counts, nll / max(1, counts.ref_length)
+
+    def phone_lm(self) -> Optional[PhoneLM]:
+        """The phone n-gram model of the training transcripts (``lm_order`` > 0), else None."""
+        if self.cfg.lm_order <= 0:
+            return None
+        data = self.prepare()
+        return PhoneLM([t.labels for t in data.train.targets], data.inventory.blank, self.cfg.lm_order)
+
+    def decode_split(self, head: CTCHead, source: FeatureSource, split: Split) -> Dict[str, Any]:
+        """The best epoch on ``split``: greedy and (``decode: beam``) prefix-beam-search PER with
+        their error counts; ``per`` is the configured decoder's."""
+        cfg = self.cfg
+        logps: List[np.ndarray] = []
+        greedy, _ = self.evaluate(head, source, split, keep=logps)
+        out: Dict[str, Any] = {"greedy": {"per": greedy.rate, "errors": asdict(greedy)}}
+        if cfg.decode == "beam":
+            lm = self.phone_lm()
+            blank = self.prepare().inventory.blank
+            hyps = [prefix_beam_search(lp, blank, cfg.beam_size, lm, cfg.lm_weight, cfg.insertion_bonus) for lp in logps]
+            beam = error_counts([t.labels for t in split.targets], hyps)
+            out["beam"] = {"per": beam.rate, "errors": asdict(beam), "beam_size": cfg.beam_size, "lm_order": cfg.lm_order,
+                           "lm_weight": cfg.lm_weight if lm else None, "insertion_bonus": cfg.insertion_bonus}
+            if lm is not None:
+                out["beam"]["lm_perplexity"] = lm.perplexity([t.labels for t in split.targets])
+        chosen = out[cfg.decode]
+        return {"per": chosen["per"], "errors": chosen["errors"], "decoding": out}
 
     def _condition_dir(self, name: str) -> Optional[Path]:
         return self.out_dir / name if self.out_dir else None
@@ -660,6 +739,8 @@ class Finetuner:
         """Train (or resume, or load the finished result of) one condition."""
         from tqdm import tqdm
 
+        if name in self._done:
+            return self._done[name]
         cfg = self.cfg
         data = self.prepare()
         cdir = self._condition_dir(name)
@@ -671,23 +752,31 @@ class Finetuner:
             if record.get("data_fingerprint") != fingerprint:
                 raise FinetuneError(f"{cdir / 'result.json'}: was computed on different data; use a new --output-dir")
             self.log(f"{name}: finished earlier (dev PER {record['per_dev']:.4f}), skipping")
-            return ConditionResult(name, record)
+            self._done[name] = ConditionResult(name, record)
+            return self._done[name]
 
+        last_path = cdir / "last.pt" if cdir else None
+        best_path = cdir / "best.pt" if cdir else None
+        resuming = last_path is not None and last_path.is_file()
+        start_head = None
+        if name == "unfrozen" and cfg.unfrozen_init == "frozen" and not resuming:
+            start_head = self.frozen_head()
         t_start = time.time()
         inventory = data.inventory
         source = self._source(name)
         torch.manual_seed(cfg.seed)
         head = CTCHead(source.dim, inventory.num_classes, cfg.head_config())
-        last_path = cdir / "last.pt" if cdir else None
-        best_path = cdir / "best.pt" if cdir else None
-        resuming = last_path is not None and last_path.is_file()
-        if cfg.normalize and not resuming:  # (resuming: the statistics come back with the head's buffers)
+        if start_head is not None:  # normalisation statistics included
+            head.load_state_dict(start_head)
+        elif cfg.normalize and not resuming:  # (resuming: the statistics come back with the head's buffers)
             head.set_normalization(*self.feature_stats(source, data.train.utterances))
+        head.to(self.device)
         groups = [{"params": list(head.parameters()), "lr": cfg.lr}]
         if source.backbone is not None:
             scale = cfg.backbone_lr_scale if name == "unfrozen" else cfg.scratch_lr_scale
             groups.append({"params": [p for p in source.backbone.parameters() if p.requires_grad], "lr": cfg.lr * scale})
         optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+        base_lrs = [g["lr"] for g in groups]
         trainable = [p for g in groups for p in g["params"]]
 
         state = {"epoch": 0, "curve": [], "best_epoch": 0, "best_dev_per": math.inf, "best_dev_loss": math.inf, "bad_epochs": 0, "initial_dev_per": None, "seconds": 0.0}
@@ -759,6 +848,9 @@ class Finetuner:
         blank = inventory.blank
         train = data.train
         bs = cfg.batch_size
+        per_epoch = len(epoch_batches(train.utterances, bs, cfg.batching, torch.Generator(), cfg.batch_frames))
+        total_steps = per_epoch * cfg.epochs
+        masking = cfg.masking()
         epochs = tqdm(
             range(state["epoch"] + 1, cfg.epochs + 1), desc=name, unit="epoch", disable=not self.progress, initial=state["epoch"], total=cfg.epochs
         )
@@ -768,15 +860,20 @@ class Finetuner:
                 break
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             torch.manual_seed(cfg.seed * 1_000_033 + epoch)  # dropout
-            batches = epoch_batches(train.utterances, bs, cfg.batching, gen)
+            mask_gen = torch.Generator().manual_seed(cfg.seed * 1_000_037 + epoch)
+            batches = epoch_batches(train.utterances, bs, cfg.batching, gen, cfg.batch_frames)
             head.train()
             source.train(True)
             total, weight = 0.0, 0
-            for idx in tqdm(batches, desc=f"{name} epoch {epoch}", unit="batch", disable=not self.progress, leave=False):
+            for b, idx in enumerate(tqdm(batches, desc=f"{name} epoch {epoch}", unit="batch", disable=not self.progress, leave=False)):
+                factor = lr_factor(cfg.lr_schedule, (epoch - 1) * per_epoch + b, total_steps, cfg.warmup_steps)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * factor
                 utts = [train.utterances[i] for i in idx]
                 labels = [train.targets[i].labels for i in idx]
                 x, lengths = source.batch(utts)
-                loss = _ctc(head(x, lengths), lengths, labels, blank, "mean")
+                keep = keep_mask(lengths, x.shape[1], x.shape[2], masking, mask_gen) if masking.enabled else None
+                loss = _ctc(head(x, lengths, keep).float(), lengths, labels, blank, "mean")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -811,12 +908,13 @@ class Finetuner:
         head.load_state_dict(best_weights[0])
         if source.backbone is not None:
             source.backbone.load_state_dict(best_weights[1])
-        dev_counts = self.evaluate(head, source, data.dev)[0]
-        test_counts = self.evaluate(head, source, data.test)[0] if data.test else None
+        dev = self.decode_split(head, source, data.dev)
+        test = self.decode_split(head, source, data.test) if data.test else None
         state["seconds"] = seconds_before + (time.time() - t_start)
         record = {
-            "per_dev": dev_counts.rate,
-            "per_test": test_counts.rate if test_counts else None,
+            "per_dev": dev["per"],
+            "per_test": test["per"] if test else None,
+            "decoder": cfg.decode,
             "train_hours": data.subset.hours,
             "train_utterances": len(train.utterances),
             "best_epoch": state["best_epoch"],
@@ -824,19 +922,42 @@ class Finetuner:
             "initial_dev_per": state["initial_dev_per"],
             "epochs_run": state["epoch"],
             "stopped_early": state["bad_epochs"] >= cfg.patience and state["epoch"] < cfg.epochs,
-            "dev_errors": asdict(dev_counts),
-            "test_errors": asdict(test_counts) if test_counts else None,
+            "dev_errors": dev["errors"],
+            "test_errors": test["errors"] if test else None,
+            "dev_decoding": dev["decoding"],
+            "test_decoding": test["decoding"] if test else None,
+            "started_from": "frozen head" if name == "unfrozen" and cfg.unfrozen_init == "frozen" else "random head",
+            "device": str(self.device),
+            "precision": None if name == "mfcc" else self.precision().name,
             "seconds": state["seconds"],
             "data_fingerprint": fingerprint,
         }
         if cdir is not None:
             atomic_write_text(cdir / "result.json", json.dumps(record, indent=2))
+        if name == "frozen":
+            self._frozen_head = _clone_state(head)
         self.log(
             f"{name}: dev PER {record['per_dev']:.4f}"
             + (f", test PER {record['per_test']:.4f}" if record["per_test"] is not None else "")
             + f" (best epoch {record['best_epoch']} of {record['epochs_run']}, {record['seconds']:.1f} s)"
         )
-        return ConditionResult(name, record, head, source.backbone if name != "frozen" else self._pretrained)
+        result = ConditionResult(name, record, head, source.backbone if name != "frozen" else self._pretrained)
+        self._done[name] = result
+        return result
+
+    def frozen_head(self) -> Dict[str, torch.Tensor]:
+        """The frozen condition's best head (its weights and normalisation buffers): trained in
+        this run, read from ``output_dir/frozen/best.pt`` when that condition finished earlier, or
+        trained now."""
+        if self._frozen_head is None:
+            cdir = self._condition_dir("frozen")
+            if cdir is not None and (cdir / "result.json").is_file() and self.resume:
+                self.train_condition("frozen")  # checks that it was computed on this data
+                self._frozen_head = _load(cdir / "best.pt")["head"]
+            else:
+                self.log("unfrozen: starts from the frozen condition's best head; training that first")
+                self.train_condition("frozen")
+        return self._frozen_head
 
 
 def run_finetune(
