@@ -101,6 +101,18 @@ def cached_features(
     return load_feature_dir(out_dir, ids=res.ids)
 
 
+def without_short(ids: Sequence[str], feats: Dict[str, np.ndarray], name: str, unit: str) -> Tuple[List[str], List[str]]:
+    """(ids whose features have at least one row, ids with none: clips shorter than one ``unit``,
+    e.g. ``"frame's receptive field"`` or ``"128-frame window"``). The short ones are left out
+    with one warning for all of them (counted as ``short_utterances`` in the result)."""
+    short = [u for u in ids if feats[u].shape[0] == 0]
+    if short:
+        warn(f"{name}: {len(short)} of {len(ids)} utterance(s) are shorter than one {unit} and give no example "
+             f"(e.g. {short[0]!r}); left out, counted as short_utterances")
+    dropped = set(short)
+    return [u for u in ids if u not in dropped], short
+
+
 def default_cache_dir(out: Optional[PathLike]) -> Path:
     """``<out stem>.cache`` next to the result file (``probe-cache`` in the current folder without one)."""
     if out is None:
