@@ -54,9 +54,9 @@ def run(args) -> int:
         precision=args.precision, processes=args.processes,
     )
     if res.empty:
-        print(f"warning: {len(res.empty)} of {len(res.ids)} clip(s) are too short for one frame (shorter than the "
-              f"encoder's receptive field; MFCC: 160 samples), e.g. {res.empty[0]!r}: features of 0 frames written",
-              file=sys.stderr)
+        need = "160 samples, one MFCC frame" if args.model == "mfcc" else "the encoder's receptive field"
+        print(f"warning: {len(res.empty)} of {len(res.ids)} clip(s) are too short for one frame (shorter than {need}), "
+              f"e.g. {res.empty[0]!r}: features of 0 frames written", file=sys.stderr)
     rtf = res.audio_seconds / res.seconds if res.seconds > 0 and res.audio_seconds else 0.0
     print(
         f"{len(res.ids)} utterances in {args.out}: {res.computed} computed ({res.audio_seconds / 3600:.2f} h of audio, "
