@@ -168,7 +168,38 @@ def test_recipe_stages_2_to_6_on_a_corpus_with_short_clips(tmp_path):
         units = json.loads((exp / "results" / f"units_{name}.json").read_text())
         assert units["assigned_utterances"] == 18 and units["short_utterances"] == no_frame[name], name
         assert units["quality"]["utterances"] == 18 - no_frame[name]
-        assert 0.05 < units["quality"]["pnmi"] <= 1 and units["quality"]["used_units"] > 1, name
+        floor = 0.15 if name == "mfcc" else 0.02  # measured 0.30 and 0.09 (a random model)
+        assert floor < units["quality"]["pnmi"] <= 1 and units["quality"]["used_units"] > 1, name
         tiny = [u for u, n in cuts.items() if n == TINY][0]
         assert np.load(exp / "units" / name / "units" / f"{tiny}.npy").size == (0 if name == "model" else 1)
     assert logs[6].count("no frame (clips shorter than the encoder's receptive field") == 1  # quantize, model
+
+
+def test_extract_corpus_gives_clips_below_the_receptive_field_empty_features(tmp_path):
+    """200 samples: no model frame (receptive field 465), one MFCC frame; 100 samples: no MFCC frame.
+    Empty features are written and listed (frames 0), not skipped as unreadable, and cached."""
+    from cpc_speech.features import extract_corpus, load_feature_dir
+
+    torch.manual_seed(0)
+    model = CPCModel(preset("tiny")).eval()
+    rng = np.random.default_rng(0)
+    rows = [(uid, (0.1 * rng.standard_normal(n)).astype(np.float32)) for uid, n in (("tiny", 200), ("ok", 4000), ("tinier", 100))]
+    res = extract_corpus(model, rows, tmp_path / "model", progress=False, workers=0)
+    assert res.skipped == [] and res.ids == ["tiny", "ok", "tinier"] and res.empty == ["tiny", "tinier"]
+    feats = load_feature_dir(tmp_path / "model")
+    assert feats["tiny"].shape == (0, 64) and feats["ok"].shape == (model.encoder.num_frames(4000), 64) == (25, 64)
+    again = extract_corpus(model, rows, tmp_path / "model", progress=False, workers=0)
+    assert again.cached == 3 and again.empty == ["tiny", "tinier"]
+    mfcc = extract_corpus("mfcc", rows, tmp_path / "mfcc", progress=False, workers=0)
+    assert mfcc.empty == ["tinier"] and load_feature_dir(tmp_path / "mfcc")["tiny"].shape == (1, 39)
+
+
+def test_a_split_left_with_only_short_clips_is_a_clear_error():
+    from cpc_speech.probes.common import without_short
+    from cpc_speech.probes.labels import LabelError
+
+    feats = {"a": np.zeros((0, 3), np.float32), "b": np.ones((2, 3), np.float32), "c": np.ones((1, 3), np.float32)}
+    with pytest.warns(UserWarning, match=r"mfcc: 1 of 3 utterance\(s\) are shorter than one 128-frame window"):
+        assert without_short(["a", "b"], ["c"], feats, "mfcc", "128-frame window") == (["b"], ["c"], ["a"])
+    with pytest.warns(UserWarning), pytest.raises(LabelError, match="mfcc: every test utterance is shorter than one 128-frame window"):
+        without_short(["b"], ["a"], feats, "mfcc", "128-frame window")

@@ -194,11 +194,7 @@ def run_phone_probe(
         feats = cached_features(feat, needed, cache, workers=workers, progress=progress, log=log)
         tr = _with_features(train_ids, feats, train, feat.name, skip_missing)
         te = _with_features(test_ids, feats, test, feat.name, skip_missing)
-        kept, short = without_short(tr + te, feats, feat.name, "frame's receptive field")
-        keep = set(kept)
-        tr, te = [u for u in tr if u in keep], [u for u in te if u in keep]
-        if not tr or not te:
-            raise LabelError(f"every {'train' if not tr else 'test'} utterance is shorter than one frame's receptive field")
+        tr, te, short = without_short(tr, te, feats, feat.name, "frame's receptive field")
         fit_ids, dev_ids = carve_dev(tr, dev_fraction, seed)
         if not dev_ids:
             raise LabelError(f"{train.path}: the train split needs at least 2 utterances to carve a dev split from it")
