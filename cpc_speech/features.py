@@ -37,7 +37,9 @@ its index lists for the same audio (path, size, modification time); ``.npy`` fil
 are never adopted (a folder without ``meta.json`` holding ``<id>.npy`` files is refused); the folder
 is locked while it is written (:mod:`cpc_speech.runlock`); a different model (weights), layer, mode or dtype invalidates the folder (its old feature
 files are deleted and recomputed). ``model="mfcc"`` extracts the MFCC baseline (:mod:`cpc_speech.mfcc`)
-through the same machinery.
+through the same machinery. A clip shorter than the encoder's receptive field
+(``model.encoder.min_samples``, 465 samples for the presets) gets a ``(0, dim)`` file (frames
+``0`` in the index) instead of an error; MFCC gives 0 frames below 160 samples.
 """
 
 from __future__ import annotations
@@ -463,9 +465,18 @@ class Featurizer:
         return self._precision
 
     def min_samples(self) -> int:
+        """Shortest clip (samples) that gives a frame; shorter ones get empty features in
+        :func:`extract_corpus`."""
         if self.window_samples:  # shorter inputs just have no window
             return 1
         return 1 if self.is_mfcc else self.model.encoder.min_samples
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension."""
+        from cpc_speech.mfcc import DIM
+
+        return DIM if self.is_mfcc else layer_dim(self.model.cfg, self.layer)
 
     def fingerprint(self) -> str:
         """Hash of the weights (or 'mfcc'): identifies the featuriser for the cache."""
@@ -584,7 +595,8 @@ def _featurize(feat: Featurizer, arrays: List[np.ndarray], batch_seconds: float,
 @dataclass
 class CorpusFeatures:
     """What :func:`extract_corpus` did: ``ids`` with features in ``out_dir`` (manifest order),
-    ``computed`` / ``cached`` counts and the ``skipped`` (id, reason) pairs."""
+    ``computed`` / ``cached`` counts, the ``skipped`` (id, reason) pairs and the ``empty`` ids
+    (in ``ids`` too: clips too short for one frame or window, whose features have 0 rows)."""
 
     out_dir: Path
     ids: List[str]
@@ -593,6 +605,7 @@ class CorpusFeatures:
     skipped: List[Tuple[str, str]]
     seconds: float
     audio_seconds: float
+    empty: List[str] = field(default_factory=list)
 
     def load(self, mmap: bool = True) -> Dict[str, np.ndarray]:
         return load_feature_dir(self.out_dir, mmap=mmap)
@@ -730,8 +743,10 @@ def extract_corpus(
     ``workers`` threads decode audio ahead of the model (0: read in the main thread);
     ``processes`` > 1 spreads the files over that many worker processes, each with its share of
     torch's threads. Features are saved file by file and the index every few seconds, so a killed
-    run resumes where it stopped. Unreadable or
-    too short files are skipped with one warning each and a summary warning at the end.
+    run resumes where it stopped. Unreadable or empty files are skipped with one warning each and
+    a summary warning at the end; a clip too short for one frame (shorter than the encoder's
+    receptive field, ``model.encoder.min_samples`` samples) or, in ``windows:N`` mode, for one
+    window gets features of 0 frames, silently: the result's ``empty`` lists them, callers warn.
     ``dtype``: ``"float32"`` or ``"float16"`` on disk; ``precision``: the model's arithmetic
     (``auto``, ``fp32``, ``bf16``; ignored when ``model`` is a :class:`Featurizer`).
     """
@@ -854,8 +869,9 @@ def _extract_corpus(model, rows, out_dir: Path, layer, workers, progress, dtype,
         write_index()
     if skipped:
         warnings.warn(f"skipped {len(skipped)} of {len(items)} file(s) (see the warnings above)", stacklevel=2)
-    return CorpusFeatures(out_dir, [u for u, _ in items if u in index], len(index) - cached, cached, skipped,
-                          time.time() - t_start, audio_seconds)
+    ids = [u for u, _ in items if u in index]
+    return CorpusFeatures(out_dir, ids, len(index) - cached, cached, skipped, time.time() - t_start, audio_seconds,
+                          [u for u in ids if index[u][2] == 0])
 
 
 INDEX_EVERY_SECONDS = 10.0  # how often a running corpus extraction rewrites features.tsv
@@ -863,8 +879,8 @@ INDEX_EVERY_SECONDS = 10.0  # how often a running corpus extraction rewrites fea
 
 def _readable(feat: Featurizer, todo: Sequence[Tuple[str, str]], workers: int, done) -> Iterator[Tuple[str, np.ndarray]]:
     """(id, 16 kHz waveform) of the readable files of ``todo``, read ahead by ``workers`` threads;
-    an unreadable or too short file is reported to ``done`` with one warning and left out."""
-    for uid, wav in _read_ahead(todo, feat.min_samples(), workers, ahead=max(4, 4 * max(1, workers))):
+    an unreadable or empty file is reported to ``done`` with one warning and left out."""
+    for uid, wav in _read_ahead(todo, 1, workers, ahead=max(4, 4 * max(1, workers))):
         if isinstance(wav, Exception):
             warnings.warn(f"skipping {uid}: {wav}", stacklevel=3)
             done((), [(uid, str(wav))], 1)
@@ -879,8 +895,11 @@ def _extract_items(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: P
 
     Frame features of a chunkable CPC model are computed as one stream of encoder chunks over the
     whole list (:func:`_forward_chunked`: the cores stay busy across file boundaries); MFCC, the
-    window protocol and instance-norm encoders go in groups of at most ``batch_seconds`` of audio."""
+    window protocol and instance-norm encoders go in groups of at most ``batch_seconds`` of audio.
+    A clip shorter than ``feat.min_samples()`` (the encoder's receptive field) gets features with
+    no frame, (0, dim), without running the model."""
     audio = [0.0]
+    need = feat.min_samples()
 
     def save(uid: str, f: np.ndarray) -> None:
         fname = _safe_name(uid)
@@ -890,6 +909,9 @@ def _extract_items(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: P
     def counted(stream):
         for uid, wav in stream:
             audio[0] += wav.size / SAMPLE_RATE
+            if wav.size < need:
+                save(uid, np.zeros((0, feat.dim), np.float32))
+                continue
             yield uid, wav
 
     stream = counted(_readable(feat, todo, workers, done))

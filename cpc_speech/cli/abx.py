@@ -80,6 +80,12 @@ def run(args) -> int:
                                  workers=args.workers, progress=not args.no_progress, log=log)
         result = score_sources(items, sources, cfg, log=log)
         write_json(args.out, result)
+    for name, r in result["results"].items():
+        n = r["items"]
+        if n["too_short"] or n["no_features"]:
+            print(f"warning: {name}: {n['too_short'] + n['no_features']} of {n['items']} item(s) skipped: "
+                  f"{n['too_short']} with no frame ({n['short_utterances']} utterance(s) too short for any frame), "
+                  f"{n['no_features']} without features", file=sys.stderr)
     print("ABX error (%):")
     for name, r in result["results"].items():
         scores = ", ".join(f"{m} {100 * r[m]:.2f}" if r[m] is not None else f"{m} n/a" for m in cfg.modes)

@@ -53,9 +53,14 @@ def run(args) -> int:
         dtype="float16" if args.float16 else "float32", device=args.device, batch_seconds=args.batch_seconds,
         precision=args.precision, processes=args.processes,
     )
+    if res.empty:
+        need = "160 samples, one MFCC frame" if args.model == "mfcc" else "the encoder's receptive field"
+        print(f"warning: {len(res.empty)} of {len(res.ids)} clip(s) are too short for one frame (shorter than {need}), "
+              f"e.g. {res.empty[0]!r}: features of 0 frames written", file=sys.stderr)
     rtf = res.audio_seconds / res.seconds if res.seconds > 0 and res.audio_seconds else 0.0
     print(
         f"{len(res.ids)} utterances in {args.out}: {res.computed} computed ({res.audio_seconds / 3600:.2f} h of audio, "
-        f"{rtf:.0f}x real time), {res.cached} cached, {len(res.skipped)} skipped, {res.seconds:.1f} s"
+        f"{rtf:.0f}x real time), {res.cached} cached, {len(res.skipped)} skipped, "
+        f"{len(res.empty)} with no frame, {res.seconds:.1f} s"
     )
     return 1 if res.skipped and not res.ids else 0

@@ -129,8 +129,10 @@ def prepare_items(items: ItemFile, features: Mapping[str, Any], cfg: AbxConfig) 
     """Cut every item's frames out of its file's features ``features[file]`` (frames, dim).
 
     Items of files without features and items with no frame left are skipped (counted in
-    ``counts``; the reference scorer skips them silently). An error when nothing is left or the
-    feature dimensions differ."""
+    ``counts`` as ``no_features`` and ``too_short``; the reference scorer skips them silently);
+    ``short_utterances`` counts the files whose features have no frame at all (clips shorter than
+    the encoder's receptive field: all their items are ``too_short``). An error when nothing is
+    left or the feature dimensions differ."""
     rule = cfg.frame_rule
     normalise = cfg.distance == "cosine" or cfg.kl_normalised
     by_file: Dict[str, List[int]] = {}
@@ -139,13 +141,14 @@ def prepare_items(items: ItemFile, features: Mapping[str, Any], cfg: AbxConfig) 
     missing = [f for f in by_file if f not in features]
     chunks: List[np.ndarray] = []
     keep, lengths = [], []
-    total, dim, dim_file, too_short = 0, None, None, 0
+    total, dim, dim_file, too_short, empty_files = 0, None, None, 0, 0
     for f, idx in by_file.items():
         if f not in features:
             continue
         arr = features[f]
         if getattr(arr, "ndim", None) != 2:
             raise AbxError(f"features of {f!r}: expected a (frames, dim) array, got shape {getattr(arr, 'shape', None)}")
+        empty_files += arr.shape[0] == 0
         if dim is None:
             dim, dim_file = arr.shape[1], f
         elif arr.shape[1] != dim:
@@ -166,7 +169,7 @@ def prepare_items(items: ItemFile, features: Mapping[str, Any], cfg: AbxConfig) 
             lengths.append(e - s)
             total += e - s
     counts = {"items": len(items), "used": len(keep), "no_features": sum(len(by_file[f]) for f in missing),
-              "too_short": too_short, "files_without_features": len(missing)}
+              "too_short": too_short, "files_without_features": len(missing), "short_utterances": empty_files}
     if not keep:
         why = (f"none of its {len(by_file)} file(s) has features" if len(missing) == len(by_file)
                else "no item has a frame inside its feature file")

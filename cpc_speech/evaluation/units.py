@@ -240,7 +240,8 @@ def quantize(
 ) -> Dict[str, Any]:
     """Fit (or load, ``centroids_from``) the units, assign them to every utterance of ``features``,
     write both into ``out_dir`` and measure their quality against ``labels`` (and the ABX of the
-    one-hot units on ``items``). Returns the summary written to ``out_dir/quality.json``."""
+    one-hot units on ``items``). Returns the summary written to ``out_dir/quality.json``.
+    Utterances with no frame get an empty unit sequence, counted as ``short_utterances``."""
     import time
 
     t0 = time.time()
@@ -261,9 +262,13 @@ def quantize(
         save_centroids(out_dir, cent, {"seed": seed, **info, **fit})
     assigned = {u: assign_units(np.asarray(features[u]), cent) for u in ids}
     where = write_units(out_dir, assigned, fmt, runs)
+    short = [u for u in ids if assigned[u].size == 0]
+    if short:
+        log(f"warning: {len(short)} of {len(ids)} utterance(s) have no frame (clips shorter than the encoder's "
+            f"receptive field, e.g. {short[0]!r}): empty unit sequences, counted as short_utterances")
     summary: Dict[str, Any] = {"format_version": FORMAT_VERSION, "units": int(cent.shape[0]), "dim": dim, "seed": seed,
-                               **info, **fit, "assigned_utterances": len(ids), "unit_files": str(where),
-                               "quality": None, "abx": None}
+                               **info, **fit, "assigned_utterances": len(ids), "short_utterances": len(short),
+                               "unit_files": str(where), "quality": None, "abx": None}
     if labels is not None:
         summary["quality"] = unit_quality(assigned, labels, int(cent.shape[0]))
     if items is not None:
@@ -280,5 +285,6 @@ def quantize(
 
 def labels_for(units_ids: Sequence[str], alignments, frames: Mapping[str, int]) -> Dict[str, np.ndarray]:
     """{id: labels} of the ids the alignment file has, matched to their frame counts (a one-frame
-    difference trimmed, see :meth:`cpc_speech.probes.labels.Alignments.for_frames`)."""
-    return {u: alignments.for_frames(u, frames[u]) for u in units_ids if u in alignments}
+    difference trimmed, see :meth:`cpc_speech.probes.labels.Alignments.for_frames`); ids with no
+    frame (clips shorter than the encoder's receptive field) have nothing to match and are left out."""
+    return {u: alignments.for_frames(u, frames[u]) for u in units_ids if u in alignments and frames[u] > 0}

@@ -29,6 +29,8 @@ Result JSON (written to ``--out``; the report code relies on this layout)::
                                                 # whole train split with best.refit_on_train)
       "dev_utterances": n,   "dev_frames": n,
       "test_utterances": n,  "test_frames": n,
+      "short_utterances": n,                    # split utterances left out: too short for one
+                                                # example (frame receptive field or window)
       ("train_examples", "fit_examples", "dev_examples", "test_examples", "speakers": speaker probe)
       "feature_dim": n,
       "best": {"weight_decay", "epochs", "dev_accuracy", "dev_loss", "optimizer", "lr", "batch_size", "refit_on_train"},

@@ -101,6 +101,26 @@ def cached_features(
     return load_feature_dir(out_dir, ids=res.ids)
 
 
+def without_short(train: Sequence[str], test: Sequence[str], feats: Dict[str, np.ndarray], name: str,
+                  unit: str) -> Tuple[List[str], List[str], List[str]]:
+    """(train ids, test ids, short ids): the split ids whose features have at least one row, and
+    those with none (clips shorter than one ``unit``, e.g. ``"frame's receptive field"`` or
+    ``"128-frame window"``), left out with one warning for all of them (the result counts them as
+    ``short_utterances``). A split left with nothing is an error."""
+    from cpc_speech.probes.labels import LabelError
+
+    short = [u for u in list(train) + list(test) if feats[u].shape[0] == 0]
+    if short:
+        warn(f"{name}: {len(short)} of {len(train) + len(test)} utterance(s) are shorter than one {unit} and give "
+             f"no example (e.g. {short[0]!r}); left out, counted as short_utterances")
+    dropped = set(short)
+    kept = [[u for u in ids if u not in dropped] for ids in (train, test)]
+    for what, ids in zip(("train", "test"), kept):
+        if not ids:
+            raise LabelError(f"{name}: every {what} utterance is shorter than one {unit}: nothing to probe")
+    return kept[0], kept[1], short
+
+
 def default_cache_dir(out: Optional[PathLike]) -> Path:
     """``<out stem>.cache`` next to the result file (``probe-cache`` in the current folder without one)."""
     if out is None:

@@ -8,7 +8,10 @@ runs the model, the MFCC baseline (:mod:`cpc_speech.mfcc`) and the same architec
 weights (``random_init``), on features cached by :func:`cpc_speech.features.extract_corpus`.
 
 Labels: an alignment file with one label per 10 ms (see :mod:`cpc_speech.probes.labels`); a
-one-frame difference between labels and features is trimmed, more is an error.
+one-frame difference between labels and features is trimmed, more is an error. Clips shorter than
+the encoder's receptive field (465 samples; MFCC: 160) have no frame: they are left out before the
+dev split is carved, with one warning per featuriser, and counted as ``short_utterances``; every
+longer clip is used whole.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from cpc_speech.probes.common import (
     model_path,
     stderr_log,
     warn,
+    without_short,
     write_json,
 )
 from cpc_speech.probes.labels import (
@@ -190,6 +194,7 @@ def run_phone_probe(
         feats = cached_features(feat, needed, cache, workers=workers, progress=progress, log=log)
         tr = _with_features(train_ids, feats, train, feat.name, skip_missing)
         te = _with_features(test_ids, feats, test, feat.name, skip_missing)
+        tr, te, short = without_short(tr, te, feats, feat.name, "frame's receptive field")
         fit_ids, dev_ids = carve_dev(tr, dev_fraction, seed)
         if not dev_ids:
             raise LabelError(f"{train.path}: the train split needs at least 2 utterances to carve a dev split from it")
@@ -204,6 +209,7 @@ def run_phone_probe(
             "fit_utterances": len(fit_ids), "fit_frames": len(fit_d),
             "dev_utterances": len(dev_ids), "dev_frames": len(dev_d),
             "test_utterances": len(te), "test_frames": len(test_d),
+            "short_utterances": len(short),
         }
         results[feat.name] = result_entry(outcome, test_d, names, sizes, int(fit_d.X.shape[1]))
         log(f"{feat.name}: test frame accuracy {outcome.accuracy:.4f} (best {outcome.best})")

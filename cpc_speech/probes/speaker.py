@@ -10,6 +10,10 @@ Protocols:
   its own and classified from its last c_t (the mean over the window for the encoder layer and for
   MFCC). Windows of one utterance always stay in the same split.
 
+Utterances that give no example (shorter than one window; in the utterance protocol, shorter than
+the encoder's receptive field, 465 samples) are left out before the dev split is carved, with one
+warning per featuriser, and counted in each result entry as ``short_utterances``.
+
 Splits: the given train/test split files (test utterances of speakers absent from train are dropped
 with a warning and counted), or a deterministic per-speaker hold-out of ``holdout_fraction`` of each
 speaker's utterances. The dev split for model selection is carved per speaker from the train split
@@ -26,7 +30,8 @@ import numpy as np
 
 from cpc_speech.config import to_dict
 from cpc_speech.corpora.manifest import Utterance
-from cpc_speech.probes.common import BASELINES, cached_features, default_cache_dir, featurizers, model_path, stderr_log, warn, write_json
+from cpc_speech.probes.common import (BASELINES, cached_features, default_cache_dir, featurizers, model_path, stderr_log, warn,
+                                      without_short, write_json)
 from cpc_speech.probes.labels import LabelError, SplitFile, carve_dev, check_disjoint, holdout_per_group
 from cpc_speech.probes.linear import FitConfig, ProbeData, select_and_fit
 from cpc_speech.probes.phone import _as_rows, _as_split, _known_ids, _with_features, result_entry
@@ -129,6 +134,8 @@ def run_speaker_probe(
         feats = cached_features(feat, needed, cache, workers=workers, progress=progress, log=log)
         tr = _with_features(train_ids, feats, train, feat.name, skip_missing)
         te = _with_features(test_ids, feats, test, feat.name, skip_missing)
+        unit = f"{window_frames}-frame window" if protocol == "window" else "frame's receptive field"
+        tr, te, short = without_short(tr, te, feats, feat.name, unit)
         train_speakers = sorted({speaker[u] for u in tr})
         cls = {s: i for i, s in enumerate(train_speakers)}
         unseen = [u for u in te if speaker[u] not in cls]
@@ -143,11 +150,6 @@ def run_speaker_probe(
         fit_ids, dev_ids = carve_dev(tr, dev_fraction, seed, groups=speaker)
         if not dev_ids:
             raise LabelError(f"{train.path}: no speaker has 2 or more train utterances: cannot carve a dev split")
-        short = [u for u in tr + te if np.asarray(feats[u]).shape[0] == 0]
-        if short:
-            warn(f"{feat.name}: {len(short)} utterance(s) shorter than one "
-                 + (f"{window_frames}-frame window" if protocol == "window" else "frame")
-                 + f" give no {protocol} example (e.g. {short[0]!r}); counted as short_utterances")
         fit_d, fit_fr = _examples(fit_ids, feats, protocol, cls, speaker)
         dev_d, dev_fr = _examples(dev_ids, feats, protocol, cls, speaker)
         test_d, test_fr = _examples(te, feats, protocol, cls, speaker)
