@@ -174,9 +174,10 @@ def paper_table_markdown(report: Dict[str, Any]) -> List[str]:
     titles = [c["title"] + ("" if c["paper"] else " (not in the paper)") for c in cols]
     out = ["## Common Voice: the paper's table (test PER, %)", "",
            f"Riviere et al. (2020) protocol: {t['budgets']['small']:g} h of labels on frozen features; "
-           f"{t['budgets']['large']:g} h frozen, fine-tuned and from scratch (+ MFCC). The {t['budgets']['small']:g} h "
-           f"clips are a part of the {t['budgets']['large']:g} h clips; dev and test are the release's speaker-disjoint "
-           "splits. A budget the locale's train split cannot supply is not trained (marked in its cell).", "",
+           f"{t['budgets']['large']:g} h frozen, fine-tuned and from scratch (+ MFCC). Where both budgets are drawn, the "
+           f"{t['budgets']['small']:g} h clips are a part of the {t['budgets']['large']:g} h clips; dev and test are the "
+           "release's speaker-disjoint splits. A budget the locale's train split cannot supply is not trained (marked "
+           "in its cell).", "",
            "| Locale | Train pool (h) | " + " | ".join(titles) + " |",
            "|:---|---:|" + "---:|" * len(cols)]
     for loc, r in t["rows"].items():

@@ -3,6 +3,8 @@
 
     label_budgets.py --manifest M --phones P --transcripts T --train-ids F --hours 1,5 \
         [--seed 0] --locale fr --out-dir DIR --plan PLAN.json
+    label_budgets.py --check-hours 5,1       # prints "1 5" (exactly two budgets) or the problem
+    label_budgets.py --status PLAN 5h        # exit 0 if drawn, else 1; prints the refusal's reason
 
 Pool: the clips of the train id list that are in the manifest and have a phone transcription
 (utterances with speaker = ``client_id``). A budget of H hours is *refused* when the pool holds less
@@ -33,7 +35,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 FORMAT_VERSION = 1
 KIND = "cpc_speech.label_budgets"
@@ -121,7 +123,30 @@ def write_plan(args) -> Dict[str, Any]:
     return plan
 
 
+def budget_status(plan_path: str, name: str) -> Tuple[bool, str]:
+    """(drawn?, "drawn" or the refusal's reason) of budget ``name`` (e.g. "5h") in a plan file."""
+    plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
+    entry = next((e for e in plan.get("budgets") or [] if e.get("name") == name), None)
+    if entry is None:
+        raise ValueError(f"{plan_path}: no budget {name!r}")
+    return entry["status"] == "drawn", "drawn" if entry["status"] == "drawn" else entry.get("reason", "refused")
+
+
 def main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["--check-hours"]:  # check-hours TEXT: print the two budgets, smallest first
+        try:
+            budgets = parse_hours(argv[1] if len(argv) > 1 else "")
+            if len(budgets) != 2:
+                raise ValueError(f"give exactly two budgets SMALL,LARGE (the paper's: 1,5), got {len(budgets)}")
+        except ValueError as exc:
+            print(str(exc).replace("--hours: ", ""))
+            return 1
+        print(" ".join(budgets))
+        return 0
+    if argv[:1] == ["--status"] and len(argv) == 3:  # --status PLAN NAME: exit 0 if drawn, else 1 with the reason
+        drawn, text = budget_status(argv[1], argv[2])
+        print(text)
+        return 0 if drawn else 1
     p = argparse.ArgumentParser(prog="label_budgets.py", description=__doc__.splitlines()[0])
     for name in ("manifest", "phones", "transcripts", "train-ids", "hours", "locale", "out-dir", "plan"):
         p.add_argument(f"--{name}", required=True)
