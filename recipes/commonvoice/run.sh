@@ -176,7 +176,10 @@ if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h 
         --hours "$small_h,$large_h" --seed "$seed" --locale "$loc" --out-dir "$data_dir/$loc" --plan "$plan"
     for h in "$small_h" "$large_h"; do
       out=$exp_dir/results/finetune_${loc}_${h}h.json
-      if ! why=$("$PY" "$here/../utils/label_budgets.py" --status "$plan" "${h}h"); then
+      status=0
+      why=$("$PY" "$here/../utils/label_budgets.py" --status "$plan" "${h}h") || status=$?
+      [ "$status" -le 1 ] || die "$loc: cannot read the label budget plan $plan"
+      if [ "$status" -eq 1 ]; then
         log "  $loc: ${h} h budget not trained: $why"
         rm -f "$out"  # a result of other data must not stand in for a budget this data cannot supply
         continue
@@ -184,6 +187,8 @@ if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h 
       conditions=frozen
       [ "$h" = "$large_h" ] && conditions=frozen,unfrozen,scratch,mfcc
       ids=$data_dir/$loc/train_${h}h_ids.txt
+      # checkpoints per clip list: a redrawn list (other budgets, seed or data) starts afresh, the same one resumes
+      ckpt_dir=$exp_dir/finetune/${loc}_${h}h-$(sha256sum "$ids" | cut -c1-12)
       redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" \
         phones=@"$transcripts_dir/$loc/phones.txt" transcripts=@"$tr" train_split=@"$ids" \
         dev_split=@"$data_dir/$loc/dev_ids.txt" test_split=@"$data_dir/$loc/test_ids.txt" conditions="$conditions" args="${extra[*]}" -- \
@@ -191,7 +196,7 @@ if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h 
           --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" \
           --train-split "$ids" --dev-split "$data_dir/$loc/dev_ids.txt" \
           --test-split "$data_dir/$loc/test_ids.txt" --hours all --conditions "$conditions" \
-          --output-dir "$exp_dir/finetune/${loc}_${h}h" --resume --out "$out" "${extra[@]}"
+          --output-dir "$ckpt_dir" --resume --out "$out" "${extra[@]}"
     done
   done
 fi

@@ -144,7 +144,11 @@ def main(argv: Sequence[str]) -> int:
         print(" ".join(budgets))
         return 0
     if argv[:1] == ["--status"] and len(argv) == 3:  # --status PLAN NAME: exit 0 if drawn, else 1 with the reason
-        drawn, text = budget_status(argv[1], argv[2])
+        try:
+            drawn, text = budget_status(argv[1], argv[2])
+        except (ValueError, OSError, KeyError) as exc:
+            print(f"error: {argv[1]}: cannot read the plan ({exc})", file=sys.stderr)
+            return 2
         print(text)
         return 0 if drawn else 1
     p = argparse.ArgumentParser(prog="label_budgets.py", description=__doc__.splitlines()[0])
