@@ -56,19 +56,37 @@ def test_librispeech_recipe_end_to_end(tmp_path):
 
 
 def test_commonvoice_recipe_end_to_end(tmp_path):
-    """Budgets are run smallest first; the 1 h budget already uses every training clip of this tiny
-    corpus, so the 5 h budget (same clips) is skipped with a log line."""
-    out = run("commonvoice", tmp_path, "--demo-languages", "en-us,fr", "--demo-speakers", "3", "--demo-utterances", "4",
-              "--label-hours", "5,1")
+    """The paper's cells on a tiny corpus (one training speaker, 4 clips, 0.004-0.005 h per locale):
+    0.001 h frozen and 0.003 h frozen / fine-tuned / scratch / MFCC, the 0.001 h clips inside the
+    0.003 h ones; then a 5 h budget, which the corpus cannot supply, is refused and its cells say so."""
+    args = ("--demo-languages", "en-us,fr", "--demo-speakers", "3", "--demo-utterances", "4")
+    run("commonvoice", tmp_path, *args, "--label-hours", "0.003,0.001")
     exp = tmp_path / "exp"
     report = json.loads((exp / "report.json").read_text())
     assert fraction(report["speaker_probe"]["model"]["accuracy"])
     by_locale = report["finetune_by_locale"]
-    assert set(by_locale) == {"en_1h", "fr_1h"}
-    assert (out.stdout + out.stderr).count("already used every training clip: 5 h skipped") == 2
-    for entry in by_locale.values():
-        assert math.isfinite(entry["frozen"]["per_test"]) and entry["frozen"]["train_hours"] <= 1
+    assert set(by_locale) == {"en_0.001h", "en_0.003h", "fr_0.001h", "fr_0.003h"}
+    for loc in ("en", "fr"):
+        assert list(by_locale[f"{loc}_0.001h"]) == ["frozen"]
+        assert list(by_locale[f"{loc}_0.003h"]) == ["frozen", "unfrozen", "mfcc", "scratch"]
+        small = set((tmp_path / "data" / loc / "train_0.001h_ids.txt").read_text().split())
+        large = set((tmp_path / "data" / loc / "train_0.003h_ids.txt").read_text().split())
+        assert small and small < large
+        assert by_locale[f"{loc}_0.003h"]["frozen"]["train_utterances"] == len(large)
+    table = report["commonvoice_table"]
+    assert table["average_over"] == ["en", "fr"] and table["comparable"] is False
+    for key, (budget, cond) in {"small_frozen": ("0.001h", "frozen"), "large_unfrozen": ("0.003h", "unfrozen")}.items():
+        values = [by_locale[f"{loc}_{budget}"][cond]["per_test"] for loc in ("en", "fr")]
+        assert table["average"][key] == pytest.approx(sum(values) / 2)
     assert (tmp_path / "data" / "corpus" / "fr" / "clips").is_dir()
+    # a budget the train split cannot supply: not trained, and the report says why
+    out = run("commonvoice", tmp_path, *args, "--label-hours", "0.001,5", "--stage", "5")
+    assert (out.stdout + out.stderr).count("5 h budget not trained: not enough labelled audio") == 2
+    report = json.loads((exp / "report.json").read_text())
+    assert not (exp / "results" / "finetune_en_5h.json").exists()
+    cell = report["commonvoice_table"]["rows"]["en"]["cells"]["large_unfrozen"]
+    assert cell["status"] == "refused" and cell["note"].startswith("not enough labelled audio: 0.00")
+    assert "_not enough labelled audio: 0.00" in (exp / "report.md").read_text()
 
 
 def test_recipe_help_and_bad_options(tmp_path):

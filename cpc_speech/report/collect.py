@@ -62,6 +62,7 @@ class Inputs:
     finetune: List[Tuple[str, Path]]  # (name, file); name "" for a single results/finetune.json
     missing: Dict[str, str] = field(default_factory=dict)
     evaluations: Dict[str, Any] = field(default_factory=dict)  # ABX and unit files (report/evaluations.py)
+    label_budgets: Dict[str, Path] = field(default_factory=dict)  # locale -> plan (report/paper_table.py)
 
 
 def _existing(path: Optional[PathLike], what: str) -> Optional[Path]:
@@ -170,9 +171,10 @@ def find_inputs(
     if not ft:
         missing["finetune"] = f"no {_show(res_dir / 'finetune.json', run)} or finetune_*.json (or --finetune FILE)"
     from cpc_speech.report.evaluations import find_evaluation_files
+    from cpc_speech.report.paper_table import find_plans
 
     return Inputs(run, run / "config.yaml", run / "log.jsonl", manifests, res_dir, probes, ft, missing,
-                  find_evaluation_files(res_dir))
+                  find_evaluation_files(res_dir), find_plans(res_dir))
 
 
 def _show(path: Path, run: Path) -> str:
@@ -607,6 +609,12 @@ def collect(inputs: Inputs) -> Collected:
             details["finetune_by_locale"][name] = det
             raw[f"finetune:{name}"] = data
             sources["finetune_by_locale"][name] = str(path)
+
+    if inputs.label_budgets:
+        from cpc_speech.report.paper_table import paper_table_section
+
+        report["commonvoice_table"] = paper_table_section(inputs.label_budgets, report | {"details": details}, read_json, ReportError)
+        sources["label_budgets"] = {loc: str(p) for loc, p in inputs.label_budgets.items()}
 
     if inputs.manifests is not None:
         report["data"] = data_section(inputs.manifests, run)

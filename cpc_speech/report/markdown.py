@@ -276,6 +276,9 @@ def render(report: Dict[str, Any]) -> str:
     out.append("PER = (substitutions + deletions + insertions) / reference phones; lower is better. "
                "The best epoch is chosen on dev PER; test PER is measured once, for that epoch.")
     out.append("")
+    from cpc_speech.report.paper_table import paper_table_markdown
+
+    out += paper_table_markdown(report)
 
     # ---- probes
     for section, title in PROBE_TITLES.items():

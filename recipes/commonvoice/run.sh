@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPC on Common Voice, after Riviere et al. (2020): pretrain on the untranscribed clips of several
-# locales, then per-locale CTC phone recognition with 1 h and 5 h of labels (frozen, fine-tuned,
-# MFCC and from-scratch), a speaker probe over client_id, and a report.
+# locales, then per-locale CTC phone recognition in the paper's cells (1 h of labels frozen; 5 h
+# frozen, fine-tuned, from scratch, + MFCC), a speaker probe over client_id, and a report with the
+# paper's table.
 #
 #   recipes/commonvoice/run.sh --cv-root /data/cv-corpus-17.0 --locales fr,es,nl \
 #       --transcripts-dir /data/cv-phones     # <dir>/<locale>/phone_transcripts.txt + phones.txt
@@ -19,7 +20,9 @@ conf=default
 exp_dir=
 data_dir=
 nproc=1
-label_hours=1,5
+label_hours=          # default: paper_label_hours, or demo_label_hours with --demo
+paper_label_hours=1,5
+demo_label_hours=0.02,0.1   # the demo corpus has 0.138-0.147 h of training clips per locale
 demo=false
 demo_languages=en-us,fr,es
 demo_speakers=8
@@ -34,7 +37,10 @@ Usage: $0 [options]
   --locales LIST           comma-separated locales, e.g. fr,es (default: all present)
   --transcripts-dir DIR    phone transcriptions: DIR/<locale>/phone_transcripts.txt ('<clip-id> <phone> ...')
                            and DIR/<locale>/phones.txt ('<id> <name>', 0 = silence) (default: --cv-root)
-  --label-hours LIST       fine-tuning label budgets in hours (default: $label_hours)
+  --label-hours SMALL,LARGE the two label budgets in hours (default: $paper_label_hours, the paper's; --demo:
+                           $demo_label_hours): SMALL frozen, LARGE frozen / fine-tuned / from scratch / MFCC;
+                           SMALL is drawn inside LARGE, and a budget a locale's train split cannot
+                           supply is not trained (the report says so)
   --conf NAME              fast | default | paper | demo (conf/NAME.yaml; default: pretrain.yaml)
   --exp-dir DIR            run folder (default: exp/commonvoice-<conf>)
   --data-dir DIR           manifests and id lists, with their provenance.json (default: EXP_DIR/data;
@@ -45,6 +51,7 @@ Usage: $0 [options]
                            4 speaker probe, 5 fine-tune per locale and budget, 6 report
   --demo                   generate a Common Voice-layout corpus (MP3, 48 kHz) with eSpeak NG and run on it
                            (--demo-languages $demo_languages --demo-speakers $demo_speakers --demo-utterances $demo_utterances --seed $seed)
+  --seed N                 seeds the demo corpus and the draw of the label budgets' clips (default: $seed)
   --force                  redo finished probe and fine-tuning stages
   -h, --help               this help
 USAGE
@@ -58,8 +65,12 @@ if $demo; then
   cv_root=${cv_root:-$data_dir/corpus}
   [ "$conf" = default ] && conf=demo
   exp_dir=${exp_dir:-exp/demo-commonvoice}
+  label_hours=${label_hours:-$demo_label_hours}
 fi
 exp_dir=${exp_dir:-exp/commonvoice-$conf}
+label_hours=${label_hours:-$paper_label_hours}
+budgets=$("$PY" "$here/../utils/label_budgets.py" --check-hours "$label_hours") || die "--label-hours $label_hours: $budgets"
+read -r small_h large_h <<< "$budgets"
 data_dir=${data_dir:-$exp_dir/data}   # per run: another run never picks up these manifests
 conf_dir=$here/../librispeech/conf   # the configs are shared with the LibriSpeech recipe
 [ -d "$here/conf" ] && [ -n "$(ls "$here/conf" 2>/dev/null)" ] && conf_dir=$here/conf
@@ -96,9 +107,9 @@ if run_stage 0 "prepare manifests and id lists"; then
     derived "$data_dir/$loc/manifest.tsv" root=%"$cv_root" locale="$loc" validated=@"$cv_root/$loc/validated.tsv" -- \
       logged "$logdir/stage0.log" cpc-speech prepare commonvoice "$cv_root" \
       --locales "$loc" --splits validated --out "$data_dir/$loc/manifest.tsv"
-    for split in train dev test; do
-      "$here/../utils/cv_split_ids.sh" "$cv_root/$loc/$split.tsv" "$data_dir/$loc/${split}_ids.txt"
-    done
+    # train/dev/test id lists; splits sharing a client_id (speaker) are refused
+    logged "$logdir/stage0.log" "$PY" "$here/../utils/cv_splits.py" "$cv_root/$loc" "$data_dir/$loc" \
+      || die "$loc: the Common Voice splits are not speaker-disjoint (see $logdir/stage0.log)"
   done
 fi
 [ -f "$data_dir/train.tsv" ] || die "$data_dir/train.tsv is missing: run stage 0 first"
@@ -148,29 +159,44 @@ if run_stage 4 "speaker linear probe over client_id"; then
       --holdout 0.2 --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
 fi
 
-# -------------------------------------------------- stage 5: CTC fine-tuning per locale and budget
-if run_stage 5 "CTC phone recognition per locale ($label_hours h of labels)"; then
+# ---------------------------- stage 5: CTC fine-tuning per locale in the cells of Riviere et al. (2020)
+if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h frozen, fine-tuned, from scratch, MFCC"; then
   eval "extra=($(conf_args "$conf_dir/finetune.yaml" finetune))"
   for loc in ${locales//,/ }; do
     tr=$transcripts_dir/$loc/phone_transcripts.txt
     if [ ! -f "$tr" ]; then
       log "  $loc: no phone transcriptions ($tr): skipped"; continue
     fi
-    whole_pool=  # the smallest budget that used every training clip: larger ones would repeat it
-    for h in $(printf '%s\n' ${label_hours//,/ } | sort -g); do
+    # the two budgets' clip lists (small inside large) and which budgets the train split cannot supply
+    plan=$exp_dir/results/label_budgets_$loc.json
+    derived "$plan" manifest=@"$data_dir/$loc/manifest.tsv" phones=@"$transcripts_dir/$loc/phones.txt" transcripts=@"$tr" \
+      train_split=@"$data_dir/$loc/train_ids.txt" hours="$small_h,$large_h" seed="$seed" -- \
+      logged "$logdir/stage5.log" "$PY" "$here/../utils/label_budgets.py" --manifest "$data_dir/$loc/manifest.tsv" \
+        --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" --train-ids "$data_dir/$loc/train_ids.txt" \
+        --hours "$small_h,$large_h" --seed "$seed" --locale "$loc" --out-dir "$data_dir/$loc" --plan "$plan"
+    for h in "$small_h" "$large_h"; do
       out=$exp_dir/results/finetune_${loc}_${h}h.json
-      if [ -n "$whole_pool" ]; then
-        log "  $loc: the ${whole_pool} h budget already used every training clip: ${h} h skipped"; continue
+      status=0
+      why=$("$PY" "$here/../utils/label_budgets.py" --status "$plan" "${h}h") || status=$?
+      [ "$status" -le 1 ] || die "$loc: cannot read the label budget plan $plan"
+      if [ "$status" -eq 1 ]; then
+        log "  $loc: ${h} h budget not trained: $why"
+        rm -f "$out"  # a result of other data must not stand in for a budget this data cannot supply
+        continue
       fi
+      conditions=frozen
+      [ "$h" = "$large_h" ] && conditions=frozen,unfrozen,scratch,mfcc
+      ids=$data_dir/$loc/train_${h}h_ids.txt
+      # checkpoints per clip list: a redrawn list (other budgets, seed or data) starts afresh, the same one resumes
+      ckpt_dir=$exp_dir/finetune/${loc}_${h}h-$(sha256sum "$ids" | cut -c1-12)
       redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" \
-        phones=@"$transcripts_dir/$loc/phones.txt" transcripts=@"$tr" train_split=@"$data_dir/$loc/train_ids.txt" \
-        dev_split=@"$data_dir/$loc/dev_ids.txt" test_split=@"$data_dir/$loc/test_ids.txt" hours="$h" args="${extra[*]}" -- \
+        phones=@"$transcripts_dir/$loc/phones.txt" transcripts=@"$tr" train_split=@"$ids" \
+        dev_split=@"$data_dir/$loc/dev_ids.txt" test_split=@"$data_dir/$loc/test_ids.txt" conditions="$conditions" args="${extra[*]}" -- \
         logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
           --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" \
-          --train-split "$data_dir/$loc/train_ids.txt" --dev-split "$data_dir/$loc/dev_ids.txt" \
-          --test-split "$data_dir/$loc/test_ids.txt" --hours "$h" \
-          --output-dir "$exp_dir/finetune/${loc}_${h}h" --resume --out "$out" "${extra[@]}"
-      if used_whole_pool "$out"; then whole_pool=$h; fi
+          --train-split "$ids" --dev-split "$data_dir/$loc/dev_ids.txt" \
+          --test-split "$data_dir/$loc/test_ids.txt" --hours all --conditions "$conditions" \
+          --output-dir "$ckpt_dir" --resume --out "$out" "${extra[@]}"
     done
   done
 fi

@@ -68,11 +68,6 @@ extract_cmd() {
 }
 
 # conf_args FILE GROUP: options of GROUP for the current $conf from a recipe YAML file.
-# whether a fine-tuning result JSON trained on its whole training pool (a larger label budget would
-# select the same clips)
-used_whole_pool() {
-  "$PY" -c 'import json, sys; t = json.load(open(sys.argv[1]))["data"]["train"]; sys.exit(0 if t["used"] >= t["pool_utterances"] else 1)' "$1"
-}
 conf_args() { "$PY" "$(dirname "${BASH_SOURCE[0]}")/yaml_to_args.py" "$1" "$2" "$conf"; }
 
 # derived FILE[,FILE2...] KEY=VALUE... -- CMD...: run CMD (which writes the FILEs) unless they exist
