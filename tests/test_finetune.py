@@ -280,7 +280,8 @@ def _sha(path):
 def test_frozen_keeps_pretrained_weights_unfrozen_changes_them(corpus, tmp_path):
     before_file = _sha(corpus["model"])
     original = read_checkpoint(corpus["model"])["model"]
-    ft = Finetuner(_cfg(corpus, conditions=["frozen", "unfrozen"], epochs=2, head="conv", head_hidden=32, output_dir=str(tmp_path / "o")), progress=False)
+    ft = Finetuner(_cfg(corpus, conditions=["frozen", "unfrozen"], epochs=2, head="conv", head_hidden=32, unfrozen_init="random",
+                        output_dir=str(tmp_path / "o")), progress=False)
     frozen = ft.train_condition("frozen")
     for k, v in frozen.backbone.state_dict().items():
         assert torch.equal(v, original[k]), k

@@ -54,23 +54,44 @@ def register(sub) -> None:
     cond.add_argument("--conditions", help=f"comma list overriding the above: {CONDITION_HELP} (default: all four)")
 
     head = p.add_argument_group("head and training")
-    head.add_argument("--head", choices=["linear", "conv", "conv-lstm", "conv-gru"], help="CTC head (default: linear)")
+    head.add_argument("--head", choices=["linear", "conv", "conv-lstm", "conv-gru"], help="CTC head (default: conv)")
     head.add_argument("--head-hidden", type=int, help="conv channels / RNN size (default: 256)")
     head.add_argument("--head-kernel", type=int, help="conv width in frames, odd (default: 5)")
-    head.add_argument("--head-dropout", type=float, help="dropout in the head (default: 0)")
+    head.add_argument("--head-dropout", type=float, help="dropout in the head (default: 0.1)")
     head.add_argument("--bidirectional", action="store_true", default=None, help="bidirectional RNN in conv-lstm / conv-gru heads")
-    head.add_argument("--features", choices=["context", "encoder"], help="pretrained features: context c_t or encoder z_t (default: context)")
+    head.add_argument("--head-layers", type=int, help="conv layers of the conv heads (default: 3)")
+    head.add_argument("--head-stride", type=int, help="conv heads: one output frame per this many feature frames (default: 2)")
+    head.add_argument("--head-norm", action=argparse.BooleanOptionalAction, default=None, help="layer norm after each conv layer of the head (default: on)")
+    head.add_argument("--features", help="pretrained layer to read: context (c_t), encoder (z_t), context.N, encoder+context (default: context)")
     head.add_argument("--epochs", type=int, help="maximum epochs (default: 30)")
-    head.add_argument("--patience", type=int, help="stop after this many epochs without a better dev PER (default: 5)")
-    head.add_argument("--batch-size", type=int, help="utterances per step (default: 8)")
+    head.add_argument("--end-to-end-epochs", type=int, help="maximum epochs of the unfrozen and scratch conditions (default: 0 = --epochs)")
+    head.add_argument("--patience", type=int, help="stop after this many epochs without a better dev PER or dev loss (default: 8)")
+    head.add_argument("--batch-size", type=int, help="utterances per step when --batch-frames is 0 (default: 8)")
     head.add_argument("--batching", choices=["length", "random"], help="length: batches of similar-length utterances (less padding), random: shuffled (default: length)")
-    head.add_argument("--lr", type=float, help="head learning rate (Adam; default: 1e-3)")
+    head.add_argument("--batch-frames", type=int, help="batches of at most this many padded 10 ms frames, 0 = --batch-size utterances (default: 1500)")
+    head.add_argument("--lr", type=float, help="head learning rate (Adam; default: 3e-3)")
+    head.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning-rate schedule after warm-up (default: cosine)")
+    head.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up steps (default: 50)")
+    head.add_argument("--time-masks-per-second", type=float, help="SpecAugment time masks per second of audio on the head input, 0 = off (default: 2)")
+    head.add_argument("--time-mask-frames", type=int, help="widest time mask in frames (default: 10)")
+    head.add_argument("--channel-masks", type=int, help="SpecAugment channel masks per utterance, 0 = off (default: 2)")
+    head.add_argument("--channel-mask-fraction", type=float, help="widest channel mask as a fraction of the feature dimensions (default: 0.1)")
+    head.add_argument("--unfrozen-init", choices=["frozen", "random"], help="the unfrozen condition starts from the frozen condition's best head or a random one (default: frozen)")
     head.add_argument("--backbone-lr-scale", type=float, help="unfrozen: pretrained part at lr * this (default: 0.1)")
     head.add_argument("--scratch-lr-scale", type=float, help="scratch: random-init network at lr * this (default: 1.0)")
     head.add_argument("--weight-decay", type=float, help="Adam weight decay (default: 0)")
     head.add_argument("--grad-clip", type=float, help="max gradient norm, 0 = off (default: 5)")
     head.add_argument("--seed", type=int, help="seed for the subset, initialisation and shuffling (default: 0)")
     head.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    head.add_argument("--device", help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)")
+    head.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="precision of the CPC networks; heads and CTC stay float32 (default: auto)")
+
+    dec = p.add_argument_group("decoding (the best epoch, on dev and test)")
+    dec.add_argument("--decode", choices=["greedy", "beam"], help="greedy best path or CTC prefix beam search (default: beam)")
+    dec.add_argument("--beam-size", type=int, help="prefixes kept per frame (default: 8)")
+    dec.add_argument("--lm-order", type=int, help="phone n-gram LM from the training transcripts for the beam search, 0 = none (default: 3)")
+    dec.add_argument("--lm-weight", type=float, help="weight of the LM log-probability (default: 0.5)")
+    dec.add_argument("--insertion-bonus", type=float, help="score added per emitted phone in the beam search (default: 0)")
 
     out = p.add_argument_group("output")
     out.add_argument("--config", help="a finetune_config.yaml to start from (flags override it)")
@@ -86,6 +107,9 @@ _FIELDS = [
     "model", "preset", "manifest", "phones", "transcripts", "alignments", "train_split", "dev_split", "test_split",
     "hours", "features", "head", "head_hidden", "head_kernel", "head_dropout", "bidirectional", "epochs", "patience",
     "batch_size", "batching", "lr", "backbone_lr_scale", "scratch_lr_scale", "weight_decay", "grad_clip", "seed", "threads", "output_dir",
+    "head_layers", "head_norm", "head_stride", "end_to_end_epochs", "batch_frames", "lr_schedule", "warmup_steps", "time_masks_per_second", "time_mask_frames",
+    "channel_masks", "channel_mask_fraction", "unfrozen_init", "device", "precision", "decode", "beam_size", "lm_order",
+    "lm_weight", "insertion_bonus",
 ]
 _PATHS = ("model", "manifest", "phones", "transcripts", "alignments", "train_split", "dev_split", "test_split", "output_dir")
 
@@ -154,13 +178,15 @@ def run(args) -> int:
 
     cfg = from_dict(FinetuneConfig, data, "finetune config").validate()
     result = run_finetune(cfg, progress=not args.no_progress, resume=args.resume, out=args.out)
-    rows = [("condition", "dev PER", "test PER", "best ep", "epochs", "train h", "utts", "seconds")]
+    rows = [("condition", "dev PER", "test PER", "test S/D/I", "best ep", "epochs", "train h", "utts", "seconds")]
     for name, r in result["finetune"].items():
+        errors = r.get("test_errors")
         rows.append(
             (
                 name,
                 f"{r['per_dev']:.4f}",
                 "-" if r["per_test"] is None else f"{r['per_test']:.4f}",
+                f"{errors['substitutions']}/{errors['deletions']}/{errors['insertions']}" if errors else "-",
                 str(r["best_epoch"]),
                 str(r["epochs_run"]),
                 f"{r['train_hours']:.3f}",

@@ -35,6 +35,7 @@ class HeadConfig:
     kernel: int = 5  # conv width in frames (odd)
     layers: int = 1  # conv layers (conv kinds)
     norm: bool = False  # layer norm over channels after each conv (before its ReLU)
+    stride: int = 1  # the first conv's stride (conv kinds): the head outputs one frame per ``stride`` input frames
     dropout: float = 0.0
     bidirectional: bool = False  # RNN heads only
 
@@ -43,6 +44,8 @@ class HeadConfig:
             raise ValueError(f"head kind must be one of {', '.join(HEAD_KINDS)}, got {self.kind!r}")
         if self.hidden < 1:
             raise ValueError("head hidden size must be positive")
+        if self.stride < 1 or (self.stride > 1 and self.kind == "linear"):
+            raise ValueError(f"head stride must be 1 for a linear head and at least 1 otherwise, got {self.stride}")
         if self.layers < 1:
             raise ValueError(f"head layers must be at least 1, got {self.layers}")
         if self.kernel < 1 or self.kernel % 2 == 0:
@@ -72,7 +75,7 @@ class CTCHead(nn.Module):
         self.rnn: Optional[nn.Module] = None
         dim = in_dim
         if cfg.kind != "linear":
-            self.conv = nn.Conv1d(in_dim, cfg.hidden, cfg.kernel, padding=cfg.kernel // 2)
+            self.conv = nn.Conv1d(in_dim, cfg.hidden, cfg.kernel, stride=cfg.stride, padding=cfg.kernel // 2)
             dim = cfg.hidden
         self.more_convs = nn.ModuleList(
             nn.Conv1d(dim, dim, cfg.kernel, padding=cfg.kernel // 2) for _ in range(cfg.layers - 1 if self.conv is not None else 0)
@@ -85,13 +88,18 @@ class CTCHead(nn.Module):
             dim = cfg.hidden * (2 if cfg.bidirectional else 1)
         self.out = nn.Linear(dim, num_classes)
 
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid output frames for ``lengths`` valid input frames: ceil(lengths / stride)."""
+        return (lengths + self.cfg.stride - 1) // self.cfg.stride
+
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.mean.copy_(mean.to(self.mean))
         self.std.copy_(std.to(self.std).clamp_min(1e-5))
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
                 keep: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (batch, frames, in_dim), lengths (batch,) valid frames -> logits (batch, frames, classes).
+        """x (batch, frames, in_dim), lengths (batch,) valid frames -> logits (batch, ceil(frames / stride),
+        classes), valid on :meth:`output_lengths` frames.
         ``keep`` (batch, frames, in_dim): multiplies the standardised input (training-time masking,
         :mod:`cpc_speech.finetune.specaugment`)."""
         b, t, _ = x.shape
@@ -105,12 +113,15 @@ class CTCHead(nn.Module):
         if self.conv is not None:
             for i, conv in enumerate([self.conv, *self.more_convs]):
                 x = conv(x.transpose(1, 2)).transpose(1, 2)
+                if i == 0 and self.cfg.stride > 1:
+                    lengths = self.output_lengths(lengths)
+                    mask = frame_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1).to(x.dtype)
                 if self.norms:
                     x = self.norms[i](x)
                 x = self.drop(torch.relu(x) * mask)
         if self.rnn is not None:
             packed = pack_padded_sequence(x, lengths.cpu().clamp_min(1), batch_first=True, enforce_sorted=False)
             y, _ = self.rnn(packed)
-            x, _ = pad_packed_sequence(y, batch_first=True, total_length=t)
+            x, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
             x = self.drop(x)
         return self.out(x)

@@ -32,6 +32,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 import sys
 import time
 import warnings
@@ -67,9 +68,14 @@ CKPT_KIND = "cpc_speech.finetune"
 FORMAT_VERSION = 1
 MAX_LISTED_WARNINGS = 5  # per split and reason; the rest only counted
 # config fields that may change between a run and its resumption
-_RESUME_FREE = ("conditions", "threads", "output_dir", "eval_batch_size")
+_RESUME_FREE = ("conditions", "threads", "output_dir", "eval_batch_size", "device")
 # settings of runs saved before the field existed (a resumed run must keep them)
-_LEGACY_DEFAULTS = {"batching": "random"}
+_LEGACY_DEFAULTS = {
+    "batching": "random", "head_layers": 1, "head_stride": 1, "head_norm": False, "end_to_end_epochs": 0, "batch_frames": 0,
+    "lr_schedule": "constant", "warmup_steps": 0, "time_masks_per_second": 0.0, "time_mask_frames": 10,
+    "channel_masks": 0, "channel_mask_fraction": 0.1, "unfrozen_init": "random", "decode": "greedy", "beam_size": 8,
+    "lm_order": 0, "lm_weight": 0.5, "insertion_bonus": 0.0, "precision": "fp32", "device": "auto",
+}
 
 
 class FinetuneError(ValueError):
@@ -96,34 +102,36 @@ class FinetuneConfig:
     conditions: List[str] = field(default_factory=lambda: list(CONDITIONS))
     hours: Optional[float] = 1.0  # training label budget; None or <= 0: the whole train split
     features: str = "context"  # the layer to read: context (c_t), encoder (z_t), context.N, encoder+context
-    head: str = "linear"  # linear | conv | conv-lstm | conv-gru
+    head: str = "conv"  # linear | conv | conv-lstm | conv-gru
     head_hidden: int = 256
     head_kernel: int = 5
-    head_layers: int = 1  # conv layers of the conv heads
-    head_norm: bool = False  # layer norm after each conv layer of the head
-    head_dropout: float = 0.0
+    head_layers: int = 3  # conv layers of the conv heads
+    head_norm: bool = True  # layer norm after each conv layer of the head
+    head_stride: int = 2  # conv heads: one output frame per this many feature frames (CTC time reduction)
+    head_dropout: float = 0.1
     bidirectional: bool = False
     epochs: int = 30
-    patience: int = 5
+    end_to_end_epochs: int = 0  # maximum epochs of the unfrozen and scratch conditions (0 = epochs)
+    patience: int = 8
     batch_size: int = 8  # utterances per step (when batch_frames is 0)
-    batch_frames: int = 0  # > 0: batches of at most this many padded 10 ms frames instead
+    batch_frames: int = 1500  # > 0: batches of at most this many padded 10 ms frames instead
     batching: str = "length"  # length: batches of similar-length utterances, in random order | random
-    lr: float = 1e-3  # head learning rate
-    lr_schedule: str = "constant"  # constant | cosine (to 1 % of lr at the last epoch)
-    warmup_steps: int = 0  # linear warm-up of every learning rate over this many steps
+    lr: float = 3e-3  # head learning rate
+    lr_schedule: str = "cosine"  # constant | cosine (to 1 % of lr at the last epoch)
+    warmup_steps: int = 50  # linear warm-up of every learning rate over this many steps
     backbone_lr_scale: float = 0.1  # unfrozen: pretrained part at lr * this
     scratch_lr_scale: float = 1.0  # scratch: the random-init network at lr * this
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max gradient norm; 0 = off
     normalize: bool = True  # standardise head inputs with train-set statistics of the initial features
-    time_masks_per_second: float = 0.0  # SpecAugment time masks on the head input (training only)
+    time_masks_per_second: float = 2.0  # SpecAugment time masks on the head input (training only)
     time_mask_frames: int = 10  # widest time mask, frames
-    channel_masks: int = 0  # SpecAugment channel masks per utterance
-    channel_mask_dims: int = 8  # widest channel mask, dimensions
+    channel_masks: int = 2  # SpecAugment channel masks per utterance
+    channel_mask_fraction: float = 0.1  # widest channel mask, as a fraction of the feature dimensions
     unfrozen_init: str = "frozen"  # unfrozen condition starts from: frozen (the frozen condition's best head) | random
-    decode: str = "greedy"  # test decoding of the best epoch: greedy | beam (CTC prefix beam search)
+    decode: str = "beam"  # test decoding of the best epoch: greedy | beam (CTC prefix beam search)
     beam_size: int = 8
-    lm_order: int = 0  # beam: phone n-gram language model from the training transcripts (0 = none)
+    lm_order: int = 3  # beam: phone n-gram language model from the training transcripts (0 = none)
     lm_weight: float = 0.5  # beam: weight of the LM log-probability
     insertion_bonus: float = 0.0  # beam: added per emitted phone (counters the LM's bias to short outputs)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
@@ -134,11 +142,17 @@ class FinetuneConfig:
     output_dir: Optional[str] = None  # checkpoints / resumption; None = in memory only
 
     def head_config(self) -> HeadConfig:
-        return HeadConfig(kind=self.head, hidden=self.head_hidden, kernel=self.head_kernel, layers=self.head_layers, norm=self.head_norm,
+        return HeadConfig(kind=self.head, hidden=self.head_hidden, kernel=self.head_kernel, layers=self.head_layers, norm=self.head_norm, stride=self.head_stride,
                           dropout=self.head_dropout, bidirectional=self.bidirectional)
 
-    def masking(self) -> MaskingConfig:
-        return MaskingConfig(self.time_masks_per_second, self.time_mask_frames, self.channel_masks, self.channel_mask_dims)
+    def epochs_for(self, condition: str) -> int:
+        """Maximum epochs of ``condition``."""
+        return self.end_to_end_epochs if condition in END_TO_END and self.end_to_end_epochs > 0 else self.epochs
+
+    def masking(self, dim: int) -> MaskingConfig:
+        """The masks for features of ``dim`` dimensions."""
+        widest = int(round(self.channel_mask_fraction * dim)) if self.channel_masks else 0
+        return MaskingConfig(self.time_masks_per_second, self.time_mask_frames, self.channel_masks, widest)
 
     def validate(self) -> "FinetuneConfig":
         try:
@@ -162,7 +176,9 @@ class FinetuneConfig:
         except ValueError as exc:
             raise FinetuneError(f"features: {exc}") from None
         choices = {"batching": BATCHING, "lr_schedule": SCHEDULES, "unfrozen_init": ("frozen", "random"),
-                   "decode": ("greedy", "beam"), "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16")}
+                   "decode": ("greedy", "beam"), "precision": ("auto", "fp32", "bf16")}
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise FinetuneError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise FinetuneError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -174,11 +190,11 @@ class FinetuneConfig:
 
 # ranges of every numeric field (see cpc_speech.config.check_limits); hours: null or <= 0 = all
 FINETUNE_LIMITS = {
-    "hours": "null or finite", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_layers": ">= 1", "head_dropout": "[0, 1)",
-    "epochs": ">= 0", "patience": ">= 1", "batch_size": ">= 1", "lr": "> 0", "backbone_lr_scale": ">= 0",
+    "hours": "null or finite", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_layers": ">= 1", "head_stride": ">= 1", "head_dropout": "[0, 1)",
+    "epochs": ">= 0", "end_to_end_epochs": ">= 0", "patience": ">= 1", "batch_size": ">= 1", "lr": "> 0", "backbone_lr_scale": ">= 0",
     "scratch_lr_scale": "> 0", "weight_decay": ">= 0", "grad_clip": ">= 0", "seed": ">= 0",
     "eval_batch_size": ">= 1", "threads": ">= 0", "batch_frames": ">= 0", "warmup_steps": ">= 0",
-    "time_masks_per_second": ">= 0", "time_mask_frames": ">= 0", "channel_masks": ">= 0", "channel_mask_dims": ">= 0",
+    "time_masks_per_second": ">= 0", "time_mask_frames": ">= 0", "channel_masks": ">= 0", "channel_mask_fraction": "[0, 1]",
     "beam_size": ">= 1", "lm_order": ">= 0", "lm_weight": ">= 0", "insertion_bonus": "finite",
 }
 
@@ -354,13 +370,23 @@ class BackboneFeatures(FeatureSource):
     in ``precision`` (the features come out as float32)."""
 
     def __init__(self, model: torch.nn.Module, wav_fn: Callable[[Utterance], np.ndarray], layer: str,
-                 device: torch.device, precision):
+                 device: torch.device, precision, freeze_norm_statistics: bool = False):
         self.backbone = model.to(device)
+        self.freeze_norm_statistics = freeze_norm_statistics
         self.wav_fn = wav_fn
         self.layer = layer
         self.device = device
         self.precision = precision
         self.dim = layer_dim(model.cfg, layer)
+
+    def train(self, mode: bool = True) -> None:
+        """Training mode; with ``freeze_norm_statistics`` batch norms keep their running statistics
+        (a pretrained network's statistics, not those of padded fine-tuning batches)."""
+        self.backbone.train(mode)
+        if mode and self.freeze_norm_statistics:
+            for m in self.backbone.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def batch(self, utts):
         from cpc_speech.features import from_encoder
@@ -488,8 +514,10 @@ class Finetuner:
 
         encoder = self.pretrained().encoder if cfg.model else Encoder(self.model_config().encoder)
 
-        def min_frames(n: int) -> int:
-            return 0 if n < encoder.min_samples else min(encoder.num_frames(n), int(n) // 160)
+        stride = cfg.head_stride
+
+        def min_frames(n: int) -> int:  # CTC frames: after the head's time reduction
+            return 0 if n < encoder.min_samples else -(-min(encoder.num_frames(n), int(n) // 160) // stride)
 
         def split(name, path):
             return build_split(name, path, manifest, cfg.manifest, targets, targets_path, min_frames)
@@ -594,7 +622,7 @@ class Finetuner:
             model = CPCModel(copy.deepcopy(self.model_config()))
         for p in model.parameters():
             p.requires_grad_(True)
-        return BackboneFeatures(model, self.wav, cfg.features, self.device, self.precision())
+        return BackboneFeatures(model, self.wav, cfg.features, self.device, self.precision(), freeze_norm_statistics=name == "unfrozen")
 
     # -------------------------------------------------------------------------------- training
 
@@ -636,6 +664,7 @@ class Finetuner:
                 idx = order[start : start + bs]
                 x, lengths = source.batch([split.utterances[i] for i in idx])
                 logits = head(x, lengths).float().cpu()
+                lengths = head.output_lengths(lengths)
                 labels = [split.targets[i].labels for i in idx]
                 nll += float(_ctc(logits, lengths, labels, blank, "sum"))
                 hyps += greedy_decode(logits, lengths.tolist(), blank)
@@ -771,7 +800,9 @@ class Finetuner:
         elif cfg.normalize and not resuming:  # (resuming: the statistics come back with the head's buffers)
             head.set_normalization(*self.feature_stats(source, data.train.utterances))
         head.to(self.device)
-        groups = [{"params": list(head.parameters()), "lr": cfg.lr}]
+        # a head that starts trained (from the frozen condition) is fine-tuned at the backbone's rate
+        head_lr = cfg.lr * cfg.backbone_lr_scale if (name == "unfrozen" and cfg.unfrozen_init == "frozen") else cfg.lr
+        groups = [{"params": list(head.parameters()), "lr": head_lr}]
         if source.backbone is not None:
             scale = cfg.backbone_lr_scale if name == "unfrozen" else cfg.scratch_lr_scale
             groups.append({"params": [p for p in source.backbone.parameters() if p.requires_grad], "lr": cfg.lr * scale})
@@ -841,7 +872,8 @@ class Finetuner:
         if state["initial_dev_per"] is None:  # fresh start: record the untrained head
             dev0, loss0 = self.evaluate(head, source, data.dev)
             dev0 = dev0.rate
-            state.update(initial_dev_per=dev0, initial_dev_loss=loss0, best_epoch=0)
+            # epoch 0 (the starting head) competes too: a fine-tuned run never reports worse than its start
+            state.update(initial_dev_per=dev0, initial_dev_loss=loss0, best_epoch=0, best_dev_per=dev0)
             save_best(0, dev0)  # only the result when no epoch is trained (epochs = 0)
             save_last()
 
@@ -849,10 +881,11 @@ class Finetuner:
         train = data.train
         bs = cfg.batch_size
         per_epoch = len(epoch_batches(train.utterances, bs, cfg.batching, torch.Generator(), cfg.batch_frames))
-        total_steps = per_epoch * cfg.epochs
-        masking = cfg.masking()
+        epochs_max = cfg.epochs_for(name)
+        total_steps = per_epoch * epochs_max
+        masking = cfg.masking(source.dim)
         epochs = tqdm(
-            range(state["epoch"] + 1, cfg.epochs + 1), desc=name, unit="epoch", disable=not self.progress, initial=state["epoch"], total=cfg.epochs
+            range(state["epoch"] + 1, epochs_max + 1), desc=name, unit="epoch", disable=not self.progress, initial=state["epoch"], total=epochs_max
         )
         seconds_before = state["seconds"]
         for epoch in epochs:
@@ -873,7 +906,7 @@ class Finetuner:
                 labels = [train.targets[i].labels for i in idx]
                 x, lengths = source.batch(utts)
                 keep = keep_mask(lengths, x.shape[1], x.shape[2], masking, mask_gen) if masking.enabled else None
-                loss = _ctc(head(x, lengths, keep).float(), lengths, labels, blank, "mean")
+                loss = _ctc(head(x, lengths, keep).float(), head.output_lengths(lengths), labels, blank, "mean")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -921,7 +954,7 @@ class Finetuner:
             "curve": state["curve"],
             "initial_dev_per": state["initial_dev_per"],
             "epochs_run": state["epoch"],
-            "stopped_early": state["bad_epochs"] >= cfg.patience and state["epoch"] < cfg.epochs,
+            "stopped_early": state["bad_epochs"] >= cfg.patience and state["epoch"] < epochs_max,
             "dev_errors": dev["errors"],
             "test_errors": test["errors"] if test else None,
             "dev_decoding": dev["decoding"],
