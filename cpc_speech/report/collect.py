@@ -37,7 +37,7 @@ SIZE_KEYS = (
 )
 BEST_KEYS = ("weight_decay", "epochs", "dev_accuracy", "optimizer")
 CONDITION_KEYS = ("per_dev", "per_test", "train_hours", "train_utterances", "best_epoch", "epochs_run",
-                  "stopped_early", "initial_dev_per", "seconds")
+                  "stopped_early", "initial_dev_per", "seconds", "decoder", "test_errors")
 CURVE_KEYS = ("epoch", "train_loss", "dev_per", "dev_loss")
 _BUDGET = re.compile(r"^(\d+(?:\.\d+)?)(h|min|m|s)$|^allh?$", re.IGNORECASE)
 
@@ -284,6 +284,9 @@ def finetune_section(data: Dict[str, Any], path: Path) -> Tuple[Dict[str, Any], 
         "phones": len(data["phones"]) if isinstance(data.get("phones"), list) else None,
         "hours_limit": cfg.get("hours"),
         "head": cfg.get("head"),
+        "head_layers": cfg.get("head_layers"),
+        "decode": cfg.get("decode"),
+        "lm_order": cfg.get("lm_order"),
         "features": cfg.get("features"),
         "seed": cfg.get("seed"),
         "model": cfg.get("model"),

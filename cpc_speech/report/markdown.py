@@ -123,10 +123,12 @@ def per_notes(name: str, conds: Dict[str, Any], split: Optional[str] = None) -> 
 def per_table(conds: Dict[str, Any]) -> str:
     rows = []
     for name, c in conds.items():
-        rows.append([CONDITION_TITLES.get(name, name), pct(c.get("per_dev")), pct(c.get("per_test")), hours(c.get("train_hours")),
+        e = c.get("test_errors") if isinstance(c.get("test_errors"), dict) else None
+        sdi = DASH if not e else f"{e.get('substitutions')}/{e.get('deletions')}/{e.get('insertions')}"
+        rows.append([CONDITION_TITLES.get(name, name), pct(c.get("per_dev")), pct(c.get("per_test")), sdi, hours(c.get("train_hours")),
                      integer(c.get("train_utterances")), integer(c.get("best_epoch")), integer(c.get("epochs_run")), per_notes(name, conds)])
-    return table(["Condition", "Dev PER (%)", "Test PER (%)", "Train hours", "Train utterances", "Best epoch", "Epochs", "Notes"],
-                 rows, "lrrrrrrl")
+    return table(["Condition", "Dev PER (%)", "Test PER (%)", "Test S/D/I", "Train hours", "Train utterances", "Best epoch", "Epochs", "Notes"],
+                 rows, "lrrrrrrrl")
 
 
 def _finetune_caption(det: Dict[str, Any]) -> str:
@@ -138,7 +140,12 @@ def _finetune_caption(det: Dict[str, Any]) -> str:
     if det.get("hours_limit") is not None:
         bits.append("hours limit " + ("none" if not det["hours_limit"] or det["hours_limit"] <= 0 else f"{det['hours_limit']:g} h"))
     if det.get("head"):
-        bits.append(f"{det['head']} CTC head on {det.get('features') or 'context'} features")
+        layers = f"{det['head_layers']}-layer " if det.get("head_layers") and det["head"] != "linear" else ""
+        bits.append(f"{layers}{det['head']} CTC head on {det.get('features') or 'context'} features")
+    if det.get("decode") == "beam":
+        bits.append("prefix beam search" + (f" with a phone {det['lm_order']}-gram LM" if det.get("lm_order") else ""))
+    elif det.get("decode"):
+        bits.append(f"{det['decode']} decoding")
     if det.get("phones"):
         bits.append(f"{det['phones']} output classes (incl. blank)")
     bits.append(f"from `{det.get('file')}`")
