@@ -30,6 +30,13 @@ def register(sub) -> None:
                    help="share of each speaker's utterances in test_split.txt, at least one (default: %(default)s)")
     p.add_argument("--subset", default="train-clean-100",
                    help="LibriSpeech subset folder name (default: %(default)s)")
+    cond = p.add_argument_group("recording conditions (default: clean, as eSpeak NG renders it)")
+    cond.add_argument("--variability", type=float, default=0.0,
+                      help="0-1: per-utterance rate/pitch/range/pause changes and per-speaker vocal-tract scaling (default: 0)")
+    cond.add_argument("--channel", choices=("clean", "telephone", "gsm"), default="clean",
+                      help="telephone: 300-3400 Hz band; gsm: that band through the GSM 06.10 codec (default: clean)")
+    cond.add_argument("--snr", help="additive coloured noise at an SNR in dB, DB or LOW:HIGH drawn per utterance (default: none)")
+    cond.add_argument("--reverb", type=float, default=0.0, help="share of utterances with a generated room reverberation (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -37,7 +44,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from cpc_speech.corpora.conditions import SynthConditions, parse_snr
     from cpc_speech.corpora.synth import synthesize_corpus
+
+    conditions = SynthConditions(args.variability, args.channel, parse_snr(args.snr), args.reverb).validate()
 
     summary = synthesize_corpus(
         args.out_dir,
@@ -51,6 +61,7 @@ def run(args) -> int:
         subset=args.subset,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        conditions=conditions,
     )
     for line in summary.lines():
         print(line)

@@ -49,7 +49,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -64,6 +64,7 @@ from cpc_speech.corpora.espeak import (
     phone_segments,
     synthesize,
 )
+from cpc_speech.corpora.conditions import SynthConditions, apply_channel, speaker_warp, utterance_prosody
 from cpc_speech.corpora.manifest import Utterance, write_manifest
 from cpc_speech.corpora.phones import canonical_language, inventory_for
 from cpc_speech.evaluation.items import items_from_alignments
@@ -273,6 +274,9 @@ class UtterancePlan:
     level_db: float
     noise_db: float
     out_rate: int
+    warp: float = 1.0  # vocal-tract scaling (cpc_speech.corpora.conditions)
+    conditions: SynthConditions = SynthConditions()
+    channel_seed: int = 0
 
 
 def _rng(seed: int, *keys) -> np.random.Generator:
@@ -425,8 +429,23 @@ def render_utterance(plan: UtterancePlan, out_dir: str) -> Rendered:
     spans = [(0, 0, plan.lead)] + [(p, s + plan.lead, e + plan.lead) for p, s, e in spans]
     spans.append((0, spans[-1][2], x.shape[0]))
     spans = [sp for sp in spans if sp[2] > sp[1]]
-    # channel: resample to the file rate, add a faint noise floor, 16-bit
+    if plan.warp != 1.0:  # vocal-tract scaling: play the waveform at warp x its rate; boundaries move with it
+        src = int(round(ESPEAK_SAMPLE_RATE * plan.warp))
+        x = resample(x, src, ESPEAK_SAMPLE_RATE).astype(np.float32)
+        ratio = ESPEAK_SAMPLE_RATE / src
+        spans = [(p, int(round(a * ratio)), int(round(b * ratio))) for p, a, b in spans]
+        spans[-1] = (spans[-1][0], spans[-1][1], x.shape[0])
+        spans = [sp for sp in spans if sp[2] > sp[1]]
+    # channel: resample to the file rate, the recording conditions, a faint noise floor, 16-bit
     y = resample(x, ESPEAK_SAMPLE_RATE, plan.out_rate).astype(np.float64)
+    cond = plan.conditions
+    if cond.channel != "clean" or cond.snr_db is not None or cond.reverb:
+        speech = np.zeros(y.shape[0], dtype=bool)
+        scale = plan.out_rate / ESPEAK_SAMPLE_RATE
+        for pid, a, b in spans:
+            if pid != 0:
+                speech[int(a * scale):int(b * scale)] = True
+        y = apply_channel(y, plan.out_rate, cond, speech, np.random.default_rng(plan.channel_seed))[0].astype(np.float64)
     noise = np.random.default_rng(plan.noise_seed).standard_normal(y.shape[0]) * 10 ** (plan.noise_db / 20.0)
     pcm = _to_pcm16(y + noise)
     path = Path(out_dir) / plan.rel_path
@@ -584,6 +603,28 @@ def _plan_commonvoice(lang, speakers, utterances, seed, clip_numbers) -> Tuple[L
     return spk_list, plans
 
 
+def with_conditions(plans: Sequence[UtterancePlan], cond: SynthConditions, seed: int) -> List[UtterancePlan]:
+    """The plans under recording conditions ``cond`` (the same plans when they are clean). Draws
+    come from their own seeds, so the sentences, voices and timing of the clean corpus are kept."""
+    import dataclasses
+
+    if cond.is_clean:
+        return list(plans)
+    warps: Dict[str, float] = {}
+    out = []
+    for p in plans:
+        if p.speaker not in warps:
+            warps[p.speaker] = speaker_warp(cond, _rng(seed, "warp", p.language, p.speaker))
+        rng = _rng(seed, "conditions", p.uid)
+        voice = p.voice
+        if cond.variability:
+            rate, pitch, prange, gap = utterance_prosody(cond, voice.rate, voice.pitch, rng)
+            voice = dataclasses.replace(voice, rate=rate, pitch=pitch, range=prange, word_gap=gap)
+        out.append(dataclasses.replace(p, voice=voice, warp=warps[p.speaker], conditions=cond,
+                                       channel_seed=int(rng.integers(0, 2**63 - 1))))
+    return out
+
+
 def _send(stream, obj) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(struct.pack("<Q", len(data)) + data)
@@ -725,10 +766,14 @@ def synthesize_corpus(
     subset: str = "train-clean-100",
     overwrite: bool = False,
     progress: bool = True,
+    conditions: Optional[SynthConditions] = None,
 ) -> SynthSummary:
     """Generate a speech corpus with eSpeak NG under ``out_dir``; see the module docstring for the
-    layouts. ``speakers`` and ``utterances`` (per speaker) apply to each language. Returns a summary.
+    layouts. ``speakers`` and ``utterances`` (per speaker) apply to each language; ``conditions``:
+    speaking variability and channel (:mod:`cpc_speech.corpora.conditions`; default clean).
+    Returns a summary.
     """
+    cond = (conditions or SynthConditions()).validate()
     t0 = time.perf_counter()
     langs = _check_args(speakers, utterances, languages, layout, jobs, test_fraction, subset)
     speakers, utterances, seed = int(speakers), int(utterances), int(seed)
@@ -754,7 +799,17 @@ def synthesize_corpus(
             per_lang[lang] = (spk_list, plans)
             all_plans += plans
 
+    if not cond.is_clean:
+        all_plans = with_conditions(all_plans, cond, seed)
+        changed = {p.uid: p for p in all_plans}
+        per_lang = {lang: (spk, [changed[p.uid] for p in plans]) for lang, (spk, plans) in per_lang.items()}
     results = _render_all(all_plans, out, int(jobs), progress)
+    if not cond.is_clean:
+        import json
+
+        warps = {p.speaker: p.warp for p in all_plans}
+        atomic_write_text(out / "conditions.json", json.dumps(
+            {"conditions": dict(cond.__dict__), "description": cond.describe(), "speaker_warps": warps}, indent=1))
 
     paths: Dict[str, str] = {}
     phones_used: Dict[str, int] = {}
