@@ -66,6 +66,13 @@ def all_gather_windows(z: torch.Tensor, speaker: torch.Tensor, utterance: torch.
     return rz, rid[:, 0], rid[:, 1]
 
 
-def cleanup() -> None:
+def cleanup(finished: bool = False) -> None:
+    """Leave the process group. ``finished`` (every rank completed normally): meet at a barrier
+    first, since a rank that tears down its gloo connections while the other still uses them can
+    abort at exit ("terminate called without an active exception"). After a failure no barrier is
+    attempted: the other ranks may be inside another collective, and waiting would turn a quick
+    failure into a hang."""
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

@@ -479,13 +479,15 @@ def pretrain(cfg: PretrainConfig, train_manifest: str, output_dir: str, valid_ma
     with hold_output(output_dir, "pretrain") if is_main_process() else contextlib.nullcontext():
         trainer = Trainer(cfg, train_manifest, output_dir, valid_manifest, progress=progress, stop_after=stop_after,
                           trust_manifest=trust_manifest)
+        finished = False
         try:
             summary = trainer.fit()
             summary["param_checksum"] = trainer.param_checksum()
             summary["rank"] = trainer.dist.rank
+            finished = True
             return summary
         finally:
-            cleanup()
+            cleanup(finished)
 
 
 def is_main_process() -> bool:
