@@ -4,12 +4,9 @@ import functools
 
 import numpy as np
 import pytest
-import torch
 
 import cpc_speech
 from cpc_speech.cli import main
-from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig
-from cpc_speech.model.cpc import CPCModel
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -20,16 +17,9 @@ extract_fp32 = functools.partial(cpc_speech.extract_features, precision="fp32")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+from test_streaming import small_model  # noqa: E402  (the same small models as the streaming tests)
 
-def small_model(norm, kind, seed=0):
-    torch.manual_seed(seed)
-    ctx = ContextConfig(kind=kind, hidden=16, layers=2 if kind != "transformer" else 1, heads=2, window=7)
-    model = CPCModel(CPCConfig(encoder=EncoderConfig(channels=16, norm=norm), context=ctx)).eval()
-    for layer in model.encoder.layers:
-        if getattr(layer, "running_mean", None) is not None:
-            layer.running_mean.normal_()
-            layer.running_var.uniform_(0.5, 2.0)
-    return model
+
 
 
 def session(path):

@@ -145,7 +145,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from cpc_speech.config import to_dict
-    from cpc_speech.finetune.trainer import CONFIG_NAME, FinetuneConfig, run_finetune
+    from cpc_speech.finetune.trainer import CONFIG_NAME, FinetuneConfig, read_settings, run_finetune
 
     base = FinetuneConfig()
     config_file = args.config
@@ -153,17 +153,8 @@ def run(args) -> int:
         config_file = str(Path(args.output_dir) / CONFIG_NAME)
     data = to_dict(base)
     if config_file:
-        import yaml
-
         path = Path(config_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of finetune settings, got {type(loaded).__name__}")
+        loaded = read_settings(path)
         unknown = set(loaded) - set(data)
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}")

@@ -714,14 +714,7 @@ class Finetuner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / CONFIG_NAME
         if path.is_file() and self.resume:
-            import yaml
-
-            try:
-                old = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise FinetuneError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-            if not isinstance(old, dict):
-                raise FinetuneError(f"{path}: expected a mapping of finetune settings")
+            old = read_settings(path)
             new = to_dict(self.cfg)
             old = {**_LEGACY_DEFAULTS, **old}
             changed = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))
@@ -1030,6 +1023,23 @@ def run_finetune(
             if path:
                 atomic_write_text(path, json.dumps(result, indent=2))
     return result
+
+
+def read_settings(path: Path) -> Dict[str, Any]:
+    """The mapping of fine-tuning settings in a YAML file (``finetune_config.yaml``); a one-line
+    :class:`FinetuneError` naming the file when it is missing, not YAML or not a mapping."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FinetuneError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise FinetuneError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise FinetuneError(f"{path}: expected a mapping of finetune settings, got {type(data).__name__}")
+    return data
 
 
 def config_from_dict(data: Dict[str, Any]) -> FinetuneConfig:
