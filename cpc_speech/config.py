@@ -31,6 +31,15 @@ CONTEXT_KINDS = ("gru", "lstm", "transformer")
 PREDICTOR_KINDS = ("linear", "transformer")
 
 
+def setting(default: Any = dataclasses.MISSING, *, help: str = "", choices: Optional[Tuple[str, ...]] = None,
+            group: Optional[str] = None, path: bool = False, parse: Any = None, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with the metadata the command line is generated from
+    (:mod:`cpc_speech.cli.config_args`): ``help`` text, ``choices``, the ``group`` it is listed
+    under, ``path`` (made absolute when given as a flag) and a ``parse`` function for the flag."""
+    meta = {"help": help, "choices": choices, "group": group, "path": path, "parse": parse}
+    return field(default=default, default_factory=default_factory, metadata=meta)
+
+
 @dataclass
 class EncoderConfig:
     """Strided 1-D CNN on 16 kHz waveform. Lengths are in samples."""

@@ -1,0 +1,80 @@
+"""Command-line flags generated from a config dataclass (cpc_speech.cli.config_args)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+from cpc_speech.cli.config_args import add_config_arguments, config_from_args
+from cpc_speech.config import setting
+
+
+@dataclass
+class Toy:
+    lr: float = setting(1e-3, help="learning rate", group="train")
+    epochs: int = setting(10, help="maximum epochs", group="train")
+    head: str = setting("conv", help="head kind", choices=("linear", "conv"))
+    norm: bool = setting(True, help="layer norm")
+    manifest: Optional[str] = setting(None, help="manifest TSV", path=True)
+    conditions: List[str] = setting(default_factory=lambda: ["a", "b"], help="conditions")
+
+    def validate(self) -> "Toy":
+        if self.epochs < 1:
+            raise ValueError("epochs must be >= 1")
+        return self
+
+
+def parse(argv):
+    p = argparse.ArgumentParser()
+    add_config_arguments(p, Toy, groups={"train": "training"})
+    return config_from_args(Toy, p.parse_args(argv))
+
+
+def test_defaults_without_flags():
+    assert parse([]) == Toy()
+
+
+def test_flags_are_typed_and_override(tmp_path):
+    cfg = parse(["--lr", "1e-2", "--epochs", "3", "--head", "linear", "--no-norm", "--conditions", "x,y,z",
+                 "--manifest", "m.tsv"])
+    assert cfg.lr == 0.01 and cfg.epochs == 3 and cfg.head == "linear" and cfg.norm is False
+    assert cfg.conditions == ["x", "y", "z"]
+    assert cfg.manifest == str(Path("m.tsv").resolve())
+
+
+def test_file_then_overrides_then_flags(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("lr: 0.5\nepochs: 4\nhead: linear\n")
+    cfg = parse(["--config", str(f), "epochs=7", "--lr", "0.25"])
+    assert (cfg.lr, cfg.epochs, cfg.head) == (0.25, 7, "linear")  # flag > key=value > file > default
+    cfg = parse(["--config", str(f)])
+    assert (cfg.lr, cfg.epochs, cfg.head, cfg.norm) == (0.5, 4, "linear", True)
+
+
+def test_bad_input_is_one_clear_error(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("lr: 0.5\nbogus: 1\n")
+    with pytest.raises(ValueError, match=r"s.yaml: unknown key\(s\) \['bogus'\]"):
+        parse(["--config", str(f)])
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['nope'\]"):
+        parse(["nope=3"])
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        parse(["--epochs", "0"])
+    with pytest.raises(FileNotFoundError, match="settings file not found"):
+        parse(["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        parse(["--head", "lstm"])
+
+
+def test_help_lists_defaults_and_groups(capsys):
+    p = argparse.ArgumentParser()
+    add_config_arguments(p, Toy, groups={"train": "training"})
+    text = p.format_help()
+    assert "training:" in text
+    assert "learning rate (default: 0.001)" in text
+    assert "conditions (default: a,b)" in text
+    assert "--norm, --no-norm" in text
