@@ -21,24 +21,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 
 from cpc_speech.audio import missing_file
+from cpc_speech.results import (
+    ConditionResult,
+    FinetuneResult,
+    ProbeResult,
+    ResultError,
+    finite,
+)
 
 PathLike = Union[str, Path]
 
 PROBE_SECTIONS = ("phone_probe", "speaker_probe", "speaker_probe_window")
 PROBE_TASK = {"phone_probe": "phone", "speaker_probe": "speaker", "speaker_probe_window": "speaker"}
-PROBE_NAMES = ("model", "mfcc", "random_init")  # preferred order; other names are kept after these
-FINETUNE_CONDITIONS = ("frozen", "unfrozen", "mfcc", "scratch")
-SIZE_KEYS = (
-    "train_utterances", "train_frames", "train_examples",
-    "fit_utterances", "fit_frames", "fit_examples",
-    "dev_utterances", "dev_frames", "dev_examples",
-    "test_utterances", "test_frames", "test_examples",
-    "speakers",
-)
 BEST_KEYS = ("weight_decay", "epochs", "dev_accuracy", "optimizer")
-CONDITION_KEYS = ("per_dev", "per_test", "train_hours", "train_utterances", "best_epoch", "epochs_run",
-                  "stopped_early", "initial_dev_per", "seconds", "decoder", "test_errors")
-CURVE_KEYS = ("epoch", "train_loss", "dev_per", "dev_loss")
 _BUDGET = re.compile(r"^(\d+(?:\.\d+)?)(h|min|m|s)$|^allh?$", re.IGNORECASE)
 
 
@@ -202,76 +197,52 @@ def read_json(path: Path) -> Dict[str, Any]:
 # ------------------------------------------------------------------------------------ sections
 
 
-def _finite(x: Any) -> Optional[float]:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _ordered(names: Sequence[str], preferred: Sequence[str]) -> List[str]:
-    return [n for n in preferred if n in names] + [n for n in names if n not in preferred]
-
-
 def probe_section(data: Dict[str, Any], path: Path, section: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(section dict name -> entry, details) of a probe result file (layout: :mod:`cpc_speech.probes`)."""
-    results = data.get("results")
-    if not isinstance(results, dict) or not results:
-        raise ReportError(f"{path}: not a probe result file (no non-empty 'results' mapping; written by cpc-speech probe?)")
-    task = data.get("task")
+    """(section dict name -> entry, details) of a probe result file (:class:`cpc_speech.results.ProbeResult`)."""
     want = PROBE_TASK[section]
-    if task is not None and task != want:
-        raise ReportError(f"{path}: is a {task} probe result, expected a {want} probe result for {section}")
+    try:
+        result = ProbeResult.from_dict(data, str(path), task=want)
+    except ResultError as exc:
+        raise ReportError(f"{exc}{' for ' + section if 'expected a' in str(exc) else ''}") from None
     out: Dict[str, Any] = {}
-    for name in _ordered(list(results), PROBE_NAMES):
-        entry = results[name]
-        acc = _finite(entry.get("accuracy")) if isinstance(entry, dict) else None
-        if acc is None or not 0.0 <= acc <= 1.0:
-            raise ReportError(f"{path}: results.{name}.accuracy must be a number in [0, 1]")
-        item: Dict[str, Any] = {"accuracy": acc}
-        item.update({k: entry[k] for k in SIZE_KEYS if k in entry})
-        if "feature_dim" in entry:
-            item["feature_dim"] = entry["feature_dim"]
-        if isinstance(entry.get("best"), dict):
-            item["best"] = {k: entry["best"][k] for k in BEST_KEYS if k in entry["best"]}
-        if want == "phone" and isinstance(entry.get("per_class_accuracy"), dict):
-            item["per_class_accuracy"] = {str(k): _finite(v) for k, v in entry["per_class_accuracy"].items()}
+    for name, entry in result.results.items():
+        item: Dict[str, Any] = {"accuracy": entry.accuracy, **entry.sizes}
+        if entry.feature_dim is not None:
+            item["feature_dim"] = entry.feature_dim
+        if entry.best is not None:
+            item["best"] = {k: entry.best[k] for k in BEST_KEYS if k in entry.best}
+        if want == "phone" and entry.per_class_accuracy is not None:
+            item["per_class_accuracy"] = entry.per_class_accuracy
         out[name] = item
-    labels = data.get("labels") if isinstance(data.get("labels"), list) else []
     details = {
         "file": str(path),
-        "task": task or want,
-        "protocol": data.get("protocol"),
-        "layer": data.get("layer"),
-        "classes": len(labels),
-        "majority": data.get("majority") if isinstance(data.get("majority"), dict) else None,
-        "model_path": data.get("model_path"),
-        "seed": data.get("seed"),
+        "task": result.task,
+        "protocol": result.protocol,
+        "layer": result.layer,
+        "classes": len(result.labels),
+        "majority": result.majority,
+        "model_path": result.model_path,
+        "seed": result.seed,
     }
     if section != "phone_probe":
-        details["window_frames"] = data.get("window_frames")
-        details["test_dropped_unseen_speakers"] = data.get("test_dropped_unseen_speakers")
+        details["window_frames"] = result.extra.get("window_frames")
+        details["test_dropped_unseen_speakers"] = result.extra.get("test_dropped_unseen_speakers")
     return out, details
 
 
 def finetune_section(data: Dict[str, Any], path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(condition -> summary, details) of a ``cpc-speech finetune`` result file."""
-    conds = data.get("finetune")
-    if not isinstance(conds, dict) or not conds:
-        raise ReportError(f"{path}: not a fine-tuning result file (no non-empty 'finetune' mapping; written by cpc-speech finetune --out?)")
+    """(condition -> summary, details) of a ``cpc-speech finetune`` result file (:class:`cpc_speech.results.FinetuneResult`)."""
+    try:
+        result = FinetuneResult.from_dict(data, str(path))
+    except ResultError as exc:
+        raise ReportError(str(exc)) from None
     out: Dict[str, Any] = {}
-    for name in _ordered(list(conds), FINETUNE_CONDITIONS):
-        rec = conds[name]
-        if not isinstance(rec, dict) or _finite(rec.get("per_dev")) is None:
-            raise ReportError(f"{path}: finetune.{name}.per_dev must be a number")
-        item = {k: (_finite(rec.get(k)) if k in ("per_dev", "per_test", "train_hours", "initial_dev_per", "seconds") else rec.get(k))
-                for k in CONDITION_KEYS}
-        curve = rec.get("curve") if isinstance(rec.get("curve"), list) else []
-        item["curve"] = [{k: (_finite(r.get(k)) if k != "epoch" else r.get(k)) for k in CURVE_KEYS if k in r}
-                         for r in curve if isinstance(r, dict)]
+    for name, rec in result.conditions.items():
+        item = {k: getattr(rec, k) for k in ConditionResult.NUMBERS + ConditionResult.OTHERS}
+        item["curve"] = [{k: (finite(r.get(k)) if k != "epoch" else r.get(k)) for k in ConditionResult.CURVE_KEYS if k in r}
+                         for r in rec.curve]
         out[name] = item
-    cfg = data.get("config") if isinstance(data.get("config"), dict) else {}
-    ddata = data.get("data") if isinstance(data.get("data"), dict) else {}
+    cfg, ddata = result.config, result.data
 
     def split_info(key):
         s = ddata.get(key)
@@ -281,7 +252,7 @@ def finetune_section(data: Dict[str, Any], path: Path) -> Tuple[Dict[str, Any], 
 
     details = {
         "file": str(path),
-        "phones": len(data["phones"]) if isinstance(data.get("phones"), list) else None,
+        "phones": len(result.phones) if result.phones is not None else None,
         "hours_limit": cfg.get("hours"),
         "head": cfg.get("head"),
         "head_layers": cfg.get("head_layers"),
@@ -291,7 +262,7 @@ def finetune_section(data: Dict[str, Any], path: Path) -> Tuple[Dict[str, Any], 
         "seed": cfg.get("seed"),
         "model": cfg.get("model"),
         "data": {k: split_info(k) for k in ("train", "dev", "test")},
-        "seconds": _finite(data.get("seconds")),
+        "seconds": result.seconds,
     }
     return out, details
 
@@ -333,7 +304,7 @@ def log_series(events: Sequence[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any
 def _acc_list(ev: Optional[Dict[str, Any]]) -> Optional[List[Optional[float]]]:
     if not ev or not isinstance(ev.get("accuracy"), list):
         return None
-    return [_finite(a) for a in ev["accuracy"]]
+    return [finite(a) for a in ev["accuracy"]]
 
 
 def _mean(values) -> Optional[float]:
@@ -361,7 +332,7 @@ def pretraining_section(events: Sequence[Dict[str, Any]], bad_lines: int, config
     steps = max([e["step"] for e in train + valid], default=0)
 
     def best(seq):
-        pts = [(e["step"], _finite(e.get("loss"))) for e in seq]
+        pts = [(e["step"], finite(e.get("loss"))) for e in seq]
         pts = [p for p in pts if p[1] is not None]
         return min(pts, key=lambda p: (p[1], p[0])) if pts else (None, None)
 
@@ -376,7 +347,7 @@ def pretraining_section(events: Sequence[Dict[str, Any]], bad_lines: int, config
     for e in events:
         if e.get("split") != "train" or not isinstance(e.get("step"), int):
             continue
-        s = _finite(e.get("audio_seconds_per_second"))
+        s = finite(e.get("audio_seconds_per_second"))
         starts = prev is None or e["step"] <= prev
         prev = e["step"]
         if s is None:
@@ -385,7 +356,7 @@ def pretraining_section(events: Sequence[Dict[str, Any]], bad_lines: int, config
         if not starts:
             steady.append(s)
     steady = steady or speeds
-    times = [_finite(e.get("time")) for e in events]
+    times = [finite(e.get("time")) for e in events]
     times = [t for t in times if t is not None]
     train_steps_in_order = [e["step"] for e in events if e.get("split") == "train" and isinstance(e.get("step"), int)]
     resumed = any(b <= a for a, b in zip(train_steps_in_order, train_steps_in_order[1:]))
@@ -396,11 +367,11 @@ def pretraining_section(events: Sequence[Dict[str, Any]], bad_lines: int, config
         "finished": bool(max_steps is not None and steps >= max_steps),
         "train_events": len(train),
         "valid_events": len(valid),
-        "final_train_loss": _finite(last_train.get("loss")) if last_train else None,
+        "final_train_loss": finite(last_train.get("loss")) if last_train else None,
         "final_train_step": last_train["step"] if last_train else None,
         "best_train_loss": best_train,
         "best_train_step": best_train_step,
-        "final_valid_loss": _finite(last_valid.get("loss")) if last_valid else None,
+        "final_valid_loss": finite(last_valid.get("loss")) if last_valid else None,
         "final_valid_step": last_valid["step"] if last_valid else None,
         "best_valid_loss": best_valid,
         "best_valid_step": best_valid_step,
@@ -411,7 +382,7 @@ def pretraining_section(events: Sequence[Dict[str, Any]], bad_lines: int, config
         "final_accuracy": None if final_acc is None else {
             "split": final_src, "step": final_ev["step"], "per_step": final_acc, "mean": _mean(final_acc),
         },
-        "final_lr": _finite(last_train.get("lr")) if last_train else None,
+        "final_lr": finite(last_train.get("lr")) if last_train else None,
         "audio_seconds_per_second": statistics.median(steady) if steady else None,
         "audio_seconds_per_second_last": speeds[-1] if speeds else None,
         "wall_time_seconds": (max(times) - min(times)) if len(times) > 1 else None,

@@ -14,19 +14,13 @@ Both are optional: without their files the sections are left out (and not listed
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-ORDER = ("model", "mfcc", "random_init")
+from cpc_speech.results import PROBE_NAMES, finite, ordered
+
 UNIT_KEYS = ("units", "pnmi", "purity", "unit_purity", "entropy_bits", "perplexity", "used_units", "max_unit_share",
              "abx_within", "abx_across")
-
-
-def _num(x: Any) -> Optional[float]:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    return float(x) if math.isfinite(x) else None
 
 
 def find_evaluation_files(res_dir: Path) -> Dict[str, Any]:
@@ -34,10 +28,6 @@ def find_evaluation_files(res_dir: Path) -> Dict[str, Any]:
     abx = res_dir / "abx.json"
     units = {p.stem[len("units_"):]: p for p in sorted(res_dir.glob("units_*.json")) if len(p.stem) > len("units_")}
     return {"abx": abx if abx.is_file() else None, "units": units}
-
-
-def _ordered(names: List[str]) -> List[str]:
-    return [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
 
 
 def evaluation_sections(files: Dict[str, Any], read_json, error_cls) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
@@ -52,9 +42,9 @@ def evaluation_sections(files: Dict[str, Any], read_json, error_cls) -> Tuple[Di
         if not isinstance(results, dict) or not results:
             raise error_cls(f"{path}: not an ABX result file (no 'results' mapping; written by cpc-speech abx?)")
         section = {}
-        for name in _ordered(list(results)):
+        for name in ordered(results, PROBE_NAMES):
             entry = results[name] if isinstance(results[name], dict) else {}
-            section[name] = {m: _num(entry.get(m)) for m in ("within", "across")}
+            section[name] = {m: finite(entry.get(m)) for m in ("within", "across")}
             if all(v is None for v in section[name].values()):
                 raise error_cls(f"{path}: results.{name} has neither a 'within' nor an 'across' error")
         report["abx"] = section
@@ -66,14 +56,14 @@ def evaluation_sections(files: Dict[str, Any], read_json, error_cls) -> Tuple[Di
     units = files.get("units") or {}
     if units:
         report["units"], details["units"], sources["units"] = {}, {}, {}
-        for name in _ordered(list(units)):
+        for name in ordered(units, PROBE_NAMES):
             data = read_json(units[name])
             q = data.get("quality")
             if not isinstance(q, dict):
                 raise error_cls(f"{units[name]}: not a unit quality file (no 'quality' mapping; written by cpc-speech quantize --results?)")
             abx = data.get("abx") if isinstance(data.get("abx"), dict) else {}
-            report["units"][name] = {**{k: _num(q.get(k)) for k in UNIT_KEYS[1:8]}, "units": data.get("units"),
-                                     "abx_within": _num(abx.get("within")), "abx_across": _num(abx.get("across"))}
+            report["units"][name] = {**{k: finite(q.get(k)) for k in UNIT_KEYS[1:8]}, "units": data.get("units"),
+                                     "abx_within": finite(abx.get("within")), "abx_across": finite(abx.get("across"))}
             details["units"][name] = {"file": str(units[name]), "layer": data.get("layer"), "features": data.get("features")}
             sources["units"][name] = str(units[name])
     return report, details, sources
@@ -106,7 +96,7 @@ def abx_headline_rows(report: Dict[str, Any]) -> List[List[str]]:
         if all((e or {}).get(mode) is None for e in sec.values()):
             continue
         label = f"ABX {mode}-speaker error (%, lower is better" + (f", {d['layer']}" if d.get("layer") else "") + ")"
-        rows.append([label] + [_pct((sec.get(n) or {}).get(mode)) for n in ORDER] + ["–", abx_notes(sec, mode)])
+        rows.append([label] + [_pct((sec.get(n) or {}).get(mode)) for n in PROBE_NAMES] + ["–", abx_notes(sec, mode)])
     return rows
 
 

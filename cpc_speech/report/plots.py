@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import numpy as np
 
 from cpc_speech.report.collect import Collected
+from cpc_speech.results import PROBE_NAMES
 
 COLORS = {"model": "#1f77b4", "mfcc": "#ff7f0e", "random_init": "#7f7f7f",
           "frozen": "#1f77b4", "unfrozen": "#2ca02c", "scratch": "#7f7f7f"}
@@ -128,7 +129,7 @@ def plot_confusion(confusion: Sequence[Sequence[float]], labels: Sequence[str], 
 
 
 def plot_per_class(entries: Dict[str, Dict[str, Any]], labels: Sequence[str], path: Path, title: str) -> Optional[Path]:
-    names = [n for n in ("model", "mfcc", "random_init") if isinstance(entries.get(n, {}).get("per_class_accuracy"), dict)]
+    names = [n for n in PROBE_NAMES if isinstance(entries.get(n, {}).get("per_class_accuracy"), dict)]
     if not names:
         return None
     order = list(labels) or list(entries[names[0]]["per_class_accuracy"])
