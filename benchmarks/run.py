@@ -206,8 +206,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from cpc_speech.cli import USER_ERRORS, error_message
+
     try:
         sys.exit(main())
-    except (ValueError, RuntimeError, OSError) as exc:
-        sys.exit(f"python -m benchmarks.run: error: {exc}")
+    except USER_ERRORS as exc:  # one line, as the cpc-speech commands print them
+        print(f"python -m benchmarks.run: error: {error_message(exc)}", file=sys.stderr)
+        sys.exit(2)
 
