@@ -1,6 +1,8 @@
-"""Benchmarks of cpc_speech: ``python -m benchmarks.run`` (same as ``cpc-speech bench``).
+"""Benchmarks of cpc_speech, outside the package (not installed): ``make bench`` runs
+``python -m benchmarks.run`` from a checkout with the package installed.
 
-The measuring code lives in :mod:`cpc_speech.bench` so that the installed package can run it;
-results go to ``benchmarks/results/<machine>-<YYYY-MM-DD>.json`` and are discussed in
-``benchmarks/NOTES.md``.
+``run`` is the driver, ``configs`` what is measured, ``jobs`` the measurements (each in a fresh
+process), ``flops`` the analytic FLOP counts, ``machine`` the host facts, ``report`` the table and the
+check against ``targets.json``; the other modules are single-purpose scripts. Results go to
+``benchmarks/results/`` and are discussed in ``benchmarks/NOTES.md``.
 """

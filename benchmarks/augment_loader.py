@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from cpc_speech.audio import write_audio
     from cpc_speech.augment import KINDS
     from cpc_speech.batching import make_loader
-    from cpc_speech.bench import cpu_model
+    from benchmarks.machine import cpu_model
     from cpc_speech.config import AugmentConfig, AugmentStep, DataConfig
     from cpc_speech.corpora.manifest import utterance_from_file
 

@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     import torch
     import yaml
 
+    from benchmarks.machine import cpu_model
     from benchmarks.results_file import write_results
-    from cpc_speech.bench import cpu_model
     from cpc_speech.finetune.trainer import Finetuner, config_from_dict
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.finetune_recipe", description=__doc__.split("\n\n")[0])

@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from cpc_speech.bench import cpu_model
+    from benchmarks.machine import cpu_model
     from cpc_speech.precision import resolve
 
     torch.set_num_threads(args.threads)

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         a, b = names
         out["difference_points"] = 100 * (results[b]["phone_accuracy"] - results[a]["phone_accuracy"])
         print(f"difference ({b} - {a}): {out['difference_points']:+.2f} points")
-    from cpc_speech.bench import cpu_model
+    from benchmarks.machine import cpu_model
 
     out["cpu_model"] = cpu_model()
     write_results(out, "precision-quality", out["machine"], args.output)

@@ -8,15 +8,14 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from cpc_speech.atomic import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def write_results(results: Dict[str, Any], name: str, machine: str, output: Optional[str] = None) -> Path:
     """Write ``results`` as JSON (atomically) and return the path."""
     path = Path(output) if output else RESULTS / f"{name}-{machine}-{datetime.date.today():%Y-%m-%d}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(results, indent=1))
     print(f"wrote {path}")
     return path

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from benchmarks.results_file import write_results  # noqa: E402
-from cpc_speech.bench import cpu_model  # noqa: E402
 
 
 def bench_model(name, model, seconds: float, chunk_ms: float, repeats: int):

@@ -1,16 +1,22 @@
-"""Benchmark harness smoke test: tiny sizes, every section, valid JSON with the expected keys
-(no timing assertions), plus the analytic FLOP count."""
+"""Benchmark harness (``benchmarks/``, outside the package) smoke test: tiny sizes, every section,
+valid JSON with the expected keys (no timing assertions), plus the analytic FLOP count and the
+targets file."""
 
+import importlib.util
 import json
 
 import pytest
 
-from cpc_speech import bench
+from benchmarks.configs import build_config
+from benchmarks.flops import analytic_flops
+from benchmarks.jobs.train import PARTS
+from benchmarks.report import TARGETS_FILE, format_report, load_targets
+from benchmarks.run import SCHEMA, build_parser, main
 from cpc_speech.config import preset
 
 
 def test_analytic_flops_default():
-    f = bench.analytic_flops(preset("default"), batch=8, samples=20480, negatives=128, sampling="cross_batch")
+    f = analytic_flops(preset("default"), batch=8, samples=20480, negatives=128, sampling="cross_batch")
     assert f["frames"] == 128
     # conv layers: 2 k Cin Cout frames_out, frames 4096, 1024, 512, 256, 128
     enc = 2 * (10 * 1 * 256 * 4096 + 8 * 256 * 256 * 1024 + 4 * 256 * 256 * (512 + 256 + 128))
@@ -18,13 +24,13 @@ def test_analytic_flops_default():
     assert f["context"] == 8 * 3 * 2 * (256 * 256 + 256 * 256) * 128  # GRU: 3 gates
     assert f["heads"] == 8 * 2 * 256 * 12 * 256 * 128
     assert f["loss"] == 2 * (8 * 128 * 12) * 256 * (128 + 1)  # shared negatives: positive + 128 gathered
-    dense = bench.analytic_flops(preset("default"), 8, 20480, 128, "cross_batch", shared=False)
+    dense = analytic_flops(preset("default"), 8, 20480, 128, "cross_batch", shared=False)
     assert dense["loss"] == 2 * (8 * 128 * 12) * 256 * (8 * 128)  # a set per step: scores against every frame
     assert f["step"] == 3 * (f["encoder"] + f["context"] + f["heads"] + f["loss"])
-    local = bench.analytic_flops(preset("default"), 8, 20480, 128, "same_utterance")
+    local = analytic_flops(preset("default"), 8, 20480, 128, "same_utterance")
     assert local["loss"] == dense["loss"] // 8  # scores against the own window only
-    cfg, _ = bench.build_config("cpc_audio_default", {"batch": 8, "window": 20480, "negatives": 128}, "cross_batch", "none", "cpu", 1)
-    t = bench.analytic_flops(cfg.model, 8, 20480, 128, "cross_batch")
+    cfg, _ = build_config("cpc_audio_default", {"batch": 8, "window": 20480, "negatives": 128}, "cross_batch", "none", "cpu", 1)
+    t = analytic_flops(cfg.model, 8, 20480, 128, "cross_batch")
     assert cfg.model.context.kind == "lstm" and cfg.model.predictor.kind == "transformer"
     assert t["context"] == 8 * 4 * 2 * (256 * 256 + 256 * 256) * 128  # LSTM: 4 gates
     assert t["heads"] > 10 * f["heads"] and "redundant_qkv" not in t  # the blocks project q/k/v once
@@ -32,11 +38,11 @@ def test_analytic_flops_default():
 
 def test_bench_quick_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    rc = bench.main(["--quick", "--presets", "tiny", "--sampling", "cross_batch", "--threads", "1",
-                     "--output", str(out), "--machine", "testbox"])
+    rc = main(["--quick", "--presets", "tiny", "--sampling", "cross_batch", "--threads", "1",
+               "--output", str(out), "--machine", "testbox"])
     assert rc == 0
     res = json.loads(out.read_text())
-    assert res["schema"] == bench.SCHEMA
+    assert res["schema"] == SCHEMA and res["targets_spec"] == load_targets()
     for key in ("machine", "settings", "matmul", "train", "loader", "extract", "targets", "load_average_start"):
         assert key in res, key
     m = res["machine"]
@@ -58,7 +64,7 @@ def test_bench_quick_writes_json(tmp_path):
         assert tr["audio_seconds_per_second"]["median"] > 0 and tr["gflops_per_second"] > 0
         assert set(tr["flops"]) >= {"encoder", "context", "heads", "loss", "forward", "step"}
         parts = tr["split"]["parts"]
-        assert set(parts) == set(bench.PARTS)
+        assert set(parts) == set(PARTS)
         assert abs(sum(p["share"] for p in parts.values()) - 1) < 1e-6
         assert tr["memory"]["peak_rss_mb"] > 0
         assert all(v == v for v in tr["loss_values"])  # finite, not NaN
@@ -84,17 +90,46 @@ def test_bench_quick_writes_json(tmp_path):
 
     names = [t["name"] for t in res["targets"]]
     assert any("over fp32" in n for n in names) and any("peak RSS" in n for n in names)
-    report = bench.format_report(res)
+    report = format_report(res)
     assert "matmul" in report and "precisions side by side" in report and "CPC_audio" not in report
 
 
-def test_bench_cli_registered():
-    from cpc_speech.cli import build_parser
+def test_bench_options_outside_the_package():
+    args = build_parser().parse_args(["--quick", "--only", "matmul"])
+    assert args.quick and args.only == "matmul"
+    from cpc_speech.cli import build_parser as cli_parser
 
-    args = build_parser().parse_args(["bench", "--quick", "--only", "matmul"])
-    assert args.command == "bench" and args.quick and args.only == "matmul"
+    with pytest.raises(SystemExit):  # `cpc-speech bench` is gone: `make bench` / python -m benchmarks.run
+        cli_parser().parse_args(["bench", "--quick"])
+    assert importlib.util.find_spec("cpc_speech.bench") is None
+
+
+def test_targets_file_loads_strictly(tmp_path):
+    assert load_targets() == {
+        "train_speedup_over_fp32": {"default": 2.5, "paper": 3.5}, "encoder_fraction_of_roofline": 0.5,
+        "extract_speedup_over_fp32": 3.0, "step_peak_rss_mb_max": 1024.0, "long_extract_peak_rss_mb_max": 1024.0,
+        "loader_wait_share_max": 0.05,
+    }
+    good = json.loads(TARGETS_FILE.read_text())
+    path = tmp_path / "targets.json"
+    for change, message in (
+        (lambda d: d.update(format="cpc_speech.bench-targets/2"), "format must be"),
+        (lambda d: d["targets"].pop("loader_wait_share_max"), "missing \\['loader_wait_share_max'\\]"),
+        (lambda d: d["targets"].update(extract_speedup_over_fp32="3"), "targets.extract_speedup_over_fp32 must be a number"),
+        (lambda d: d["targets"]["train_speedup_over_fp32"].update(huge=4.0), "train_speedup_over_fp32.huge"),
+        (lambda d: d.update(reference={}), "unknown key"),
+    ):
+        data = json.loads(json.dumps(good))
+        change(data)
+        path.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=message) as err:
+            load_targets(path)
+        assert str(path) in str(err.value)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_targets(path)
 
 
 def test_bench_rejects_unknown_section(tmp_path):
     with pytest.raises(ValueError):
-        bench.main(["--quick", "--only", "nope", "--output", str(tmp_path / "x.json")])
+        main(["--quick", "--only", "nope", "--output", str(tmp_path / "x.json")])

@@ -15,7 +15,7 @@ from typing import Callable, List, Optional
 
 from cpc_speech import __version__
 
-SUBCOMMANDS = ["synth", "prepare", "pretrain", "extract", "probe", "abx", "quantize", "finetune", "report", "bench", "info",
+SUBCOMMANDS = ["synth", "prepare", "pretrain", "extract", "probe", "abx", "quantize", "finetune", "report", "info",
                "export", "import_cmd"]
 
 
