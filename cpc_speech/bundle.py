@@ -26,13 +26,13 @@ import torch
 
 from cpc_speech.checkpoint import CheckpointError
 from cpc_speech.runlock import locks_output
+from cpc_speech.types import PathLike
 
 BUNDLE_FORMAT = "cpc_speech-bundle"
 BUNDLE_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-PathLike = Union[str, Path]
 
 
 def is_bundle(folder: PathLike) -> bool:

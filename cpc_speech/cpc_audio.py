@@ -49,8 +49,8 @@ import torch
 from cpc_speech.checkpoint import CheckpointError, save_checkpoint
 from cpc_speech.config import CPCConfig, ContextConfig, EncoderConfig, PredictorConfig
 from cpc_speech.runlock import locks_output
+from cpc_speech.types import PathLike
 
-PathLike = Union[str, Path]
 ARGS_NAME = "checkpoint_args.json"
 ENCODER_KERNELS = (10, 8, 4, 4, 4)
 ENCODER_STRIDES = (5, 4, 2, 2, 2)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpc_speech.runlock import locks_output
+from cpc_speech.types import PathLike
 
 OPSET = 17
-PathLike = Union[str, Path]
 
 
 class OnnxExportError(ValueError):

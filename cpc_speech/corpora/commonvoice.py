@@ -17,20 +17,14 @@ from __future__ import annotations
 
 import csv
 import sys
-import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 from cpc_speech.corpora.manifest import Utterance, parse_name_list, scan_files
+from cpc_speech.types import Warn, warner
 
 DEFAULT_SPLITS = ("validated",)
 STANDARD_SPLITS = ("validated", "train", "dev", "test", "other", "invalidated")
-
-Warn = Optional[Callable[[str], None]]
-
-
-def _warner(on_warning: Warn) -> Callable[[str], None]:
-    return on_warning if on_warning is not None else (lambda msg: warnings.warn(msg, stacklevel=3))
 
 
 def _is_locale_dir(path: Path) -> bool:
@@ -51,7 +45,7 @@ def read_tsv(path: Union[str, Path], on_warning: Warn = None) -> List[Dict[str, 
     Rows with fewer fields than the header are padded with empty strings after one warning;
     raises ValueError when ``client_id`` or ``path`` is not in the header.
     """
-    warn = _warner(on_warning)
+    warn = warner(on_warning)
     path = Path(path)
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     rows: List[Dict[str, str]] = []
@@ -102,7 +96,7 @@ def load_commonvoice(
     clip, then a warning with the count. MP3 headers are read in ``workers`` threads. With
     ``with_transcripts`` returns ``(rows, {id: sentence})``.
     """
-    warn = _warner(on_warning)
+    warn = warner(on_warning)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Common Voice root not found: {root}")

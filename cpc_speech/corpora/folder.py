@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from cpc_speech.audio import missing_file
 from cpc_speech.corpora.manifest import Utterance, scan_files
+from cpc_speech.types import Warn, warner
 
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "mp3")
 UNKNOWN_SPEAKER = "unknown"
-
-Warn = Optional[Callable[[str], None]]
-
-
-def _warner(on_warning: Warn) -> Callable[[str], None]:
-    return on_warning if on_warning is not None else (lambda msg: warnings.warn(msg, stacklevel=3))
 
 
 def _normalise_extensions(extensions: Union[str, Iterable[str]]) -> Tuple[str, ...]:
@@ -114,7 +108,7 @@ def load_folder(
     or, with ``speaker_regex``, what it finds in the file name. Files that yield no speaker get
     ``unknown`` (one warning with the count). Unreadable files are skipped with a warning each.
     """
-    warn = _warner(on_warning)
+    warn = warner(on_warning)
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"audio folder not found: {root}")
@@ -193,7 +187,7 @@ def load_filelist(
     Lines without a speaker column take it from ``speaker_regex`` or get ``unknown`` (one warning
     with the count). Missing or unreadable files are skipped with a warning each.
     """
-    warn = _warner(on_warning)
+    warn = warner(on_warning)
     entries = read_filelist(path)
     if not entries:
         raise ValueError(f"file list {path} lists no files")

@@ -24,16 +24,16 @@ from __future__ import annotations
 import io
 import json
 import re
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
 
 from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, read_audio, resample, to_mono, validate, write_audio
 from cpc_speech.corpora.manifest import parse_name_list, Utterance
+from cpc_speech.types import Warn, warner
 
 SPEAKER_COLUMNS = ("speaker_id", "speaker", "client_id", "spk_id", "spk")
 ID_COLUMNS = ("id", "utterance_id", "utt_id", "segment_id")
@@ -41,15 +41,9 @@ UNKNOWN_SPEAKER = "unknown"
 _SHARD_RE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}$")
 _CHUNK = 32
 
-Warn = Optional[Callable[[str], None]]
-
 
 class MissingDependencyError(ImportError, RuntimeError):
     """An optional package is not installed (the message says which and how to get it)."""
-
-
-def _warner(on_warning: Warn) -> Callable[[str], None]:
-    return on_warning if on_warning is not None else (lambda msg: warnings.warn(msg, stacklevel=3))
 
 
 def _pyarrow():
@@ -395,7 +389,7 @@ def load_hf(
     are reused unless ``overwrite``. Rows that do not decode are skipped with a warning each, then
     one with the count. Decoding runs in ``workers`` threads.
     """
-    warn = _warner(on_warning)
+    warn = warner(on_warning)
     if is_hf_dataset(source):
         files = dataset_splits(source)
         base_dir = None
@@ -467,7 +461,7 @@ def dataset_audio(source, *, splits=None, audio_column: Optional[str] = None, sp
                   id_column: Optional[str] = None, on_warning: Warn = None) -> Iterator[Tuple[str, str, Any]]:
     """``(id, speaker, 16 kHz float32 waveform or AudioError)`` of each row of a datasets object
     (also a streaming ``IterableDataset``) or a dataset on disk, in order, decoded lazily."""
-    warn = _warner(on_warning)
+    warn = warner(on_warning)
     files = dataset_splits(source) if is_hf_dataset(source) else find_data_files(Path(source).expanduser())
     wanted = parse_name_list(splits)
     if wanted is not None:
@@ -516,7 +510,7 @@ def extract_dataset(model, source, out_dir, *, layer: str = "context", block_row
         for u, w in block:
             if isinstance(w, Exception):
                 skipped.append((u, str(w)))
-                _warner(on_warning)(f"skipping {w}")
+                warner(on_warning)(f"skipping {w}")
         if good:
             res = extract_corpus(feat, good, out_dir, **extract_kwargs)
             ids.extend(res.ids)

@@ -27,13 +27,12 @@ import json
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Union
+from typing import Dict, Iterator, List, Optional
 
 from cpc_speech.corpora.manifest import Utterance
+from cpc_speech.types import PathLike, Warn
 
 UNKNOWN_SPEAKER = "unknown"
-PathLike = Union[str, Path]
-Warn = Optional[Callable[[str], None]]
 
 
 def read_jsonl(path: PathLike) -> Iterator[dict]:

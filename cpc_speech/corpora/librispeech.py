@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 from cpc_speech.corpora.manifest import Utterance, parse_name_list, scan_files
+from cpc_speech.types import Warn, warner
 
 SUBSETS = (
     "train-clean-100",
@@ -39,8 +39,6 @@ SUBSETS = (
 
 _UTT_RE = re.compile(r"^(\d+)-(\d+)-(\d+)$")
 
-Warn = Optional[Callable[[str], None]]
-
 
 @dataclass(frozen=True)
 class SpeakerInfo:
@@ -51,10 +49,6 @@ class SpeakerInfo:
     subset: str
     minutes: float
     name: str
-
-
-def _warner(on_warning: Warn) -> Callable[[str], None]:
-    return on_warning if on_warning is not None else (lambda msg: warnings.warn(msg, stacklevel=3))
 
 
 def _is_subset_dir(path: Path) -> bool:
@@ -182,7 +176,7 @@ def load_librispeech(
     ``(rows, {id: transcript})``. Raises FileNotFoundError for a missing root or subset (listing
     the subsets that exist) and ValueError for a subset without FLAC files.
     """
-    warn = _warner(on_warning)
+    warn = warner(on_warning)
     wanted = parse_name_list(subsets)
     given = Path(root).expanduser()
     if given.is_dir() and _is_subset_dir(given) and not available_subsets(given) and (wanted is None or wanted == [given.name]):

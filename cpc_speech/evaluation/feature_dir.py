@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 
-PathLike = Union[str, Path]
+from cpc_speech.types import PathLike
 
 
 def find_feature_files(folder: PathLike) -> Dict[str, Path]:

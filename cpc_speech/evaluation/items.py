@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-PathLike = Union[str, Path]
+from cpc_speech.types import PathLike
+
 HEADER = "#file onset offset #phone prev-phone next-phone speaker"
 FRAME_SECONDS = 0.01
 

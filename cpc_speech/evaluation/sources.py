@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from cpc_speech.evaluation.feature_dir import feature_meta, load_features
-
-PathLike = Union[str, Path]
+from cpc_speech.types import PathLike
 
 
 @dataclass

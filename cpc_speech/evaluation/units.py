@@ -21,12 +21,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-PathLike = Union[str, Path]
+from cpc_speech.types import PathLike
+
 FORMAT_VERSION = 1
 CENTROIDS = "centroids.npy"
 META = "kmeans.json"

@@ -96,22 +96,14 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict
 
+from cpc_speech.atomic import atomic_write_text
 from cpc_speech.report.collect import Collected, Inputs, ReportError, collect, find_inputs
 from cpc_speech.report.markdown import headline_markdown, render
+from cpc_speech.types import PathLike
 
 __all__ = ["ReportError", "Inputs", "find_inputs", "collect", "build_report", "write_report", "headline_markdown", "render"]
-
-PathLike = Union[str, Path]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a unique temporary file next to ``path``, then rename it over ``path``."""
-    from cpc_speech.atomic import atomic_write_text
-
-    atomic_write_text(path, text)
 
 
 def build_report(run_dir: PathLike, **files: Any) -> Collected:
@@ -138,6 +130,6 @@ def write_report(
 
             col.report["plots"] = make_plots(col, run / "plots", log=log)
         report = col.report
-        _atomic_write(run / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
-        _atomic_write(run / "report.md", render(report))
+        atomic_write_text(run / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+        atomic_write_text(run / "report.md", render(report))
     return report

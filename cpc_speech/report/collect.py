@@ -16,7 +16,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -28,8 +28,8 @@ from cpc_speech.results import (
     ResultError,
     finite,
 )
+from cpc_speech.types import PathLike
 
-PathLike = Union[str, Path]
 
 PROBE_SECTIONS = ("phone_probe", "speaker_probe", "speaker_probe_window")
 PROBE_TASK = {"phone_probe": "phone", "speaker_probe": "speaker", "speaker_probe_window": "speaker"}

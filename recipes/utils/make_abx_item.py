@@ -8,7 +8,7 @@ import sys
 from cpc_speech.corpora.manifest import read_manifest
 from cpc_speech.evaluation.items import items_from_alignments, speakers_of
 from cpc_speech.probes.labels import read_alignments, read_label_names, read_split
-from cpc_speech.report import _atomic_write
+from cpc_speech.atomic import atomic_write_text
 
 if __name__ == "__main__":
     if len(sys.argv) not in (5, 6):
@@ -19,5 +19,5 @@ if __name__ == "__main__":
     names = read_label_names(sys.argv[5]) if len(sys.argv) == 6 else {}
     from pathlib import Path
 
-    _atomic_write(Path(sys.argv[4]), items_from_alignments(ali.labels, speakers, names, ids))
+    atomic_write_text(Path(sys.argv[4]), items_from_alignments(ali.labels, speakers, names, ids))
     print(f"{sys.argv[4]}: ABX items of {len(ids)} utterances")
