@@ -399,3 +399,37 @@ def test_a_file_that_fails_in_the_chunk_stream_is_skipped_not_fatal(gru, tmp_pat
     for r in rows:
         if r.id != "l2":  # the files after the failure are exact: the context state restarted
             np.testing.assert_allclose(feats[r.id], extract_features(r.path, model=gru), atol=1e-5)
+
+
+def test_feature_modes_are_typed_and_keep_their_strings(gru, tmp_path):
+    """``frames`` / ``windows:N`` parse to FrameMode / WindowMode and print back; bad ones are
+    refused by name. A window vector is, for the context, the last c_t of the window run alone, for
+    the encoder and MFCC the mean over it; the typed and the string mode give the same folder."""
+    from cpc_speech.features.featurizer import FRAMES, FrameMode, WindowMode, make_featurizer, parse_mode
+    from cpc_speech.features.mfcc import mfcc_features
+
+    assert parse_mode("frames") == FrameMode() == FRAMES and str(FRAMES) == "frames"
+    assert parse_mode("windows:2400") == WindowMode(2400) and str(WindowMode(2400)) == "windows:2400"
+    assert parse_mode(WindowMode(7)) == WindowMode(7)
+    for bad, message in (("windows:0", "N >= 1"), ("windows:x", "must be an integer"), ("frame", "unknown feature mode")):
+        with pytest.raises(FeatureError, match=message):
+            parse_mode(bad)
+    x = speechlike(6000, seed=4)  # two whole windows of 2400 samples and a rest
+    halves = [x[:2400], x[2400:4800]]
+    ctx = make_featurizer(gru, "context", "windows:2400", precision="fp32")
+    assert ctx.mode == WindowMode(2400) and ctx.window_samples == 2400 and ctx.meta("float32")["mode"] == "windows:2400"
+    expect = np.stack([extract_features(h, 16000, gru)[-1] for h in halves])
+    np.testing.assert_allclose(ctx.features([x])[0], expect, atol=1e-5)
+    enc = make_featurizer(gru, "encoder", WindowMode(2400), precision="fp32")
+    expect = np.stack([extract_features(h, 16000, gru, layer="encoder").mean(0) for h in halves])
+    np.testing.assert_allclose(enc.features([x])[0], expect, atol=1e-5)
+    mf = make_featurizer("mfcc", mode=WindowMode(2400))
+    full = mfcc_features(x)  # 37 frames: windows are frames [0, 15) and [15, 30)
+    np.testing.assert_allclose(mf.features([x])[0], np.stack([full[:15].mean(0), full[15:30].mean(0)]), rtol=1e-6)
+    assert make_featurizer(gru).mode is FRAMES
+    write_audio(tmp_path / "a.flac", x)
+    rows = [("a", str(tmp_path / "a.flac"))]
+    first = extract_corpus(gru, rows, tmp_path / "out", progress=False, mode=WindowMode(2400))
+    again = extract_corpus(gru, rows, tmp_path / "out", progress=False, mode="windows:2400")
+    assert (first.computed, again.computed, again.cached) == (1, 0, 1)
+    assert read_meta(tmp_path / "out")["mode"] == "windows:2400" and read_index(tmp_path / "out") == [("a", "a.npy", 2, 32)]
