@@ -176,7 +176,7 @@ def chunk_sweep(torch, rounds):
     import numpy as np
 
     from cpc_speech.config import preset
-    from cpc_speech.features import extract_features
+    from cpc_speech.features.api import extract_features
     from cpc_speech.model.cpc import CPCModel
 
     m = CPCModel(preset("default")).eval()

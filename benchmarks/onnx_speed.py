@@ -41,7 +41,7 @@ def _streaming(model, wav, folder, threads, opts):
     import onnxruntime as ort
 
     from cpc_speech.onnx_export import export_onnx, initial_streaming_state, recurrent_names, state_names
-    from cpc_speech.streaming import StreamingExtractor
+    from cpc_speech.features.streaming import StreamingExtractor
 
     export_onnx(model, folder, streaming=True, overwrite=True)
     enc = ort.InferenceSession(str(folder / "encoder_stream.onnx"), opts, providers=["CPUExecutionProvider"])

@@ -28,7 +28,7 @@ from benchmarks.results_file import write_results  # noqa: E402
 
 def bench_model(name, model, seconds: float, chunk_ms: float, repeats: int):
     import cpc_speech
-    from cpc_speech.streaming import StreamingExtractor
+    from cpc_speech.features.streaming import StreamingExtractor
 
     rng = np.random.default_rng(0)
     wav = (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)

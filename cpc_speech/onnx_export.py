@@ -6,7 +6,7 @@ Offline graph (``export_onnx(run, "cpc.onnx")``)::
     features  float32 (batch, frames, dim)   frames = model.num_frames(samples); c_t or z_t
 
 Streaming (``streaming=True``): the exact push/flush scheme of
-:class:`cpc_speech.streaming.StreamingExtractor` with its state as explicit tensors, in a folder
+:class:`cpc_speech.features.streaming.StreamingExtractor` with its state as explicit tensors, in a folder
 of two graphs (onnxruntime's recurrent operators cannot take zero frames, and a push may complete
 none, so the caller runs the context step only when the encoder step returned frames)::
 
@@ -205,9 +205,9 @@ def export_onnx(source: Any, out: PathLike, layer: str = "context", streaming: b
     (see the module docstring). Files are written atomically."""
     import json
 
-    from cpc_speech.features import _check_layer, resolve_model
+    from cpc_speech.features.models import resolve_model, validate_layer
 
-    _check_layer(layer)
+    validate_layer(layer)
     out = Path(out)
     if out.exists() and not overwrite:
         raise OnnxExportError(f"{out} exists (use --overwrite to replace it)")

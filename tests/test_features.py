@@ -17,7 +17,8 @@ from cpc_speech.checkpoint import load_model, save_checkpoint
 from cpc_speech.config import ContextConfig, EncoderConfig, preset
 from cpc_speech.corpora.manifest import Utterance
 from cpc_speech import features
-from cpc_speech.features import FeatureError, load_feature_dir, ordered_map, read_index, read_meta
+from cpc_speech.features import FeatureError, corpus, inference, load_feature_dir, read_index, read_meta, store
+from cpc_speech.features.pipeline import ordered_map
 from cpc_speech.model.cpc import CPCModel
 
 # These tests pin float32: they check that chunking, batching and threading reproduce one pass of
@@ -184,18 +185,16 @@ def test_parallel_chunk_encoding_equals_one_thread(gru, monkeypatch):
     pass, both worker threads did encode chunks, and torch's thread count is restored."""
     import threading
 
-    import cpc_speech.features as features
-
     xs = [speechlike(16000 * 3 + 321, seed=1), speechlike(16000 * 2, seed=2), speechlike(5000, seed=3)]
     serial = extract_features_batch(xs, gru, sample_rate=16000, chunk_seconds=0.5)
     calls = []
-    encode = features._encode_frames
+    encode = inference._encode_frames
 
     def recording(*args):
         calls.append((threading.get_ident(), torch.get_num_threads(), torch.is_inference_mode_enabled()))
         return encode(*args)
 
-    monkeypatch.setattr(features, "_encode_frames", recording)
+    monkeypatch.setattr(inference, "_encode_frames", recording)
     torch.set_num_threads(2)
     parallel = extract_features_batch(xs, gru, sample_rate=16000, chunk_seconds=0.5)
     assert torch.get_num_threads() == 2
@@ -325,17 +324,17 @@ def test_corpus_chunks_form_one_stream_across_files(gru, tmp_path, monkeypatch):
     encode, and each file's features equal extract_features on it alone."""
     rows = _long_corpus(tmp_path)
     streams = []
-    real = features.encode_in_order
+    real = inference.encode_in_order
 
     def counting(*args, **kwargs):
         streams.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(features, "encode_in_order", counting)
+    monkeypatch.setattr(inference, "encode_in_order", counting)
     torch.set_num_threads(2)
     res = extract_corpus(gru, rows, tmp_path / "out", progress=False, chunk_seconds=0.7, batch_seconds=3.0)
     assert len(streams) == 1 and res.computed == 5
-    monkeypatch.setattr(features, "encode_in_order", real)
+    monkeypatch.setattr(inference, "encode_in_order", real)
     feats = load_feature_dir(tmp_path / "out")
     for r in rows:
         np.testing.assert_allclose(feats[r.id], extract_features(r.path, model=gru), atol=1e-5)
@@ -357,8 +356,8 @@ def test_killed_corpus_extraction_resumes(gru, tmp_path, monkeypatch):
     """The index is rewritten while the run goes; a run killed after some files (what SIGKILL
     leaves: finished .npy files, meta.json, an index of what was done) resumes with only the rest."""
     rows = _long_corpus(tmp_path)
-    monkeypatch.setattr(features, "INDEX_EVERY_SECONDS", 0.0)
-    save = features._save_npy
+    monkeypatch.setattr(corpus, "INDEX_EVERY_SECONDS", 0.0)
+    save = store.save_npy
     seen_index = []
 
     def dying(path, array):
@@ -367,13 +366,13 @@ def test_killed_corpus_extraction_resumes(gru, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # stands for the kill
         save(path, array)
 
-    monkeypatch.setattr(features, "_save_npy", dying)
+    monkeypatch.setattr(store, "save_npy", dying)
     with pytest.raises(KeyboardInterrupt):
         extract_corpus(gru, rows, tmp_path / "out", progress=False)
     # what a kill leaves: the index as last written while running (no final write)
     (tmp_path / "out" / "features.tsv").write_bytes(seen_index[0])
     assert len(read_index(tmp_path / "out")) == 3  # it already listed the finished files
-    monkeypatch.setattr(features, "_save_npy", save)
+    monkeypatch.setattr(store, "save_npy", save)
     again = extract_corpus(gru, rows, tmp_path / "out", progress=False)
     assert again.cached == 3 and again.computed == 2 and len(read_index(tmp_path / "out")) == 5
     extract_corpus(gru, rows, tmp_path / "fresh", progress=False)
@@ -383,7 +382,7 @@ def test_killed_corpus_extraction_resumes(gru, tmp_path, monkeypatch):
 
 def test_a_file_that_fails_in_the_chunk_stream_is_skipped_not_fatal(gru, tmp_path, monkeypatch):
     rows = _long_corpus(tmp_path)
-    real = features._encode_frames
+    real = inference._encode_frames
     bad = rows[2]
 
     def failing(model, wav, f0, f1):
@@ -391,12 +390,46 @@ def test_a_file_that_fails_in_the_chunk_stream_is_skipped_not_fatal(gru, tmp_pat
             raise RuntimeError("simulated kernel failure")
         return real(model, wav, f0, f1)
 
-    monkeypatch.setattr(features, "_encode_frames", failing)
+    monkeypatch.setattr(inference, "_encode_frames", failing)
     with pytest.warns(UserWarning, match=r"skipping l2: feature extraction failed \(RuntimeError: simulated"):
         res = extract_corpus(gru, rows, tmp_path / "out", progress=False, chunk_seconds=0.7)
     assert res.ids == [r.id for r in rows if r.id != "l2"] and [s[0] for s in res.skipped] == ["l2"]
     feats = load_feature_dir(tmp_path / "out")
-    monkeypatch.setattr(features, "_encode_frames", real)
+    monkeypatch.setattr(inference, "_encode_frames", real)
     for r in rows:
         if r.id != "l2":  # the files after the failure are exact: the context state restarted
             np.testing.assert_allclose(feats[r.id], extract_features(r.path, model=gru), atol=1e-5)
+
+
+def test_feature_modes_are_typed_and_keep_their_strings(gru, tmp_path):
+    """``frames`` / ``windows:N`` parse to FrameMode / WindowMode and print back; bad ones are
+    refused by name. A window vector is, for the context, the last c_t of the window run alone, for
+    the encoder and MFCC the mean over it; the typed and the string mode give the same folder."""
+    from cpc_speech.features.featurizer import FRAMES, FrameMode, WindowMode, make_featurizer, parse_mode
+    from cpc_speech.features.mfcc import mfcc_features
+
+    assert parse_mode("frames") == FrameMode() == FRAMES and str(FRAMES) == "frames"
+    assert parse_mode("windows:2400") == WindowMode(2400) and str(WindowMode(2400)) == "windows:2400"
+    assert parse_mode(WindowMode(7)) == WindowMode(7)
+    for bad, message in (("windows:0", "N >= 1"), ("windows:x", "must be an integer"), ("frame", "unknown feature mode")):
+        with pytest.raises(FeatureError, match=message):
+            parse_mode(bad)
+    x = speechlike(6000, seed=4)  # two whole windows of 2400 samples and a rest
+    halves = [x[:2400], x[2400:4800]]
+    ctx = make_featurizer(gru, "context", "windows:2400", precision="fp32")
+    assert ctx.mode == WindowMode(2400) and ctx.window_samples == 2400 and ctx.meta("float32")["mode"] == "windows:2400"
+    expect = np.stack([extract_features(h, 16000, gru)[-1] for h in halves])
+    np.testing.assert_allclose(ctx.features([x])[0], expect, atol=1e-5)
+    enc = make_featurizer(gru, "encoder", WindowMode(2400), precision="fp32")
+    expect = np.stack([extract_features(h, 16000, gru, layer="encoder").mean(0) for h in halves])
+    np.testing.assert_allclose(enc.features([x])[0], expect, atol=1e-5)
+    mf = make_featurizer("mfcc", mode=WindowMode(2400))
+    full = mfcc_features(x)  # 37 frames: windows are frames [0, 15) and [15, 30)
+    np.testing.assert_allclose(mf.features([x])[0], np.stack([full[:15].mean(0), full[15:30].mean(0)]), rtol=1e-6)
+    assert make_featurizer(gru).mode is FRAMES
+    write_audio(tmp_path / "a.flac", x)
+    rows = [("a", str(tmp_path / "a.flac"))]
+    first = extract_corpus(gru, rows, tmp_path / "out", progress=False, mode=WindowMode(2400))
+    again = extract_corpus(gru, rows, tmp_path / "out", progress=False, mode="windows:2400")
+    assert (first.computed, again.computed, again.cached) == (1, 0, 1)
+    assert read_meta(tmp_path / "out")["mode"] == "windows:2400" and read_index(tmp_path / "out") == [("a", "a.npy", 2, 32)]

@@ -183,7 +183,7 @@ def test_strided_head_is_padding_invariant_and_shortens_the_output():
 
 def test_frozen_features_are_the_extraction_codes(corpus):  # noqa: F811
     from cpc_speech.audio import read_audio
-    from cpc_speech.features import extract_features
+    from cpc_speech.features.api import extract_features
 
     ft = Finetuner(_cfg(corpus, conditions=["frozen"], precision="fp32", features="encoder+context"), progress=False)
     cache = ft.frozen_features()

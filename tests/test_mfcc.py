@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cpc_speech.audio import write_audio
-from cpc_speech.mfcc import (
+from cpc_speech.features.mfcc import (
     DIM,
     LEFT_PAD,
     deltas,

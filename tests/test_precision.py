@@ -107,7 +107,7 @@ def test_bf16_training_learns_and_logs_its_precision(tmp_path):
 
 def test_extraction_precision_auto_fp32_bf16(tmp_path, monkeypatch, fresh_choice):
     from cpc_speech.config import preset
-    from cpc_speech.features import extract_features
+    from cpc_speech.features.api import extract_features
     from cpc_speech.model.cpc import CPCModel
 
     torch.manual_seed(0)

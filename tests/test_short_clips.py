@@ -21,7 +21,7 @@ from cpc_speech.checkpoint import save_checkpoint
 from cpc_speech.config import preset
 from cpc_speech.corpora.manifest import read_manifest
 from cpc_speech.evaluation.items import frame_ranges, items_from_alignments, read_item_file
-from cpc_speech.features import read_index
+from cpc_speech.features.store import read_index
 from cpc_speech.model.cpc import CPCModel
 from cpc_speech.probes.labels import read_label_names, read_split
 
@@ -178,7 +178,8 @@ def test_recipe_stages_2_to_6_on_a_corpus_with_short_clips(tmp_path):
 def test_extract_corpus_gives_clips_below_the_receptive_field_empty_features(tmp_path):
     """200 samples: no model frame (receptive field 465), one MFCC frame; 100 samples: no MFCC frame.
     Empty features are written and listed (frames 0), not skipped as unreadable, and cached."""
-    from cpc_speech.features import extract_corpus, load_feature_dir
+    from cpc_speech.features.corpus import extract_corpus
+    from cpc_speech.features.store import load_feature_dir
 
     torch.manual_seed(0)
     model = CPCModel(preset("tiny")).eval()

@@ -9,7 +9,7 @@ import torch
 import cpc_speech
 from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig
 from cpc_speech.model.cpc import CPCModel
-from cpc_speech.streaming import StreamingError, StreamingExtractor
+from cpc_speech.features.streaming import StreamingError, StreamingExtractor
 
 # float32 references: these tests check exactness against one float32 pass on any CPU
 extract_fp32 = functools.partial(cpc_speech.extract_features, precision="fp32")

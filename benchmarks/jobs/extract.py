@@ -18,7 +18,7 @@ def job_extract(job: Dict[str, Any]) -> Dict[str, Any]:
     import numpy as np
 
     from cpc_speech.config import preset
-    from cpc_speech.features import extract_features
+    from cpc_speech.features.api import extract_features
     from cpc_speech.model.cpc import CPCModel
 
     torch.manual_seed(0)
@@ -53,7 +53,8 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
     import numpy as np
 
     from cpc_speech.config import preset
-    from cpc_speech.features import chunk_seconds_for, extract_features
+    from cpc_speech.features.api import extract_features
+    from cpc_speech.features.inference import chunk_seconds_for
     from cpc_speech.precision import resolve
     from cpc_speech.model.cpc import CPCModel
 

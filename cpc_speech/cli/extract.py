@@ -38,7 +38,7 @@ def run(args) -> int:
 
     from cpc_speech.cli import check_args
     from cpc_speech.corpora.manifest import read_manifest
-    from cpc_speech.features import extract_corpus
+    from cpc_speech.features.corpus import extract_corpus
 
     check_args(args, {"workers": ">= 0", "threads": ">= 0", "batch_seconds": "> 0"})
     if args.threads:

@@ -488,7 +488,8 @@ def extract_dataset(model, source, out_dir, *, layer: str = "context", block_row
     ``IterableDataset``). Returns the :class:`~cpc_speech.features.CorpusFeatures` of all blocks."""
     import time
 
-    from cpc_speech.features import CorpusFeatures, Featurizer, extract_corpus, make_featurizer
+    from cpc_speech.features.corpus import CorpusFeatures, extract_corpus
+    from cpc_speech.features.featurizer import Featurizer, make_featurizer
 
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")

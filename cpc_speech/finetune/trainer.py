@@ -389,7 +389,7 @@ class BackboneFeatures(FeatureSource):
                     m.eval()
 
     def batch(self, utts):
-        from cpc_speech.features import from_encoder
+        from cpc_speech.features.inference import from_encoder
 
         wavs = [torch.from_numpy(self.wav_fn(u)) for u in utts]
         lengths = torch.tensor([self.backbone.encoder.num_frames(w.shape[0]) for w in wavs], dtype=torch.long)
@@ -592,7 +592,7 @@ class Finetuner:
 
     def frozen_features(self) -> Dict[str, torch.Tensor]:
         if self._frozen_cache is None:
-            from cpc_speech.features import make_featurizer
+            from cpc_speech.features.featurizer import make_featurizer
 
             feat = make_featurizer(self.pretrained(), self.cfg.features, precision=self.cfg.precision)
             self._frozen_cache = self._compute_cache("pretrained features", feat)
@@ -600,7 +600,7 @@ class Finetuner:
 
     def mfcc_features(self) -> Dict[str, torch.Tensor]:
         if self._mfcc_cache is None:
-            from cpc_speech.features import make_featurizer
+            from cpc_speech.features.featurizer import make_featurizer
 
             self._mfcc_cache = self._compute_cache("mfcc features", make_featurizer("mfcc"))
         return self._mfcc_cache

@@ -11,7 +11,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from cpc_speech.features import Featurizer, extract_corpus, load_feature_dir, make_featurizer
+from cpc_speech.features.corpus import extract_corpus
+from cpc_speech.features.featurizer import Featurizer, make_featurizer
+from cpc_speech.features.store import load_feature_dir
 
 BASELINES = ("mfcc", "random_init")
 PathLike = Union[str, Path]
@@ -35,7 +37,7 @@ def random_init_like(model, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = CPCModel(model.cfg)
-    from cpc_speech.features import model_device
+    from cpc_speech.features.models import model_device
 
     return fresh.to(model_device(model)).eval()
 
@@ -80,8 +82,8 @@ def cache_subdir(feat: Featurizer) -> str:
     parts = [feat.name]
     if not feat.is_mfcc:
         parts.append(feat.layer)
-    if feat.mode != "frames":
-        parts.append(feat.mode.replace(":", ""))
+    if str(feat.mode) != "frames":
+        parts.append(str(feat.mode).replace(":", ""))
     return "-".join(parts)
 
 

@@ -49,26 +49,26 @@ def num_frames(num_samples: int) -> int:
     return max(0, int(num_samples)) // HOP
 
 
+# Slaney mel scale: linear below 1 kHz (3 mel per 200 Hz), logarithmic above.
+_HZ_PER_MEL = 200.0 / 3.0  # in the linear part
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _HZ_PER_MEL
+_LOG_STEP = np.log(6.4) / 27.0  # natural-log step per mel in the logarithmic part
+
+
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    """Slaney mel scale: linear below 1 kHz (3 mel per 200 Hz), logarithmic above."""
+    """Hz -> Slaney mel."""
     f = np.asarray(f, dtype=np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    lin = f / f_sp
+    lin = f / _HZ_PER_MEL
     with np.errstate(divide="ignore"):
-        log = min_log_mel + np.log(np.maximum(f, 1e-12) / min_log_hz) / logstep
-    return np.where(f >= min_log_hz, log, lin)
+        log = _MIN_LOG_MEL + np.log(np.maximum(f, 1e-12) / _MIN_LOG_HZ) / _LOG_STEP
+    return np.where(f >= _MIN_LOG_HZ, log, lin)
 
 
 def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    """Slaney mel -> Hz."""
     m = np.asarray(m, dtype=np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+    return np.where(m >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOG_STEP * (m - _MIN_LOG_MEL)), _HZ_PER_MEL * m)
 
 
 @lru_cache(maxsize=8)

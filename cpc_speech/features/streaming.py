@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from cpc_speech.audio import SAMPLE_RATE
+from cpc_speech.features.models import resolve_model, validate_layer
 from cpc_speech.model.threads import single_thread
 
 
@@ -90,9 +91,7 @@ class StreamingExtractor:
     """
 
     def __init__(self, model: Any, layer: str = "context"):
-        from cpc_speech.features import _check_layer, resolve_model
-
-        self.layer = _check_layer(layer)
+        self.layer = validate_layer(layer)
         self.model = resolve_model(model, "cpu").eval()
         enc = self.model.encoder
         if self.model.cfg.encoder.norm == "instance":
