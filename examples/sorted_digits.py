@@ -28,7 +28,7 @@ import torch
 
 from cpc_speech.audio import SAMPLE_RATE, resample
 from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig, PredictorConfig
-from cpc_speech.corpora.espeak import FEMALE_VARIANTS, MALE_VARIANTS, Voice, synthesize
+from cpc_speech.synth.espeak import FEMALE_VARIANTS, MALE_VARIANTS, Voice, synthesize
 from cpc_speech.loss import InfoNCELoss
 from cpc_speech.model.cpc import CPCModel
 

@@ -14,10 +14,10 @@ import soundfile as sf
 pytest.importorskip("espeakng_loader")
 
 from cpc_speech.audio import read_audio  # noqa: E402
-from cpc_speech.corpora.espeak import PhonemeEvent, Synthesis, Voice, phone_segments, synthesize  # noqa: E402
+from cpc_speech.synth.espeak import PhonemeEvent, Synthesis, Voice, phone_segments, synthesize  # noqa: E402
 from cpc_speech.corpora.manifest import read_id_list, read_manifest  # noqa: E402
-from cpc_speech.corpora.phones import ARPABET, ESPEAK_EN_TO_ARPABET, inventory_for, read_phones  # noqa: E402
-from cpc_speech.corpora.synth import (  # noqa: E402
+from cpc_speech.synth.inventory import ARPABET, ESPEAK_EN_TO_ARPABET, inventory_for, read_phones  # noqa: E402
+from cpc_speech.synth.corpus import (  # noqa: E402
     CV_HEADER,
     _estimate_lag,
     _frame_labels,

@@ -1,6 +1,6 @@
 """The offline speech corpus generator behind ``cpc-speech synth``.
 
-Speech comes from eSpeak NG (see :mod:`cpc_speech.corpora.espeak`), text from embedded word lists
+Speech comes from eSpeak NG (see :mod:`cpc_speech.synth.espeak`), text from embedded word lists
 (written for this project) turned into varied sentences, labels from eSpeak's phoneme events. Every
 choice derives from ``seed``: the same seed gives byte-identical files whatever ``jobs`` is.
 
@@ -55,7 +55,7 @@ import numpy as np
 
 from cpc_speech.atomic import atomic_write_text
 from cpc_speech.audio import SAMPLE_RATE, read_audio, resample, write_audio
-from cpc_speech.corpora.espeak import (
+from cpc_speech.synth.espeak import (
     ESPEAK_SAMPLE_RATE,
     FEMALE_VARIANTS,
     MALE_VARIANTS,
@@ -64,9 +64,9 @@ from cpc_speech.corpora.espeak import (
     phone_segments,
     synthesize,
 )
-from cpc_speech.corpora.conditions import SynthConditions, apply_channel, speaker_warp, utterance_prosody
+from cpc_speech.synth.conditions import SynthConditions, apply_channel, speaker_warp, utterance_prosody
 from cpc_speech.corpora.manifest import Utterance, write_manifest
-from cpc_speech.corpora.phones import canonical_language, inventory_for
+from cpc_speech.synth.inventory import canonical_language, inventory_for
 from cpc_speech.evaluation.items import items_from_alignments
 from cpc_speech.runlock import is_lock_file, locks_output
 
@@ -274,7 +274,7 @@ class UtterancePlan:
     level_db: float
     noise_db: float
     out_rate: int
-    warp: float = 1.0  # vocal-tract scaling (cpc_speech.corpora.conditions)
+    warp: float = 1.0  # vocal-tract scaling (cpc_speech.synth.conditions)
     conditions: SynthConditions = SynthConditions()
     channel_seed: int = 0
 
@@ -677,7 +677,7 @@ def _render_all(plans: Sequence[UtterancePlan], out_dir: Path, jobs: int, progre
     root = str(Path(__file__).resolve().parents[2])
     boot = (
         f"import sys; sys.path.insert(0, {root!r}); "
-        "from cpc_speech.corpora.synth import _worker_main; _worker_main()"
+        "from cpc_speech.synth.corpus import _worker_main; _worker_main()"
     )
     jobs = max(1, min(jobs, len(plans)))
     procs = [
@@ -770,7 +770,7 @@ def synthesize_corpus(
 ) -> SynthSummary:
     """Generate a speech corpus with eSpeak NG under ``out_dir``; see the module docstring for the
     layouts. ``speakers`` and ``utterances`` (per speaker) apply to each language; ``conditions``:
-    speaking variability and channel (:mod:`cpc_speech.corpora.conditions`; default clean).
+    speaking variability and channel (:mod:`cpc_speech.synth.conditions`; default clean).
     Returns a summary.
     """
     cond = (conditions or SynthConditions()).validate()
