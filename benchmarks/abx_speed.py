@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     corpus = Path(args.corpus) if args.corpus else None
     t_synth = None
     if corpus is None:
-        from cpc_speech.corpora.synth import synthesize_corpus
+        from cpc_speech.synth.corpus import synthesize_corpus
 
         corpus = Path(tempfile.mkdtemp(prefix="abx-bench-")) / "corpus"
         speakers = 24

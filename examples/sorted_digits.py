@@ -28,9 +28,9 @@ import torch
 
 from cpc_speech.audio import SAMPLE_RATE, resample
 from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig, PredictorConfig
-from cpc_speech.corpora.espeak import FEMALE_VARIANTS, MALE_VARIANTS, Voice, synthesize
 from cpc_speech.loss import InfoNCELoss
 from cpc_speech.model.cpc import CPCModel
+from cpc_speech.synth.espeak import FEMALE_VARIANTS, MALE_VARIANTS, Voice, synthesize
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CLIP = 8000  # samples per digit clip (0.5 s at 16 kHz) = the encoder's total stride

@@ -358,8 +358,8 @@ def test_cli_probe(labelled_tones, tiny_checkpoint, tmp_path, capsys):
 
 def _synth_available() -> bool:
     try:
-        from cpc_speech.corpora import synth  # noqa: F401
-        from cpc_speech.corpora.espeak import synthesize  # noqa: F401
+        from cpc_speech.synth import corpus  # noqa: F401
+        from cpc_speech.synth.espeak import synthesize  # noqa: F401
     except Exception:
         return False
     return True
@@ -369,7 +369,7 @@ def _synth_available() -> bool:
 def test_mfcc_phone_probe_on_espeak_corpus(tmp_path):
     """On a small eSpeak corpus (2 speakers x 6 utterances, ~40 phone classes) the MFCC phone probe
     beats the majority class (~11%) by >= 25 points (measured: 55%)."""
-    from cpc_speech.corpora.synth import synthesize_corpus
+    from cpc_speech.synth.corpus import synthesize_corpus
 
     try:
         synthesize_corpus(tmp_path / "synth", speakers=2, utterances=6, seed=3, jobs=1, progress=False)

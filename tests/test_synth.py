@@ -14,15 +14,12 @@ import soundfile as sf
 pytest.importorskip("espeakng_loader")
 
 from cpc_speech.audio import read_audio  # noqa: E402
-from cpc_speech.corpora.espeak import PhonemeEvent, Synthesis, Voice, phone_segments, synthesize  # noqa: E402
 from cpc_speech.corpora.manifest import read_id_list, read_manifest  # noqa: E402
-from cpc_speech.corpora.phones import ARPABET, ESPEAK_EN_TO_ARPABET, inventory_for, read_phones  # noqa: E402
-from cpc_speech.corpora.synth import (  # noqa: E402
-    CV_HEADER,
-    _estimate_lag,
-    _frame_labels,
-    synthesize_corpus,
-)
+from cpc_speech.synth.corpus import synthesize_corpus  # noqa: E402
+from cpc_speech.synth.espeak import PhonemeEvent, Synthesis, Voice, phone_segments, synthesize  # noqa: E402
+from cpc_speech.synth.inventory import ARPABET, ESPEAK_EN_TO_ARPABET, inventory_for, read_phones  # noqa: E402
+from cpc_speech.synth.layouts import CV_HEADER  # noqa: E402
+from cpc_speech.synth.render import estimate_lag, frame_labels  # noqa: E402
 
 SPEAKERS, UTTERANCES = 3, 3
 
@@ -246,11 +243,11 @@ def test_mp3_offset_handling():
     ref = rng.standard_normal(16000).astype(np.float32)
     for shift in (0, 37, -120, 1105 // 3):
         dec = np.roll(ref, shift)
-        assert _estimate_lag(ref, dec) == shift
+        assert estimate_lag(ref, dec) == shift
     # labels follow the decoded audio: a span [a, b) at 22050 Hz moves by the lag
     spans = [(0, 0, 22050), (5, 22050, 44100), (0, 44100, 66150)]
-    labels = _frame_labels(spans, 48000, lag=0)
-    shifted = _frame_labels(spans, 48000 + 1600, lag=1600)
+    labels = frame_labels(spans, 48000, lag=0)
+    shifted = frame_labels(spans, 48000 + 1600, lag=1600)
     assert len(labels) == 300 and len(shifted) == 310
     assert np.array_equal(shifted[10:], labels) and not shifted[:10].any()
     assert labels[99] == 0 and labels[100] == 5 and labels[199] == 5 and labels[200] == 0

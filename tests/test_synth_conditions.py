@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("espeakng_loader")
 
 from cpc_speech.audio import read_audio  # noqa: E402
-from cpc_speech.corpora.conditions import SynthConditions, _delay, apply_channel, gsm, parse_snr, telephone  # noqa: E402
-from cpc_speech.corpora.synth import synthesize_corpus  # noqa: E402
+from cpc_speech.synth.conditions import SynthConditions, _delay, apply_channel, gsm, parse_snr, telephone  # noqa: E402
+from cpc_speech.synth.corpus import synthesize_corpus  # noqa: E402
 
 KW = dict(speakers=2, utterances=2, seed=3, jobs=1, progress=False)
 

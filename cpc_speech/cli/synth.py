@@ -44,8 +44,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cpc_speech.corpora.conditions import SynthConditions, parse_snr
-    from cpc_speech.corpora.synth import synthesize_corpus
+    from cpc_speech.synth.conditions import SynthConditions, parse_snr
+    from cpc_speech.synth.corpus import synthesize_corpus
 
     conditions = SynthConditions(args.variability, args.channel, parse_snr(args.snr), args.reverb).validate()
 

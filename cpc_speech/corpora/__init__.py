@@ -1,2 +1,2 @@
 """Corpora: manifests and loaders for real layouts (LibriSpeech, Common Voice, folders, HF
-datasets) and the offline eSpeak NG corpus generator."""
+datasets); the offline eSpeak NG corpus generator is :mod:`cpc_speech.synth`."""

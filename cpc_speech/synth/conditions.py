@@ -2,7 +2,7 @@
 
 eSpeak NG renders a phone almost the same way every time, in a flat prosody, with few voices;
 real recordings vary and pass through microphones, rooms and codecs. :class:`SynthConditions`
-adds, on top of the per-speaker voices of :mod:`cpc_speech.corpora.synth`:
+adds, on top of the per-speaker voices of :mod:`cpc_speech.synth.plan`:
 
 * ``variability`` (0 = off, 1 = full strength): per utterance, the speaking rate is scaled by up
   to +-25 %, pitch moved by up to +-12 and pitch range redrawn, pauses between words added (0-4

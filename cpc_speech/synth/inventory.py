@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from cpc_speech.atomic import atomic_write_text
+
 SILENCE = "SIL"
 
 ARPABET: Tuple[str, ...] = (
@@ -190,10 +192,8 @@ class PhoneInventory:
         return out, unknown
 
     def write(self, path: Union[str, Path]) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{i} {p}\n" for i, p in enumerate(self.phones)), encoding="utf-8")
-        return path
+        """``phones.txt``: one ``<id> <name>`` line per class, written atomically."""
+        return atomic_write_text(path, "".join(f"{i} {p}\n" for i, p in enumerate(self.phones)))
 
 
 def read_phones(path: Union[str, Path]) -> List[str]:

@@ -10,8 +10,8 @@ Two levels:
   text to phonemes). It is *not* reproducible across calls: the synthesiser keeps state between
   utterances and seeds its noise generator from the clock.
 * :func:`synthesize` renders one utterance reproducibly: it forks a fresh process that has never
-  synthesised, re-seeds the noise generator there, synthesises, and ships the result back through a
-  pipe. The same (text, voice, seed) then gives byte-identical audio whatever was rendered before and
+  synthesised (:func:`cpc_speech.synth.workers.run_in_fresh_process`), re-seeds the noise generator
+  there, synthesises, and ships the result back through a pipe. The same (text, voice, seed) then gives byte-identical audio whatever was rendered before and
   in whatever process.
 
 :func:`phone_segments` turns the raw events into contiguous labelled segments, fixing two eSpeak
@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import pickle
-import struct
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from cpc_speech.synth.workers import WorkerError, run_in_fresh_process
 
 ESPEAK_SAMPLE_RATE = 22050  # what espeak_Initialize returns for every voice
 
@@ -286,45 +286,18 @@ class ESpeakEngine:
 # reproducible rendering: a fresh forked process per call
 
 
-def run_in_fresh_process(fn: Callable, *args):
-    """Run ``fn(*args)`` in a child forked from this process and return its (picklable) result.
-
-    The child starts from this process's state; as long as this process never synthesises, every
-    child sees a synthesiser that has never run, which is what makes output reproducible.
-    """
-    if not hasattr(os, "fork"):  # pragma: no cover - Windows
-        return fn(*args)
-    if _SYNTHESISED_HERE:
+def _in_fresh_process(fn: Callable, *args):
+    """``fn(*args)`` in a child forked from this process (:mod:`cpc_speech.synth.workers`), which
+    must never have synthesised itself."""
+    if _SYNTHESISED_HERE and hasattr(os, "fork"):
         raise EspeakError(
             "this process has already synthesised in-process; reproducible rendering forks from a process "
             "that never did (run the generator in a fresh process)"
         )
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 0
-        try:
-            os.close(read_fd)
-            try:
-                payload = pickle.dumps(("ok", fn(*args)), protocol=pickle.HIGHEST_PROTOCOL)
-            except BaseException as exc:  # report any failure to the parent
-                payload = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
-                code = 1
-            with os.fdopen(write_fd, "wb") as f:
-                f.write(struct.pack("<Q", len(payload)))
-                f.write(payload)
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    if len(data) < 8 or len(data) - 8 != struct.unpack("<Q", data[:8])[0]:
-        raise EspeakError(f"the synthesis process died without a result (wait status {status})")
-    kind, value = pickle.loads(data[8:])
-    if kind != "ok":
-        raise EspeakError(value)
-    return value
+    try:
+        return run_in_fresh_process(fn, *args)
+    except WorkerError as exc:
+        raise EspeakError(str(exc)) from None
 
 
 def _synthesize_here(text: str, voice: Voice, seed: int) -> Synthesis:
@@ -334,7 +307,7 @@ def _synthesize_here(text: str, voice: Voice, seed: int) -> Synthesis:
 
 def synthesize(text: str, voice: Voice, seed: int) -> Synthesis:
     """Render ``text`` reproducibly: same (text, voice, seed) => byte-identical waveform and events."""
-    return run_in_fresh_process(_synthesize_here, text, voice, int(seed))
+    return _in_fresh_process(_synthesize_here, text, voice, int(seed))
 
 
 def _phonemize_here(texts: Sequence[str], voice: Voice) -> List[List[str]]:
@@ -345,7 +318,7 @@ def _phonemize_here(texts: Sequence[str], voice: Voice) -> List[List[str]]:
 
 def text_to_phonemes(texts: Sequence[str], voice: Voice) -> List[List[str]]:
     """Phoneme strings (eSpeak mnemonics, clause by clause) of several texts, in a fresh process."""
-    return run_in_fresh_process(_phonemize_here, list(texts), voice)
+    return _in_fresh_process(_phonemize_here, list(texts), voice)
 
 
 # --------------------------------------------------------------------------------------------------
