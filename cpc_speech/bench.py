@@ -4,7 +4,7 @@ One run measures, on the current machine and with an explicit number of torch th
 
 * ``matmul``: fp32 (and bf16) square matmul rate, the GFLOP/s ceiling of the machine;
 * ``train``: full optimizer steps (forward, InfoNCE with negative sampling, backward, Adam) of
-  :meth:`cpc_speech.train.trainer.Trainer.train_step` on random waveforms, per model configuration
+  :meth:`cpc_speech.train.step.PretrainStep.run` on random waveforms, per model configuration
   and negative-sampling mode: step time (median and spread, warm-up excluded), seconds of audio per
   second, achieved GFLOP/s from an analytic FLOP count (:func:`analytic_flops`), the share of the
   step spent in encoder / context / heads / loss / optimizer (staged passes, see
@@ -59,7 +59,7 @@ CONFIGS: Dict[str, Tuple[str, List[str]]] = {
 DEFAULT_PRESETS = ("default", "paper", "cpc_audio_default")
 
 # Precisions measured side by side: float32 and what ``auto`` resolves to on this machine
-# (cpc_speech.precision). Every ratio the bench prints is between figures of the same run; figures
+# (cpc_speech.engine.precision). Every ratio the bench prints is between figures of the same run; figures
 # of other toolkits or machines are in benchmarks/NOTES.md, never divided into these.
 PRECISIONS = ("fp32", "auto")
 
@@ -327,7 +327,7 @@ def job_matmul(job: Dict[str, Any]) -> Dict[str, Any]:
     ``auto`` resolves to here and why."""
     device = job["device"]
     torch = _setup_torch(job["threads"], device)
-    from cpc_speech.precision import resolve
+    from cpc_speech.engine.precision import resolve
 
     auto = resolve("auto", device)
     n, reps = job["sizes"]["matmul_n"], job["sizes"]["matmul_repeats"]
@@ -364,7 +364,7 @@ def roofline(matmul: Optional[Dict[str, Any]], precision: str) -> Optional[float
 
 def _fast_bf16() -> bool:
     """Whether the CPU has native bf16 matmul instructions (AVX512-BF16 or AMX)."""
-    from cpc_speech.precision import cpu_flags
+    from cpc_speech.engine.precision import cpu_flags
 
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
@@ -392,7 +392,7 @@ def build_config(name: str, sizes: Dict[str, Any], sampling: str, amp: str, devi
 
 def _staged_step(tr, batch, seed: int, device: str) -> Dict[str, float]:
     """One training step cut into separately timed parts with the same arithmetic as
-    ``Trainer.train_step``: each part's output is detached and re-marked as requiring grad, the
+    ``PretrainStep.run``: each part's output is detached and re-marked as requiring grad, the
     forward of every part is timed, then the backward is run part by part (loss, heads, context,
     encoder) feeding each part the gradient of its output, then clip + Adam. Returns seconds per part."""
     import torch
@@ -411,7 +411,7 @@ def _staged_step(tr, batch, seed: int, device: str) -> Dict[str, float]:
         times[name] = now - t
         t = now
 
-    with tr._autocast():
+    with tr.autocast():
         z = model.encoder(batch.wav)
         lap("encoder_forward")
         zd = z.detach().requires_grad_()
@@ -457,61 +457,53 @@ PARTS = ("encoder", "context", "heads", "loss", "optimizer")
 def job_train(job: Dict[str, Any]) -> Dict[str, Any]:
     device, sizes = job["device"], job["sizes"]
     torch = _setup_torch(job["threads"], device)
-    import numpy as np
-
-    from cpc_speech.audio import write_audio
     from cpc_speech.batching import Batch
-    from cpc_speech.corpora.manifest import utterance_from_file, write_manifest
-    from cpc_speech.train.trainer import Trainer
+    from cpc_speech.train.step import PretrainStep
 
     cfg, overrides = build_config(job["config"], sizes, job["sampling"], _amp_value(job.get("precision", "fp32")), device,
                                   job["threads"], job.get("overrides", ()))
     B, S = sizes["batch"], sizes["window"]
     flops = analytic_flops(cfg.model, B, S, sizes["negatives"], job["sampling"], cfg.loss.shared_negatives)
     rss_start = rss_mb()
-    with tempfile.TemporaryDirectory(prefix="cpc-bench-") as td:
-        wav_path = Path(td) / "silence.flac"  # the Trainer wants a manifest; batches below are random
-        write_audio(wav_path, np.zeros(B * S, dtype=np.float32))
-        manifest = write_manifest([utterance_from_file("silence", wav_path, "spk")], Path(td) / "manifest.tsv")
-        tr = Trainer(cfg, str(manifest), str(Path(td) / "run"), progress=False)
-        precision = tr.precision
-        if job.get("compile"):  # as train.compile=true does
-            tr.ddp_model = torch.compile(tr.model)
-        g = torch.Generator().manual_seed(1234)
-        batches = [
-            Batch(0.1 * torch.randn(B, S, generator=g), torch.zeros(B, dtype=torch.long), torch.arange(B),
-                  [(0, i * S) for i in range(B)]).to(tr.device)
-            for _ in range(min(4, max(1, sizes["steps"])))
-        ]
-        params = sum(p.numel() for p in tr.model.parameters())
-        feature_params = sum(p.numel() for m in (tr.model.encoder, tr.model.context) for p in m.parameters())
-        rss_model = rss_mb()
+    tr = PretrainStep(cfg)  # batches below are random
+    precision = tr.precision
+    if job.get("compile"):  # as train.compile=true does
+        tr.forward_model = torch.compile(tr.model)
+    g = torch.Generator().manual_seed(1234)
+    batches = [
+        Batch(0.1 * torch.randn(B, S, generator=g), torch.zeros(B, dtype=torch.long), torch.arange(B),
+              [(0, i * S) for i in range(B)]).to(tr.device)
+        for _ in range(min(4, max(1, sizes["steps"])))
+    ]
+    params = sum(p.numel() for p in tr.model.parameters())
+    feature_params = sum(p.numel() for m in (tr.model.encoder, tr.model.context) for p in m.parameters())
+    rss_model = rss_mb()
 
-        def one(i: int) -> Tuple[float, float]:
-            _sync(device)
-            t0 = time.perf_counter()
-            stats = tr.train_step(batches[i % len(batches)])
-            _sync(device)
-            return time.perf_counter() - t0, stats["loss"]
+    def one(i: int) -> Tuple[float, float]:
+        _sync(device)
+        t0 = time.perf_counter()
+        stats = tr.run(batches[i % len(batches)])
+        _sync(device)
+        return time.perf_counter() - t0, stats["loss"]
 
-        warm = [one(i)[0] for i in range(sizes["warmup"])]
-        reset_ok = reset_peak_rss()
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        step_times, losses = [], []
-        for i in range(sizes["steps"]):
-            dt, loss = one(i)
-            step_times.append(dt)
-            losses.append(loss)
-        step_peak = hwm_mb() if reset_ok else None
-        cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-        peak_after_steps = peak_rss_mb()
+    warm = [one(i)[0] for i in range(sizes["warmup"])]
+    reset_ok = reset_peak_rss()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    step_times, losses = [], []
+    for i in range(sizes["steps"]):
+        dt, loss = one(i)
+        step_times.append(dt)
+        losses.append(loss)
+    step_peak = hwm_mb() if reset_ok else None
+    cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+    peak_after_steps = peak_rss_mb()
 
-        split_runs: List[Dict[str, float]] = []
-        for i in range(sizes["split_steps"] + (1 if sizes["split_steps"] else 0)):
-            r = _staged_step(tr, batches[i % len(batches)], 777 + i, device)
-            if i > 0:  # the first staged step warms up the separate autograd graphs
-                split_runs.append(r)
+    split_runs: List[Dict[str, float]] = []
+    for i in range(sizes["split_steps"] + (1 if sizes["split_steps"] else 0)):
+        r = _staged_step(tr, batches[i % len(batches)], 777 + i, device)
+        if i > 0:  # the first staged step warms up the separate autograd graphs
+            split_runs.append(r)
     st = spread(step_times)
     audio = B * S / 16000.0
     med = st["median"]
@@ -741,7 +733,7 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
 
     from cpc_speech.config import preset
     from cpc_speech.features import chunk_seconds_for, extract_features
-    from cpc_speech.precision import resolve
+    from cpc_speech.engine.precision import resolve
     from cpc_speech.model.cpc import CPCModel
 
     torch.manual_seed(0)
@@ -770,7 +762,7 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _precision_fields(requested: str, device: str) -> Dict[str, Any]:
-    from cpc_speech.precision import resolve
+    from cpc_speech.engine.precision import resolve
 
     p = resolve(requested, device, key="precision")
     return {"precision_requested": requested, "precision": p.name, "precision_reason": p.reason}

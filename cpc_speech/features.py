@@ -23,7 +23,7 @@ Encoders with instance norm normalise over the whole input and cannot be chunked
 one pass (memory then grows with the input length).
 
 ``precision="auto"`` (the default) runs the encoder's matrix products in bf16 where the CPU computes
-bf16 fast (:mod:`cpc_speech.precision`; the recurrent context stays float32 on CPU), else in float32;
+bf16 fast (:mod:`cpc_speech.engine.precision`; the recurrent context stays float32 on CPU), else in float32;
 ``"fp32"`` forces float32. Features are returned as float32 either way.
 
 Corpus::
@@ -64,8 +64,8 @@ from cpc_speech.atomic import atomic_open, atomic_write_text, remove_stale_tempo
 from cpc_speech.audio import SAMPLE_RATE, AudioError, load_waveform, read_audio
 from cpc_speech.model.layers import check_layer, context_upto, layer_dim, parse_layer
 from cpc_speech.model.threads import single_thread
-from cpc_speech.precision import Precision
-from cpc_speech.precision import resolve as resolve_precision
+from cpc_speech.engine.precision import Precision
+from cpc_speech.engine.precision import resolve as resolve_precision
 from cpc_speech.runlock import hold_output
 
 # Inputs longer than this many seconds are processed in exact chunks, several at once on CPU (one
@@ -109,7 +109,7 @@ def resolve_model(model: Any, device: Optional[Union[str, torch.device]] = None)
             "(e.g. model='runs/cpc'); use cpc_speech.mfcc.mfcc_features for MFCC features"
         )
     if isinstance(model, (str, Path)):
-        from cpc_speech.checkpoint import load_model
+        from cpc_speech.engine.checkpoint import load_model
 
         return load_model(model, device=device)
     if isinstance(model, CPCModel):
@@ -537,7 +537,7 @@ def make_featurizer(model: Any, layer: str = "context", mode: str = "frames", de
     else:
         ckpt = None
         if isinstance(model, (str, Path)):
-            from cpc_speech.checkpoint import resolve_checkpoint
+            from cpc_speech.engine.checkpoint import resolve_checkpoint
 
             ckpt = str(resolve_checkpoint(model))
         m = resolve_model(model, device)

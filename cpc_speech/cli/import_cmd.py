@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cpc_speech.checkpoint import load_model, resolve_checkpoint
+    from cpc_speech.engine.checkpoint import load_model, resolve_checkpoint
     from cpc_speech.cpc_audio import describe, import_cpc_audio
 
     ckpt = resolve_checkpoint(args.checkpoint)
