@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cpc_speech.corpora.manifest import Utterance
-from cpc_speech.finetune.batching import epoch_batches, lr_factor
+from cpc_speech.engine.schedule import lr_factor
+from cpc_speech.finetune.batching import epoch_batches
 from cpc_speech.finetune.decode import PhoneLM, prefix_beam_search
 from cpc_speech.finetune.per import collapse, greedy_decode
 from cpc_speech.finetune.specaugment import MaskingConfig, keep_mask

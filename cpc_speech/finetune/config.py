@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from cpc_speech.config import check_limits, from_dict
-from cpc_speech.finetune.batching import BATCHING, SCHEDULES
+from cpc_speech.engine.schedule import FINETUNE_SCHEDULES
+from cpc_speech.finetune.batching import BATCHING
 from cpc_speech.finetune.head import HEAD_KINDS, HeadConfig
 from cpc_speech.finetune.specaugment import MaskingConfig
 from cpc_speech.model.layers import check_layer
@@ -125,7 +126,7 @@ class FinetuneConfig:
             check_layer(self.features)
         except ValueError as exc:
             raise FinetuneError(f"features: {exc}") from None
-        choices = {"batching": BATCHING, "lr_schedule": SCHEDULES, "unfrozen_init": ("frozen", "random"),
+        choices = {"batching": BATCHING, "lr_schedule": FINETUNE_SCHEDULES, "unfrozen_init": ("frozen", "random"),
                    "decode": ("greedy", "beam"), "precision": ("auto", "fp32", "bf16")}
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise FinetuneError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import sys
 import time
 import warnings
@@ -34,7 +33,7 @@ from cpc_speech.config import PretrainConfig, config_from_dict, to_dict
 from cpc_speech.corpora.manifest import check_headers, read_manifest
 from cpc_speech.engine.checkpoint import CheckpointError, checkpoint_state, read_checkpoint, upgrade_saved_config
 from cpc_speech.engine.device import pick_device, set_threads
-from cpc_speech.engine.distributed import DistInfo, cleanup, init_distributed
+from cpc_speech.engine.distributed import DistInfo, cleanup, init_distributed, is_main_process
 from cpc_speech.engine.run_dir import RunDir, check_resumable
 from cpc_speech.train.step import PretrainStep
 
@@ -358,11 +357,6 @@ def pretrain(cfg: PretrainConfig, train_manifest: str, output_dir: str, valid_ma
             return summary
         finally:
             cleanup(finished)
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun launch (or a single process): the one that owns the run folder."""
-    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 def file_sha256(path) -> str:
