@@ -1,5 +1,7 @@
-"""The pretraining loop: Adam + warm-up/cosine schedule, gradient clipping, bf16/fp16 autocast
-where the device computes it fast (:mod:`cpc_speech.engine.precision`), validation, JSONL (+ TensorBoard) logs, atomic checkpoints, exact resume, DDP.
+"""The pretraining loop around :class:`~cpc_speech.train.step.PretrainStep` (Adam + warm-up/cosine
+schedule, gradient clipping, bf16/fp16 autocast where the device computes it fast): epochs of
+window batches, validation, JSONL (+ TensorBoard) logs, checkpoints, exact resume, DDP, on the run
+machinery of :mod:`cpc_speech.engine`.
 
 Run folder layout (everything needed to resume or extract features)::
 
@@ -218,6 +220,55 @@ class Trainer:
         self.skipped_windows += len(batch.unreadable)
         self.lone_windows += batch.lone
 
+    def _log_start(self, per_epoch: int) -> None:
+        """The run's (or resumption's) first ``info`` event: data, device and precision."""
+        if not self.dist.is_main:
+            return
+        print(f"precision: {self.precision.describe()}", file=sys.stderr)
+        if self.step == 0:
+            self.log_event(split="info", step=0, train_utterances=len(self.train_rows),
+                           skipped_short=self.sampler.skipped_short, batches_per_epoch=per_epoch,
+                           world_size=self.dist.world_size, device=str(self.device),
+                           precision=self.precision.name, precision_reason=self.precision.reason,
+                           parameters=sum(p.numel() for p in self.model.parameters()))
+        else:  # a resumption may run in another precision (another machine, or train.amp changed)
+            self.log_event(split="info", step=self.step, resumed=True, device=str(self.device),
+                           precision=self.precision.name, precision_reason=self.precision.reason)
+
+    def _validate_and_save(self) -> None:
+        """After a step: validate every ``valid_every`` steps (a better loss makes ``best.pt``) and
+        checkpoint every ``checkpoint_every`` steps, both also at ``max_steps``."""
+        tc = self.cfg.train
+        is_best = False
+        if self.step % tc.valid_every == 0 or self.step == tc.max_steps:
+            v = self.validate()
+            if v is not None:
+                self.log_event(split="valid", step=self.step, **v)
+                if v["loss"] < self.best_valid:
+                    self.best_valid, is_best = v["loss"], True
+            elif self.valid_loader is not None:
+                warnings.warn(f"step {self.step}: no validation window could be read; best.pt is left as it was")
+                self.log_event(split="info", step=self.step, valid_failed="no validation window could be read")
+            elif self.step == tc.max_steps:
+                is_best = True  # no validation data: the final model is the best we know (also when extended)
+        if self.step % tc.checkpoint_every == 0 or self.step == tc.max_steps or is_best:
+            self.save(is_best=is_best)
+
+    def _report_skipped(self) -> None:
+        """Say (stderr and ``log.jsonl``) what this run left out: unreadable or partnerless windows."""
+        if not (self.dist.is_main and (self.skipped_windows or self.lone_windows or self.skipped_batches)):
+            return
+        parts = []
+        if self.skipped_windows:
+            parts.append(f"{self.skipped_windows} window(s) of unreadable audio (one warning per file above)")
+        if self.lone_windows:
+            parts.append(f"{self.lone_windows} window(s) left without a same-speaker partner in their batch "
+                         f"(the partner's audio was unreadable)")
+        print(f"skipped {' and '.join(parts) or 'nothing'} during this run; {self.skipped_batches} of the steps "
+              f"had no usable window and trained nothing", file=sys.stderr)
+        self.log_event(split="info", step=self.step, skipped_unreadable_windows=self.skipped_windows,
+                       skipped_lone_windows=self.lone_windows, skipped_batches=self.skipped_batches)
+
     def fit(self) -> Dict[str, object]:
         """Train until ``train.max_steps``; returns a summary. Idempotent: a finished run returns at once.
 
@@ -241,17 +292,7 @@ class Trainer:
         t_last, audio_since, running = time.time(), 0.0, []
         skipped_since_log, in_a_row, trained = 0, 0, 0
         stopped_early = False
-        if self.dist.is_main:
-            print(f"precision: {self.precision.describe()}", file=sys.stderr)
-            if self.step == 0:
-                self.log_event(split="info", step=0, train_utterances=len(self.train_rows),
-                               skipped_short=self.sampler.skipped_short, batches_per_epoch=per_epoch,
-                               world_size=self.dist.world_size, device=str(self.device),
-                               precision=self.precision.name, precision_reason=self.precision.reason,
-                               parameters=sum(p.numel() for p in self.model.parameters()))
-            else:  # a resumption may run in another precision (another machine, or train.amp changed)
-                self.log_event(split="info", step=self.step, resumed=True, device=str(self.device),
-                               precision=self.precision.name, precision_reason=self.precision.reason)
+        self._log_start(per_epoch)
         try:
             while self.step < tc.max_steps:
                 epoch, start = divmod(self.step, per_epoch)
@@ -295,20 +336,7 @@ class Trainer:
                         elif skipped_since_log:
                             self.log_event(split="info", step=self.step, epoch=epoch, skipped_batches=skipped_since_log)
                         running, t_last, audio_since, skipped_since_log = [], now, 0.0, 0
-                    is_best = False
-                    if self.step % tc.valid_every == 0 or self.step == tc.max_steps:
-                        v = self.validate()
-                        if v is not None:
-                            self.log_event(split="valid", step=self.step, **v)
-                            if v["loss"] < self.best_valid:
-                                self.best_valid, is_best = v["loss"], True
-                        elif self.valid_loader is not None:
-                            warnings.warn(f"step {self.step}: no validation window could be read; best.pt is left as it was")
-                            self.log_event(split="info", step=self.step, valid_failed="no validation window could be read")
-                        elif self.step == tc.max_steps:
-                            is_best = True  # no validation data: the final model is the best we know (also when extended)
-                    if self.step % tc.checkpoint_every == 0 or self.step == tc.max_steps or is_best:
-                        self.save(is_best=is_best)
+                    self._validate_and_save()
                     if self.on_step is not None and self.on_step(self, batch if len(batch) else None):
                         stopped_early = True
                         break
@@ -322,17 +350,7 @@ class Trainer:
         finally:
             if bar:
                 bar.close()
-        if self.dist.is_main and (self.skipped_windows or self.lone_windows or self.skipped_batches):
-            parts = []
-            if self.skipped_windows:
-                parts.append(f"{self.skipped_windows} window(s) of unreadable audio (one warning per file above)")
-            if self.lone_windows:
-                parts.append(f"{self.lone_windows} window(s) left without a same-speaker partner in their batch "
-                             f"(the partner's audio was unreadable)")
-            print(f"skipped {' and '.join(parts) or 'nothing'} during this run; {self.skipped_batches} of the steps "
-                  f"had no usable window and trained nothing", file=sys.stderr)
-            self.log_event(split="info", step=self.step, skipped_unreadable_windows=self.skipped_windows,
-                           skipped_lone_windows=self.lone_windows, skipped_batches=self.skipped_batches)
+        self._report_skipped()
         if trained == 0 and self.skipped_batches:
             raise RuntimeError(f"none of the {self.skipped_batches} batch(es) of this run could be read: "
                                f"the audio of {self.manifests['train']} is unreadable (see the warnings above)")
