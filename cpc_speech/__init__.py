@@ -34,8 +34,8 @@ def __getattr__(name):  # lazy imports keep `cpc-speech --help` fast
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cpc_speech.engine.checkpoint import load_model
     from cpc_speech.config import CPCConfig, preset
+    from cpc_speech.engine.checkpoint import load_model
     from cpc_speech.features import extract_features
     from cpc_speech.model.cpc import CPCModel
     from cpc_speech.streaming import StreamingExtractor

@@ -218,8 +218,8 @@ def export_bundle(source: PathLike, out_dir: PathLike, name: Optional[str] = Non
     The folder is built under a temporary name beside ``out_dir`` and renamed into place, so a
     failure never leaves a half-written bundle."""
     from cpc_speech import __version__
-    from cpc_speech.engine.checkpoint import load_model, read_checkpoint, resolve_checkpoint
     from cpc_speech.config import to_dict
+    from cpc_speech.engine.checkpoint import load_model, read_checkpoint, resolve_checkpoint
 
     source = Path(source)
     out = Path(out_dir)

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from cpc_speech.atomic import atomic_write_text
-from cpc_speech.engine.checkpoint import CheckpointError, load_model, read_checkpoint
 from cpc_speech.cli import main
 from cpc_speech.config import PretrainConfig, config_from_dict
 from cpc_speech.corpora.manifest import read_manifest, write_manifest
+from cpc_speech.engine.checkpoint import CheckpointError, load_model, read_checkpoint
 from cpc_speech.runlock import LOCK_NAME, FolderBusyError, hold_output, read_owner
 from cpc_speech.train.trainer import pretrain
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from cpc_speech.batching import WindowBatchSampler
-from cpc_speech.engine.checkpoint import load_model, read_checkpoint
 from cpc_speech.config import DataConfig, PretrainConfig, config_from_dict
 from cpc_speech.corpora.manifest import read_manifest
+from cpc_speech.engine.checkpoint import load_model, read_checkpoint
 from cpc_speech.train.trainer import pretrain
 
 SMALL = [

@@ -21,6 +21,7 @@ from cpc_speech.engine.precision import Precision, resolve
 from cpc_speech.finetune.config import END_TO_END, FinetuneConfig
 from cpc_speech.model.layers import layer_dim
 
+
 class FeatureSource:
     """Turns a batch of utterances into padded features (batch, frames, dim) on the training
     device, and their valid lengths (batch,) on the CPU."""

@@ -43,11 +43,19 @@ from cpc_speech.config import save_config, to_dict
 from cpc_speech.engine.checkpoint import FINETUNE_KIND, FORMAT_VERSION, read_checkpoint
 from cpc_speech.engine.device import pick_device, set_threads
 from cpc_speech.engine.run_dir import CheckpointSlots, RunDir, check_resumable
-from cpc_speech.engine.seeding import epoch_seed
 from cpc_speech.engine.schedule import lr_factor
+from cpc_speech.engine.seeding import epoch_seed
 from cpc_speech.finetune.batching import epoch_batches
 from cpc_speech.finetune.conditions import ConditionSources, FeatureSource
-from cpc_speech.finetune.config import CONFIG_NAME, LEGACY_DEFAULTS, PRETRAINED, RESUMABLE, FinetuneConfig, FinetuneError, read_settings
+from cpc_speech.finetune.config import (
+    CONFIG_NAME,
+    LEGACY_DEFAULTS,
+    PRETRAINED,
+    RESUMABLE,
+    FinetuneConfig,
+    FinetuneError,
+    read_settings,
+)
 from cpc_speech.finetune.data import FinetuneData, all_utterances, prepare_data
 from cpc_speech.finetune.evaluation import ctc_loss, decode_split, evaluate, feature_stats
 from cpc_speech.finetune.head import CTCHead
