@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from benchmarks.results_file import write_results
     from cpc_speech.bench import cpu_model
     from cpc_speech.finetune.config import config_from_dict
-    from cpc_speech.finetune.loop import Finetuner
+    from cpc_speech.finetune.run import Finetuner
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.finetune_recipe", description=__doc__.split("\n\n")[0])
     p.add_argument("--finetune-dir", required=True, help="a fine-tuning output folder holding finetune_config.yaml")

@@ -67,7 +67,7 @@ def main(stage: str, root: Path) -> None:
         return
     from cpc_speech.engine.checkpoint import read_checkpoint
     from cpc_speech.finetune.config import FinetuneConfig
-    from cpc_speech.finetune.loop import run_finetune
+    from cpc_speech.finetune.run import run_finetune
 
     pretrain(config_from_dict(PretrainConfig, {}, SMALL), corpora["tone"], str(root / "pretrain-cut"), progress=False)
     a, b = (read_checkpoint(root / run / "checkpoints" / "last.pt") for run in ("pretrain-ref", "pretrain-cut"))

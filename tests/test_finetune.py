@@ -34,7 +34,7 @@ from cpc_speech.finetune import (
 )
 from cpc_speech.finetune.batching import epoch_batches
 from cpc_speech.finetune.config import FinetuneConfig, FinetuneError, FinetuneWarning
-from cpc_speech.finetune.loop import Finetuner, run_finetune
+from cpc_speech.finetune.run import Finetuner, run_finetune
 from cpc_speech.model.cpc import CPCModel
 
 # ------------------------------------------------------------------------------------------ PER

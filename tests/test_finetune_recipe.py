@@ -15,7 +15,7 @@ from cpc_speech.finetune.decode import PhoneLM, prefix_beam_search
 from cpc_speech.finetune.per import collapse, greedy_decode
 from cpc_speech.finetune.specaugment import MaskingConfig, keep_mask
 from cpc_speech.finetune.config import FinetuneConfig, FinetuneError
-from cpc_speech.finetune.loop import Finetuner
+from cpc_speech.finetune.run import Finetuner
 
 from test_finetune import corpus, make_corpus  # noqa: F401  (the module-scoped synthetic corpus)
 

@@ -146,7 +146,7 @@ def run(args) -> int:
 
     from cpc_speech.config import to_dict
     from cpc_speech.finetune.config import CONFIG_NAME, FinetuneConfig, read_settings
-    from cpc_speech.finetune.loop import run_finetune
+    from cpc_speech.finetune.run import run_finetune
 
     base = FinetuneConfig()
     config_file = args.config

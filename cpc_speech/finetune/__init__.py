@@ -9,8 +9,9 @@
 * :mod:`~cpc_speech.finetune.data`: splits resolved against manifest and targets, the training subset;
 * :mod:`~cpc_speech.finetune.conditions`: what the frozen / unfrozen / MFCC / from-scratch heads read;
 * :mod:`~cpc_speech.finetune.evaluation`: CTC loss, dev/test decoding and PER;
-* :mod:`~cpc_speech.finetune.loop`: the epoch loop with early stopping and exact resume on the
-  run machinery of :mod:`cpc_speech.engine` (``cpc-speech finetune``).
+* :mod:`~cpc_speech.finetune.loop`: one condition's epochs, early stopping and checkpoints;
+* :mod:`~cpc_speech.finetune.run`: the conditions of a run in turn, in one output folder on the
+  run machinery of :mod:`cpc_speech.engine`, resumable (``cpc-speech finetune``).
 """
 
 from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
@@ -51,7 +52,7 @@ def __getattr__(name):  # the loop pulls in the model code; import it on first u
 
         return getattr(config, name)
     if name in ("Finetuner", "run_finetune"):
-        from cpc_speech.finetune import loop
+        from cpc_speech.finetune import run
 
-        return getattr(loop, name)
+        return getattr(run, name)
     raise AttributeError(f"module 'cpc_speech.finetune' has no attribute {name!r}")
