@@ -26,7 +26,7 @@ CONFIGS: Dict[str, Tuple[str, List[str]]] = {
 DEFAULT_PRESETS = ("default", "paper", "cpc_audio_default")
 
 # Precisions measured side by side: float32 and what ``auto`` resolves to on this machine
-# (cpc_speech.precision). Every ratio the bench prints is between figures of the same run; figures
+# (cpc_speech.engine.precision). Every ratio the bench prints is between figures of the same run; figures
 # of other toolkits or machines are in benchmarks/NOTES.md, never divided into these.
 PRECISIONS = ("fp32", "auto")
 

@@ -3,7 +3,7 @@
 Reads the settings of a finished fine-tuning stage (``DIR/finetune_config.yaml``, as the recipe's
 stage 7 writes it, e.g. ``exp/demo/finetune``), then trains the head-only conditions (``frozen``
 and ``mfcc``; ``--conditions`` may add ``unfrozen``/``scratch``) once per variant: a variant is a
-JSON object of :class:`cpc_speech.finetune.trainer.FinetuneConfig` fields merged over those
+JSON object of :class:`cpc_speech.finetune.config.FinetuneConfig` fields merged over those
 settings (``--variants '{"head_layers": 3}' '{"head_layers": 3, "head_norm": true}'``, or
 ``--variants @file`` with one object per line). Features are computed once and shared by the
 variants. Prints, per variant and condition, dev/test PER, the best epoch, the dev-PER curve and the
@@ -38,7 +38,8 @@ def main(argv=None) -> int:
 
     from benchmarks.machine import cpu_model
     from benchmarks.results_file import write_results
-    from cpc_speech.finetune.trainer import Finetuner, config_from_dict
+    from cpc_speech.finetune.config import config_from_dict
+    from cpc_speech.finetune.run import Finetuner
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.finetune_recipe", description=__doc__.split("\n\n")[0])
     p.add_argument("--finetune-dir", required=True, help="a fine-tuning output folder holding finetune_config.yaml")
@@ -58,11 +59,11 @@ def main(argv=None) -> int:
         for cond in [c.strip() for c in args.conditions.split(",") if c.strip()]:
             cfg = config_from_dict({**base, **variant, "conditions": [cond]})
             ft = Finetuner(cfg, progress=False)
-            ft._frozen_cache, ft._mfcc_cache = shared.get("frozen"), shared.get("mfcc")
+            ft.sources.frozen_cache, ft.sources.mfcc_cache = shared.get("frozen"), shared.get("mfcc")
             t0 = time.time()
             record = ft.train_condition(cond).record
             seconds = time.time() - t0
-            shared["frozen"], shared["mfcc"] = ft._frozen_cache, ft._mfcc_cache
+            shared["frozen"], shared["mfcc"] = ft.sources.frozen_cache, ft.sources.mfcc_cache
             row = {"variant": variant, "condition": cond, "per_dev": record["per_dev"], "per_test": record["per_test"],
                    "initial_dev_per": record["initial_dev_per"], "best_epoch": record["best_epoch"],
                    "epochs_run": record["epochs_run"], "dev_curve": [c["dev_per"] for c in record["curve"]],

@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     import torch
 
     from benchmarks.machine import cpu_model
-    from cpc_speech.precision import resolve
+    from cpc_speech.engine.precision import resolve
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

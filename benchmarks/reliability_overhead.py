@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from cpc_speech.audio import write_audio
-from cpc_speech.checkpoint import save_checkpoint
 from cpc_speech.config import PretrainConfig, config_from_dict
 from cpc_speech.corpora.manifest import check_headers, utterance_from_file
+from cpc_speech.engine.checkpoint import save_checkpoint
 from cpc_speech.model.cpc import CPCModel
 from cpc_speech.runlock import hold_output
 

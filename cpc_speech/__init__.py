@@ -18,7 +18,7 @@ _LAZY = {
     "CPCConfig": ("cpc_speech.config", "CPCConfig"),
     "preset": ("cpc_speech.config", "preset"),
     "CPCModel": ("cpc_speech.model.cpc", "CPCModel"),
-    "load_model": ("cpc_speech.checkpoint", "load_model"),
+    "load_model": ("cpc_speech.engine.checkpoint", "load_model"),
     "extract_features": ("cpc_speech.features.api", "extract_features"),
     "StreamingExtractor": ("cpc_speech.features.streaming", "StreamingExtractor"),
 }
@@ -34,8 +34,8 @@ def __getattr__(name):  # lazy imports keep `cpc-speech --help` fast
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cpc_speech.checkpoint import load_model
     from cpc_speech.config import CPCConfig, preset
+    from cpc_speech.engine.checkpoint import load_model
     from cpc_speech.features.api import extract_features
     from cpc_speech.model.cpc import CPCModel
     from cpc_speech.features.streaming import StreamingExtractor

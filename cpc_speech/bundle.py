@@ -8,7 +8,7 @@ Layout::
     DIR/model.safetensors   the CPCModel state dict (float32 tensors; batch norm's step count int64)
     DIR/README.md           a generated model card: architecture, data, steps, probe results
 
-``load_model(DIR)`` (:func:`cpc_speech.checkpoint.load_model`) reads it; a bundle of a newer
+``load_model(DIR)`` (:func:`cpc_speech.engine.checkpoint.load_model`) reads it; a bundle of a newer
 format version, a config that does not validate or weights that do not fit it are refused with
 the file named.
 """
@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from cpc_speech.checkpoint import CheckpointError
+from cpc_speech.engine.checkpoint import CheckpointError
 from cpc_speech.runlock import locks_output
 from cpc_speech.types import PathLike
 
@@ -218,8 +218,8 @@ def export_bundle(source: PathLike, out_dir: PathLike, name: Optional[str] = Non
     The folder is built under a temporary name beside ``out_dir`` and renamed into place, so a
     failure never leaves a half-written bundle."""
     from cpc_speech import __version__
-    from cpc_speech.checkpoint import load_model, read_checkpoint, resolve_checkpoint
     from cpc_speech.config import to_dict
+    from cpc_speech.engine.checkpoint import load_model, read_checkpoint, resolve_checkpoint
 
     source = Path(source)
     out = Path(out_dir)

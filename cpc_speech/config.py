@@ -215,7 +215,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    amp: str = "auto"  # auto (bf16 where the device computes it fast, see cpc_speech.precision) | none | bf16 | fp16 (CUDA only)
+    amp: str = "auto"  # auto (bf16 where the device computes it fast, see cpc_speech.engine.precision) | none | bf16 | fp16 (CUDA only)
     compile: bool = False  # torch.compile the model for training steps (1.07-1.2x here; first step compiles)
     seed: int = 0
     log_every: int = 10
@@ -225,7 +225,8 @@ class TrainConfig:
     keep_last: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
-    log_batches: bool = False  # audit: each rank writes the windows of every step to batches-rank<R>.jsonl
+
+    RETIRED_KEYS = ("log_batches",)  # keys of older config files, accepted and ignored
 
 
 @dataclass
@@ -398,6 +399,7 @@ def from_dict(cls: Any, data: Optional[Dict[str, Any]], where: str = "config") -
     data = data or {}
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {data!r}")
+    data = {k: v for k, v in data.items() if k not in getattr(cls, "RETIRED_KEYS", ())}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names

@@ -46,7 +46,7 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 
-from cpc_speech.checkpoint import CheckpointError, save_checkpoint
+from cpc_speech.engine.checkpoint import CheckpointError, save_checkpoint
 from cpc_speech.config import CPCConfig, ContextConfig, EncoderConfig, PredictorConfig
 from cpc_speech.runlock import locks_output
 from cpc_speech.types import PathLike
@@ -350,7 +350,7 @@ def import_cpc_audio(path: PathLike, out_dir: PathLike, overwrite: bool = False,
                      context_layers: Optional[int] = None) -> Path:
     """Write a cpc_speech run folder (``config.yaml``, ``checkpoints/best.pt`` and ``last.pt``) for a
     CPC_audio checkpoint; ``load_model(out_dir)`` then gives the same model."""
-    from cpc_speech.checkpoint import update_link
+    from cpc_speech.engine.checkpoint import update_link
     from cpc_speech.config import PretrainConfig, save_config
 
     model = load_cpc_audio(path, state=state, context_layers=context_layers)

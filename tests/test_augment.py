@@ -183,13 +183,13 @@ def test_augmented_training_learns_and_resumes_exactly(tone_corpus, tmp_path):
 
     import torch
 
-    from cpc_speech.checkpoint import read_checkpoint
+    from cpc_speech.engine.checkpoint import read_checkpoint
     from cpc_speech.train.trainer import Trainer
 
     cfg = _cfg("past")
     cfg.train.max_steps = 12
     Trainer(cfg, str(tone_corpus), str(tmp_path / "ref"), progress=False).fit()
-    Trainer(cfg, str(tone_corpus), str(tmp_path / "cut"), progress=False, stop_after=6).fit()
+    Trainer(cfg, str(tone_corpus), str(tmp_path / "cut"), progress=False, on_step=lambda tr, batch: tr.step >= 6).fit()
     Trainer(cfg, str(tone_corpus), str(tmp_path / "cut"), progress=False).fit()
     a = read_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
     b = read_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]

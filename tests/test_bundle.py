@@ -10,7 +10,7 @@ import torch
 
 import cpc_speech
 from cpc_speech.bundle import export_bundle
-from cpc_speech.checkpoint import CheckpointError, save_checkpoint
+from cpc_speech.engine.checkpoint import CheckpointError, save_checkpoint
 from cpc_speech.cli import main
 from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig, PretrainConfig, save_config
 from cpc_speech.model.cpc import CPCModel

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import cpc_speech
-from cpc_speech.checkpoint import CheckpointError
+from cpc_speech.engine.checkpoint import CheckpointError
 from cpc_speech.cli import main
 
 # float32 references: these tests check exactness against one float32 pass on any CPU

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cpc_speech.audio import write_audio
-from cpc_speech.checkpoint import load_model, save_checkpoint
+from cpc_speech.engine.checkpoint import load_model, save_checkpoint
 from cpc_speech.config import ContextConfig, EncoderConfig, preset
 from cpc_speech.corpora.manifest import Utterance
 from cpc_speech import features

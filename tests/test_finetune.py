@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cpc_speech.audio import write_audio
-from cpc_speech.checkpoint import read_checkpoint, save_checkpoint
+from cpc_speech.engine.checkpoint import read_checkpoint, save_checkpoint
 from cpc_speech.config import preset
 from cpc_speech.corpora.manifest import Utterance, write_manifest
 from cpc_speech.finetune import (
@@ -32,7 +32,9 @@ from cpc_speech.finetune import (
     read_alignments,
     select_hours,
 )
-from cpc_speech.finetune.trainer import FinetuneConfig, FinetuneError, Finetuner, FinetuneWarning, epoch_batches, run_finetune
+from cpc_speech.finetune.batching import epoch_batches
+from cpc_speech.finetune.config import FinetuneConfig, FinetuneError, FinetuneWarning
+from cpc_speech.finetune.run import Finetuner, run_finetune
 from cpc_speech.model.cpc import CPCModel
 
 # ------------------------------------------------------------------------------------------ PER

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from cpc_speech.corpora.manifest import Utterance
-from cpc_speech.finetune.batching import epoch_batches, lr_factor
+from cpc_speech.engine.schedule import lr_factor
+from cpc_speech.finetune.batching import epoch_batches
 from cpc_speech.finetune.decode import PhoneLM, prefix_beam_search
 from cpc_speech.finetune.per import collapse, greedy_decode
 from cpc_speech.finetune.specaugment import MaskingConfig, keep_mask
-from cpc_speech.finetune.trainer import FinetuneConfig, FinetuneError, Finetuner
+from cpc_speech.finetune.config import FinetuneConfig, FinetuneError
+from cpc_speech.finetune.run import Finetuner
 
 from test_finetune import corpus, make_corpus  # noqa: F401  (the module-scoped synthetic corpus)
 

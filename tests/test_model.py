@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cpc_speech.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from cpc_speech.engine.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig, PredictorConfig, preset
 from cpc_speech.model.cpc import CPCModel
 from cpc_speech.model.encoder import Encoder

@@ -80,7 +80,7 @@ def test_streaming_graphs_match_offline(tmp_path, norm, kind):
 
 
 def test_cli_export_onnx_and_refusals(tmp_path, capsys):
-    from cpc_speech.checkpoint import save_checkpoint
+    from cpc_speech.engine.checkpoint import save_checkpoint
 
     model = small_model("channel", "transformer")
     save_checkpoint(tmp_path / "m.pt", model, model.cfg)

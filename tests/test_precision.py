@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from cpc_speech import precision
-from cpc_speech.precision import Precision, resolve
+from cpc_speech.engine import precision
+from cpc_speech.engine.precision import Precision, resolve
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cpc_speech.audio import write_audio
-from cpc_speech.checkpoint import save_checkpoint
+from cpc_speech.engine.checkpoint import save_checkpoint
 from cpc_speech.config import preset
 from cpc_speech.corpora.manifest import Utterance, write_manifest
 from cpc_speech.model.cpc import CPCModel

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from cpc_speech.atomic import atomic_write_text
-from cpc_speech.checkpoint import CheckpointError, load_model, read_checkpoint
 from cpc_speech.cli import main
 from cpc_speech.config import PretrainConfig, config_from_dict
 from cpc_speech.corpora.manifest import read_manifest, write_manifest
+from cpc_speech.engine.checkpoint import CheckpointError, load_model, read_checkpoint
 from cpc_speech.runlock import LOCK_NAME, FolderBusyError, hold_output, read_owner
 from cpc_speech.train.trainer import pretrain
 
@@ -419,7 +419,7 @@ def test_a_failed_validation_leaves_best_pt_alone(tmp_path, recwarn):
     valid = write_tone_corpus(tmp_path / "v", speakers=2, utterances=1, seed=1)
     run = tmp_path / "run"
     cfg = small("train.max_steps=4", "train.valid_every=2", "train.checkpoint_every=2")
-    pretrain(cfg, str(train), str(run), str(valid), progress=False, stop_after=2)
+    pretrain(cfg, str(train), str(run), str(valid), progress=False, on_step=lambda tr, batch: tr.step >= 2)
     assert read_checkpoint(run / "checkpoints" / "best.pt")["step"] == 2
     _break(valid, 0, 1)
     summary = pretrain(cfg, str(train), str(run), str(valid), progress=False, trust_manifest=True)

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def run_dir(tone_corpus, tmp_path_factory):
     """A real tiny pretraining run with real probe and fine-tuning results in RUN_DIR/results."""
-    from cpc_speech.finetune.trainer import FinetuneConfig, run_finetune
+    from cpc_speech.finetune.config import FinetuneConfig
+    from cpc_speech.finetune.run import run_finetune
     from cpc_speech.probes.linear import FitConfig
     from cpc_speech.probes.phone import run_phone_probe
     from cpc_speech.probes.speaker import run_speaker_probe

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cpc_speech.audio import read_audio, write_audio
-from cpc_speech.checkpoint import save_checkpoint
+from cpc_speech.engine.checkpoint import save_checkpoint
 from cpc_speech.config import preset
 from cpc_speech.corpora.manifest import read_manifest
 from cpc_speech.evaluation.items import frame_ranges, items_from_alignments, read_item_file

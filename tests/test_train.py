@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from cpc_speech.batching import WindowBatchSampler
-from cpc_speech.checkpoint import load_model, read_checkpoint
 from cpc_speech.config import DataConfig, PretrainConfig, config_from_dict
 from cpc_speech.corpora.manifest import read_manifest
+from cpc_speech.engine.checkpoint import load_model, read_checkpoint
 from cpc_speech.train.trainer import pretrain
 
 SMALL = [
@@ -110,12 +110,38 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tone_corpus, tmp_path):
     assert train_losses(tmp_path / "ref")[-1] == pytest.approx(train_losses(run)[-1], abs=1e-5)
 
 
+# run by torchrun: pretrain() with an on_step callback recording each rank's windows per step and,
+# after the last step, a checksum of its weights
+DDP_SCRIPT = """
+import json, sys
+from pathlib import Path
+from cpc_speech.config import PretrainConfig, config_from_dict
+from cpc_speech.train.trainer import pretrain
+
+manifest, run, *overrides = sys.argv[1:]
+cfg = config_from_dict(PretrainConfig, {}, overrides)
+steps = []
+
+def record(trainer, batch):
+    if batch is not None:
+        steps.append({"step": trainer.step - 1, "windows": batch.windows})
+    if trainer.step == cfg.train.max_steps:
+        checksum = float(sum(p.detach().double().sum() for p in trainer.model.parameters()))
+        rank = trainer.dist.rank
+        Path(run, f"batches-rank{rank}.jsonl").write_text("".join(json.dumps(s) + "\\n" for s in steps))
+        Path(run, f"final-rank{rank}.json").write_text(json.dumps({"step": trainer.step, "param_checksum": checksum}))
+
+pretrain(cfg, manifest, run, progress=False, on_step=record)
+"""
+
+
 def test_distributed_two_gloo_processes(tone_corpus, tmp_path):
     run = tmp_path / "ddp"
+    script = tmp_path / "ddp_pretrain.py"
+    script.write_text(DDP_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "cpc_speech.cli", "pretrain", "--train-manifest", str(tone_corpus), "--output-dir", str(run),
-           "--no-progress", *SMALL, "data.batch_size=2", "train.max_steps=24", "train.log_batches=true",
+           str(script), str(tone_corpus), str(run), *SMALL, "data.batch_size=2", "train.max_steps=24",
            "loss.gather_across_ranks=true", "train.lr=3e-3"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -132,6 +158,36 @@ def test_distributed_two_gloo_processes(tone_corpus, tmp_path):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
     info = json.loads((run / "log.jsonl").read_text().splitlines()[0])
     assert info["world_size"] == 2
+
+
+def test_old_configs_with_log_batches_still_load_and_resume(tone_corpus, tmp_path):
+    """train.log_batches (an audit switch of earlier versions) is accepted in saved configs and ignored."""
+    run = tmp_path / "old"
+    pretrain(small_config("train.max_steps=2", "train.checkpoint_every=2"), str(tone_corpus), str(run), progress=False)
+    last = run / "checkpoints" / "last.pt"
+    state = read_checkpoint(last)
+    state["config"]["train"]["log_batches"] = True
+    torch.save(state, last)
+    assert load_model(last).cfg.encoder.channels == 64
+    assert config_from_dict(PretrainConfig, {"train": {"log_batches": True}}).train.max_steps == 1000
+    again = pretrain(small_config("train.max_steps=4", "train.checkpoint_every=2"), str(tone_corpus), str(run), progress=False)
+    assert again["finished"] and again["step"] == 4
+    assert not list(run.glob("batches-rank*.jsonl"))
+
+
+def test_on_step_can_stop_a_run_that_then_resumes(tone_corpus, tmp_path):
+    run = tmp_path / "cut"
+    seen = []
+
+    def stop_at_3(trainer, batch):
+        seen.append((trainer.step, len(batch)))
+        return trainer.step >= 3
+
+    cfg = small_config("train.max_steps=5", "train.checkpoint_every=1")
+    summary = pretrain(cfg, str(tone_corpus), str(run), progress=False, on_step=stop_at_3)
+    assert seen == [(1, 4), (2, 4), (3, 4)] and summary == {"step": 3, "finished": False, "best_valid": math.inf, "rank": 0}
+    assert read_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
+    assert pretrain(cfg, str(tone_corpus), str(run), progress=False)["step"] == 5
 
 
 @pytest.mark.parametrize("sampler", ["uniform", "same_speaker", "same_utterance"])

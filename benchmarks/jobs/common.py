@@ -39,7 +39,7 @@ def spread(values: Sequence[float]) -> Dict[str, Any]:
 
 def precision_fields(requested: str, device: str) -> Dict[str, Any]:
     """The requested precision, what it resolves to on ``device``, and why."""
-    from cpc_speech.precision import resolve
+    from cpc_speech.engine.precision import resolve
 
     p = resolve(requested, device, key="precision")
     return {"precision_requested": requested, "precision": p.name, "precision_reason": p.reason}

@@ -55,7 +55,7 @@ def job_extract_long(job: Dict[str, Any]) -> Dict[str, Any]:
     from cpc_speech.config import preset
     from cpc_speech.features.api import extract_features
     from cpc_speech.features.inference import chunk_seconds_for
-    from cpc_speech.precision import resolve
+    from cpc_speech.engine.precision import resolve
     from cpc_speech.model.cpc import CPCModel
 
     torch.manual_seed(0)

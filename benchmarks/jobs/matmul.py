@@ -14,7 +14,7 @@ def job_matmul(job: Dict[str, Any]) -> Dict[str, Any]:
     ``auto`` resolves to here and why."""
     device = job["device"]
     torch = setup_torch(job["threads"], device)
-    from cpc_speech.precision import resolve
+    from cpc_speech.engine.precision import resolve
 
     auto = resolve("auto", device)
     n, reps = job["sizes"]["matmul_n"], job["sizes"]["matmul_repeats"]
@@ -43,6 +43,6 @@ def job_matmul(job: Dict[str, Any]) -> Dict[str, Any]:
 
 def _fast_bf16() -> bool:
     """Whether the CPU has native bf16 matmul instructions (AVX512-BF16 or AMX)."""
-    from cpc_speech.precision import cpu_flags
+    from cpc_speech.engine.precision import cpu_flags
 
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())

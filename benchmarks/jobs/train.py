@@ -1,13 +1,11 @@
-"""The ``train`` job: full optimizer steps of ``Trainer.train_step`` on random waveforms (step time,
+"""The ``train`` job: full optimizer steps of ``PretrainStep.run`` on random waveforms (step time,
 audio seconds per second, achieved GFLOP/s, peak memory) and their split into encoder / context /
 heads / loss / optimizer by staged passes (method in ``benchmarks/NOTES.md``)."""
 
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from benchmarks.configs import CONFIGS, amp_value, build_config
@@ -18,7 +16,7 @@ from benchmarks.machine import hwm_mb, peak_rss_mb, reset_peak_rss, rss_mb
 
 def _staged_step(tr, batch, seed: int, device: str) -> Dict[str, float]:
     """One training step cut into separately timed parts with the same arithmetic as
-    ``Trainer.train_step``: each part's output is detached and re-marked as requiring grad, the
+    ``PretrainStep.run``: each part's output is detached and re-marked as requiring grad, the
     forward of every part is timed, then the backward is run part by part (loss, heads, context,
     encoder) feeding each part the gradient of its output, then clip + Adam. Returns seconds per part."""
     import torch
@@ -37,7 +35,7 @@ def _staged_step(tr, batch, seed: int, device: str) -> Dict[str, float]:
         times[name] = now - t
         t = now
 
-    with tr._autocast():
+    with tr.autocast():
         z = model.encoder(batch.wav)
         lap("encoder_forward")
         zd = z.detach().requires_grad_()
@@ -83,61 +81,53 @@ PARTS = ("encoder", "context", "heads", "loss", "optimizer")
 def job_train(job: Dict[str, Any]) -> Dict[str, Any]:
     device, sizes = job["device"], job["sizes"]
     torch = setup_torch(job["threads"], device)
-    import numpy as np
-
-    from cpc_speech.audio import write_audio
     from cpc_speech.batching import Batch
-    from cpc_speech.corpora.manifest import utterance_from_file, write_manifest
-    from cpc_speech.train.trainer import Trainer
+    from cpc_speech.train.step import PretrainStep
 
     cfg, overrides = build_config(job["config"], sizes, job["sampling"], amp_value(job.get("precision", "fp32")), device,
                                   job["threads"], job.get("overrides", ()))
     B, S = sizes["batch"], sizes["window"]
     flops = analytic_flops(cfg.model, B, S, sizes["negatives"], job["sampling"], cfg.loss.shared_negatives)
     rss_start = rss_mb()
-    with tempfile.TemporaryDirectory(prefix="cpc-bench-") as td:
-        wav_path = Path(td) / "silence.flac"  # the Trainer wants a manifest; batches below are random
-        write_audio(wav_path, np.zeros(B * S, dtype=np.float32))
-        manifest = write_manifest([utterance_from_file("silence", wav_path, "spk")], Path(td) / "manifest.tsv")
-        tr = Trainer(cfg, str(manifest), str(Path(td) / "run"), progress=False)
-        precision = tr.precision
-        if job.get("compile"):  # as train.compile=true does
-            tr.ddp_model = torch.compile(tr.model)
-        g = torch.Generator().manual_seed(1234)
-        batches = [
-            Batch(0.1 * torch.randn(B, S, generator=g), torch.zeros(B, dtype=torch.long), torch.arange(B),
-                  [(0, i * S) for i in range(B)]).to(tr.device)
-            for _ in range(min(4, max(1, sizes["steps"])))
-        ]
-        params = sum(p.numel() for p in tr.model.parameters())
-        feature_params = sum(p.numel() for m in (tr.model.encoder, tr.model.context) for p in m.parameters())
-        rss_model = rss_mb()
+    tr = PretrainStep(cfg)  # no manifest: the batches below are random
+    precision = tr.precision
+    if job.get("compile"):  # as train.compile=true does
+        tr.forward_model = torch.compile(tr.model)
+    g = torch.Generator().manual_seed(1234)
+    batches = [
+        Batch(0.1 * torch.randn(B, S, generator=g), torch.zeros(B, dtype=torch.long), torch.arange(B),
+              [(0, i * S) for i in range(B)]).to(tr.device)
+        for _ in range(min(4, max(1, sizes["steps"])))
+    ]
+    params = sum(p.numel() for p in tr.model.parameters())
+    feature_params = sum(p.numel() for m in (tr.model.encoder, tr.model.context) for p in m.parameters())
+    rss_model = rss_mb()
 
-        def one(i: int) -> Tuple[float, float]:
-            sync(device)
-            t0 = time.perf_counter()
-            stats = tr.train_step(batches[i % len(batches)])
-            sync(device)
-            return time.perf_counter() - t0, stats["loss"]
+    def one(i: int) -> Tuple[float, float]:
+        sync(device)
+        t0 = time.perf_counter()
+        stats = tr.run(batches[i % len(batches)])
+        sync(device)
+        return time.perf_counter() - t0, stats["loss"]
 
-        warm = [one(i)[0] for i in range(sizes["warmup"])]
-        reset_ok = reset_peak_rss()
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        step_times, losses = [], []
-        for i in range(sizes["steps"]):
-            dt, loss = one(i)
-            step_times.append(dt)
-            losses.append(loss)
-        step_peak = hwm_mb() if reset_ok else None
-        cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-        peak_after_steps = peak_rss_mb()
+    warm = [one(i)[0] for i in range(sizes["warmup"])]
+    reset_ok = reset_peak_rss()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    step_times, losses = [], []
+    for i in range(sizes["steps"]):
+        dt, loss = one(i)
+        step_times.append(dt)
+        losses.append(loss)
+    step_peak = hwm_mb() if reset_ok else None
+    cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+    peak_after_steps = peak_rss_mb()
 
-        split_runs: List[Dict[str, float]] = []
-        for i in range(sizes["split_steps"] + (1 if sizes["split_steps"] else 0)):
-            r = _staged_step(tr, batches[i % len(batches)], 777 + i, device)
-            if i > 0:  # the first staged step warms up the separate autograd graphs
-                split_runs.append(r)
+    split_runs: List[Dict[str, float]] = []
+    for i in range(sizes["split_steps"] + (1 if sizes["split_steps"] else 0)):
+        r = _staged_step(tr, batches[i % len(batches)], 777 + i, device)
+        if i > 0:  # the first staged step warms up the separate autograd graphs
+            split_runs.append(r)
     st = spread(step_times)
     audio = B * S / 16000.0
     med = st["median"]

@@ -115,7 +115,7 @@ _PATHS = ("model", "manifest", "phones", "transcripts", "alignments", "train_spl
 
 
 def _conditions(args, default):
-    from cpc_speech.finetune.trainer import CONDITIONS
+    from cpc_speech.finetune.config import CONDITIONS
 
     def parse(text, allowed, what):
         items = [t.strip() for t in text.split(",") if t.strip()]
@@ -145,7 +145,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from cpc_speech.config import to_dict
-    from cpc_speech.finetune.trainer import CONFIG_NAME, FinetuneConfig, read_settings, run_finetune
+    from cpc_speech.finetune.config import CONFIG_NAME, FinetuneConfig, read_settings
+    from cpc_speech.finetune.run import run_finetune
 
     base = FinetuneConfig()
     config_file = args.config

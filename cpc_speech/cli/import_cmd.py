@@ -29,8 +29,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cpc_speech.checkpoint import load_model, resolve_checkpoint
     from cpc_speech.cpc_audio import describe, import_cpc_audio
+    from cpc_speech.engine.checkpoint import load_model, resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.checkpoint)
     out = import_cpc_audio(ckpt, args.out, overwrite=args.overwrite, state=args.state, context_layers=args.context_layers)

@@ -23,7 +23,7 @@ def run(args) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"cpc-speech {__version__}  python {platform.python_version()}  torch {torch.__version__}  numpy {np.__version__}")
     print(f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'cpu'}; torch threads {torch.get_num_threads()}")
-    from cpc_speech.precision import resolve
+    from cpc_speech.engine.precision import resolve
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"precision auto (train.amp, extraction) on this {device}: {resolve('auto', device).describe()}")

@@ -33,8 +33,9 @@ def run(args) -> int:
     import yaml
 
     from cpc_speech.config import PretrainConfig, config_from_dict
+    from cpc_speech.engine.distributed import is_main_process
     from cpc_speech.runlock import hold_output
-    from cpc_speech.train.trainer import is_main_process, pretrain
+    from cpc_speech.train.trainer import pretrain
 
     data = {}
     if args.config:

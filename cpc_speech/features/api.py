@@ -14,7 +14,7 @@ Long inputs are processed in exact chunks of ``chunk_seconds`` (default 2.5 s in
 bf16) with bounded memory and the same result as one pass (:mod:`cpc_speech.features.inference`).
 
 ``precision="auto"`` (the default) runs the encoder's matrix products in bf16 where the CPU computes
-bf16 fast (:mod:`cpc_speech.precision`; the recurrent context stays float32 on CPU), else in float32;
+bf16 fast (:mod:`cpc_speech.engine.precision`; the recurrent context stays float32 on CPU), else in float32;
 ``"fp32"`` forces float32. Features are returned as float32 either way.
 """
 
@@ -29,7 +29,7 @@ import torch
 from cpc_speech.audio import load_waveform
 from cpc_speech.features.inference import batch_forward, chunk_frames_for, forward_one
 from cpc_speech.features.models import EvalMode, model_device, resolve_model, validate_layer
-from cpc_speech.precision import resolve as resolve_precision
+from cpc_speech.engine.precision import resolve as resolve_precision
 
 
 def extract_features(

@@ -19,8 +19,8 @@ from cpc_speech.features.mfcc import DIM as MFCC_DIM
 from cpc_speech.features.mfcc import HOP, mfcc_features
 from cpc_speech.features.models import EvalMode, FeatureError, model_device, resolve_model, validate_layer
 from cpc_speech.model.layers import layer_dim
-from cpc_speech.precision import Precision
-from cpc_speech.precision import resolve as resolve_precision
+from cpc_speech.engine.precision import Precision
+from cpc_speech.engine.precision import resolve as resolve_precision
 
 META_VERSION = 1  # of the featuriser description in a feature folder's meta.json
 
@@ -235,7 +235,7 @@ def make_featurizer(model: Any, layer: str = "context", mode: Union[str, Feature
     else:
         ckpt = None
         if isinstance(model, (str, Path)):
-            from cpc_speech.checkpoint import resolve_checkpoint
+            from cpc_speech.engine.checkpoint import resolve_checkpoint
 
             ckpt = str(resolve_checkpoint(model))
         m = resolve_model(model, device)

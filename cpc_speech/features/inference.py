@@ -27,7 +27,7 @@ from cpc_speech.audio import SAMPLE_RATE
 from cpc_speech.features.models import EvalMode, chunkable, model_device
 from cpc_speech.features.pipeline import encode_in_order
 from cpc_speech.model.layers import context_upto, layer_dim, parse_layer
-from cpc_speech.precision import Precision
+from cpc_speech.engine.precision import Precision
 
 # Inputs longer than this many seconds are processed in exact chunks, several at once on CPU (one
 # per thread; :func:`encode_in_order`). The largest intermediate of a chunk is the first encoder

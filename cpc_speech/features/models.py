@@ -28,7 +28,7 @@ def resolve_model(model: Any, device: Optional[Union[str, torch.device]] = None)
             "(e.g. model='runs/cpc'); use cpc_speech.features.mfcc.mfcc_features for MFCC features"
         )
     if isinstance(model, (str, Path)):
-        from cpc_speech.checkpoint import load_model
+        from cpc_speech.engine.checkpoint import load_model
 
         return load_model(model, device=device)
     if isinstance(model, CPCModel):

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, Optional, Sized, Tuple
 import torch
 
 from cpc_speech.model.threads import single_thread
-from cpc_speech.precision import Precision
+from cpc_speech.engine.precision import Precision
 
 _END = object()
 

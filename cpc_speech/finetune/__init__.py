@@ -5,8 +5,13 @@
 * :mod:`~cpc_speech.finetune.subset`: seeded, speaker-stratified subsets of at most N hours;
 * :mod:`~cpc_speech.finetune.per`: edit distance, phone error rate, greedy CTC decoding;
 * :mod:`~cpc_speech.finetune.head`: linear / conv / conv+RNN CTC heads;
-* :mod:`~cpc_speech.finetune.trainer`: the frozen / unfrozen / MFCC / from-scratch conditions,
-  resumable (``cpc-speech finetune``).
+* :mod:`~cpc_speech.finetune.config`: the settings of a run (``finetune_config.yaml``);
+* :mod:`~cpc_speech.finetune.data`: splits resolved against manifest and targets, the training subset;
+* :mod:`~cpc_speech.finetune.conditions`: what the frozen / unfrozen / MFCC / from-scratch heads read;
+* :mod:`~cpc_speech.finetune.evaluation`: CTC loss, dev/test decoding and PER;
+* :mod:`~cpc_speech.finetune.loop`: one condition's epochs, early stopping and checkpoints;
+* :mod:`~cpc_speech.finetune.run`: the conditions of a run in turn, in one output folder on the
+  run machinery of :mod:`cpc_speech.engine`, resumable (``cpc-speech finetune``).
 """
 
 from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
@@ -41,9 +46,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # the trainer pulls in the model code; import it on first use
-    if name in ("CONDITIONS", "FinetuneConfig", "FinetuneError", "FinetuneWarning", "Finetuner", "run_finetune"):
-        from cpc_speech.finetune import trainer
+def __getattr__(name):  # the loop pulls in the model code; import it on first use
+    if name in ("CONDITIONS", "FinetuneConfig", "FinetuneError", "FinetuneWarning"):
+        from cpc_speech.finetune import config
 
-        return getattr(trainer, name)
+        return getattr(config, name)
+    if name in ("Finetuner", "run_finetune"):
+        from cpc_speech.finetune import run
+
+        return getattr(run, name)
     raise AttributeError(f"module 'cpc_speech.finetune' has no attribute {name!r}")

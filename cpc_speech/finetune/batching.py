@@ -1,4 +1,4 @@
-"""Training batches of utterances for fine-tuning, and the learning-rate schedule.
+"""Training batches of utterances for fine-tuning.
 
 A batch is a list of utterance indices. Batches hold either a fixed number of utterances or as
 many length-sorted utterances as fit a budget of padded frames (``batch_frames``: the batch's
@@ -7,7 +7,6 @@ longest utterance in 10 ms frames times its size), so short utterances come in l
 
 from __future__ import annotations
 
-import math
 from typing import List, Sequence
 
 import torch
@@ -15,7 +14,6 @@ import torch
 from cpc_speech.corpora.manifest import Utterance
 
 BATCHING = ("length", "random")
-SCHEDULES = ("constant", "cosine")
 SAMPLES_PER_FRAME = 160  # 10 ms at 16 kHz
 
 
@@ -61,18 +59,3 @@ def epoch_batches(utts: Sequence[Utterance], batch_size: int, batching: str, gen
     else:
         batches = [order[i: i + batch_size] for i in range(0, n, batch_size)]
     return [batches[j] for j in torch.randperm(len(batches), generator=gen).tolist()]
-
-
-def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int) -> float:
-    """Multiplier of the base learning rate before optimizer step ``step`` (0-based).
-
-    Linear warm-up from 1/``warmup_steps`` to 1 over the first ``warmup_steps`` steps, then
-    ``constant`` (1) or ``cosine`` (half a cosine from 1 down to 0.01 at ``total_steps``).
-    """
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -10,7 +10,7 @@ omits its section and both the JSON (``missing``) and the Markdown say so):
   --results``): optional; their sections ``abx`` and ``units`` are described in
   :mod:`cpc_speech.report.evaluations`;
 * ``results/finetune.json`` and/or ``results/finetune_<name>.json``: written by
-  ``cpc-speech finetune --out`` (layout in :func:`cpc_speech.finetune.trainer.run_finetune`);
+  ``cpc-speech finetune --out`` (layout in :func:`cpc_speech.finetune.run.run_finetune`);
   ``<name>`` is a locale and/or a label budget, e.g. ``fr``, ``fr_1h``, ``en_10min``.
 * ``results/label_budgets_<locale>.json``: optional, written by the Common Voice recipe; with them
   the report gains ``commonvoice_table``, the table of Riviere et al. (2020), described in

@@ -498,7 +498,7 @@ def checkpoint_config(run: Path, config: Dict[str, Any], config_path: Path) -> T
     """The config the run's newest checkpoint was trained with (``checkpoints/last.pt``, else
     ``best.pt``), which the report trusts over an edited ``config.yaml`` (with a warning naming the
     keys that differ); ``config.yaml`` when there is no readable checkpoint. Returns (config, source)."""
-    from cpc_speech.checkpoint import CheckpointError, read_checkpoint
+    from cpc_speech.engine.checkpoint import CheckpointError, read_checkpoint
 
     for name in ("last.pt", "best.pt"):
         ckpt = run / "checkpoints" / name

@@ -1,1 +1,2 @@
-"""Pretraining: the training loop, learning-rate schedules, distributed helpers."""
+"""Pretraining: one optimisation step (:mod:`~cpc_speech.train.step`) and the loop around it
+(:mod:`~cpc_speech.train.trainer`); the run machinery is in :mod:`cpc_speech.engine`."""

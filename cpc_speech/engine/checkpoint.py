@@ -3,8 +3,10 @@
 A checkpoint file is a ``torch.save`` of a dict holding only tensors and plain Python values
 (``format_version``, ``config`` as a plain dict, ``model`` state dict, and for training
 ``optimizer``, ``scheduler``, ``rng`` states, ``step``, ``epoch``...). It is read with
-``torch.load(weights_only=True)``. A run folder holds ``config.yaml``, ``checkpoints/step-*.pt``,
-``checkpoints/last.pt`` (copy of the newest) and ``checkpoints/best.pt``.
+``torch.load(weights_only=True)``. Fine-tuning checkpoints share the format and carry
+``kind: cpc_speech.finetune`` (head, backbone and training state instead of ``model``). A pretraining run folder holds
+``config.yaml``, ``checkpoints/step-*.pt``, ``checkpoints/last.pt`` (copy of the newest) and
+``checkpoints/best.pt`` (:mod:`cpc_speech.engine.run_dir`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from cpc_speech.atomic import atomic_write_bytes
 from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict, to_dict
 
 FORMAT_VERSION = 1
+FINETUNE_KIND = "cpc_speech.finetune"  # ``kind`` of fine-tuning checkpoints (head, backbone, training state)
+KINDS = {FINETUNE_KIND: "fine-tuning"}  # readable names for error messages
 PathLike = Union[str, Path]
 
 
@@ -40,8 +44,9 @@ def atomic_save(obj: Dict[str, Any], path: PathLike) -> Path:
     return atomic_write_bytes(path, buffer.getbuffer(), fsync=True)
 
 
-def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra: Any) -> Path:
-    """Save model weights + config (a dataclass) + ``extra`` plain values/tensors."""
+def checkpoint_state(model: torch.nn.Module, config: Any, **extra: Any) -> Dict[str, Any]:
+    """The checkpoint dict of model weights (on the CPU) + config (a dataclass) + ``extra``
+    plain values/tensors."""
     state = {
         "format_version": FORMAT_VERSION,
         "config": to_dict(config),
@@ -49,7 +54,12 @@ def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     state.update(extra)
-    return atomic_save(state, path)
+    return state
+
+
+def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra: Any) -> Path:
+    """Save model weights + config (a dataclass) + ``extra`` plain values/tensors."""
+    return atomic_save(checkpoint_state(model, config, **extra), path)
 
 
 def _torch_load(path: Path, map_location: Any = "cpu") -> Any:
@@ -68,8 +78,11 @@ def _torch_load(path: Path, map_location: Any = "cpu") -> Any:
         raise CheckpointError(f"{path}: {load_failure(exc)}") from None
 
 
-def _checked_state(path: Path, state: Any) -> Dict[str, Any]:
-    if not isinstance(state, dict) or "format_version" not in state or "model" not in state:
+def _checked_state(path: Path, state: Any, kind: Optional[str] = None) -> Dict[str, Any]:
+    if kind is not None:
+        if not isinstance(state, dict) or "format_version" not in state or state.get("kind") != kind:
+            raise CheckpointError(f"{path}: not a cpc_speech {KINDS.get(kind, kind)} checkpoint")
+    elif not isinstance(state, dict) or "format_version" not in state or "model" not in state:
         raise CheckpointError(f"{path}: not a cpc_speech checkpoint (no format_version/model)")
     if state["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
@@ -78,10 +91,12 @@ def _checked_state(path: Path, state: Any) -> Dict[str, Any]:
     return state
 
 
-def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Load a checkpoint dict safely (``weights_only=True``) and check its format version."""
+def read_checkpoint(path: PathLike, map_location: Any = "cpu", kind: Optional[str] = None) -> Dict[str, Any]:
+    """Load a checkpoint dict safely (``weights_only=True``) and check its format version;
+    ``kind``: the checkpoint must carry this ``kind`` (e.g. :data:`FINETUNE_KIND`) instead of a
+    ``model`` state dict."""
     path = Path(path)
-    return _checked_state(path, _torch_load(path, map_location))
+    return _checked_state(path, _torch_load(path, map_location), kind)
 
 
 def load_failure(exc: Exception) -> str:

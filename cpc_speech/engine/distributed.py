@@ -24,6 +24,11 @@ class DistInfo:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch (or a single process): the one that owns the run folder."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def init_distributed(device_kind: str) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
