@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from cpc_speech.config import ContextConfig
-from cpc_speech.model.gru import gru_layer
-from cpc_speech.model.threads import single_thread
+from cpc_speech.kernels.gru import gru_layer
+from cpc_speech.kernels.threads import single_thread
 from cpc_speech.model.transformer import CausalTransformerBlock
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpc_speech.config import EncoderConfig
-from cpc_speech.model.strided_conv import StridedConv1d, relu_padded
+from cpc_speech.kernels.strided_conv import StridedConv1d, relu_padded
 
 
 class ChannelNorm(nn.Module):

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from cpc_speech.model.threads import single_thread
+from cpc_speech.kernels.threads import single_thread
 
 
 def _forward_steps(gi, h0, w_hh, b_hh, outputs, gates, gh) -> torch.Tensor:
