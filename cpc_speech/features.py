@@ -62,8 +62,8 @@ import torch
 
 from cpc_speech.atomic import atomic_open, atomic_write_text, remove_stale_temporaries
 from cpc_speech.audio import SAMPLE_RATE, AudioError, load_waveform, read_audio
+from cpc_speech.kernels import single_thread
 from cpc_speech.model.layers import check_layer, context_upto, layer_dim, parse_layer
-from cpc_speech.kernels.threads import single_thread
 from cpc_speech.precision import Precision
 from cpc_speech.precision import resolve as resolve_precision
 from cpc_speech.runlock import hold_output

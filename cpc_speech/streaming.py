@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from cpc_speech.audio import SAMPLE_RATE
-from cpc_speech.kernels.threads import single_thread
+from cpc_speech.kernels import single_thread
 
 
 class StreamingError(ValueError):
