@@ -187,7 +187,7 @@ def cpu_recurrent(rnn: nn.RNNBase, z: torch.Tensor, state: Optional[Any] = None)
 
     Training a GRU runs :func:`gru_layer` (under bf16 autocast its large products in bf16, the
     recurrence in float32). Otherwise torch's module runs, in float32 also under autocast (torch's
-    bf16 recurrent kernels on CPU are slower than float32, batch-1 extraction 2-3x), its steps on
+    bf16 recurrent kernels on CPU are slower than float32: benchmarks/NOTES.md), its steps on
     one thread (:class:`~cpc_speech.kernels.threads.single_thread`) and, when gradients flow, its
     backward too: hooks set one thread between the gradient of the outputs and that of z."""
     if _uses_training_gru(rnn, z):
