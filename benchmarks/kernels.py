@@ -103,7 +103,7 @@ def encoder_pair(torch, rounds):
 
 
 def gru_pair(torch, rounds):
-    import cpc_speech.model.context as context
+    import cpc_speech.kernels.gru as context
     from cpc_speech.config import ContextConfig
     from cpc_speech.model.context import RecurrentContext
 

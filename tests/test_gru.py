@@ -5,7 +5,7 @@ import torch
 
 from cpc_speech.config import ContextConfig
 from cpc_speech.model.context import RecurrentContext
-from cpc_speech.model.gru import gru_layer
+from cpc_speech.kernels.gru import gru_layer
 
 
 def _grads(tensors):

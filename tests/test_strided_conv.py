@@ -7,7 +7,7 @@ from torch import nn
 
 from cpc_speech.config import EncoderConfig
 from cpc_speech.model.encoder import Encoder
-from cpc_speech.model.strided_conv import (
+from cpc_speech.kernels.strided_conv import (
     StridedConv1d,
     matrix_to_weight,
     pad_frames,

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator, Optional, Sized, Tuple
 
 import torch
 
-from cpc_speech.model.threads import single_thread
+from cpc_speech.kernels import single_thread
 from cpc_speech.engine.precision import Precision
 
 _END = object()

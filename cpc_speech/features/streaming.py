@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from cpc_speech.audio import SAMPLE_RATE
 from cpc_speech.features.models import resolve_model, validate_layer
-from cpc_speech.model.threads import single_thread
+from cpc_speech.kernels import single_thread
 
 
 class StreamingError(ValueError):

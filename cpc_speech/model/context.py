@@ -12,33 +12,18 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import nn
 
+from cpc_speech import kernels
 from cpc_speech.config import ContextConfig
-from cpc_speech.model.gru import gru_layer
-from cpc_speech.model.threads import single_thread
 from cpc_speech.model.transformer import CausalTransformerBlock
-
-
-def _cpu_autocast_dtype() -> Optional[torch.dtype]:
-    """The dtype CPU autocast runs matrix products in, or None when it is off."""
-    try:
-        on = torch.is_autocast_enabled("cpu")
-        return torch.get_autocast_dtype("cpu") if on else None
-    except TypeError:  # torch < 2.4
-        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-
-
-def _compiling() -> bool:
-    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)  # torch >= 2.3
-    return bool(is_compiling and is_compiling())
 
 
 class RecurrentContext(nn.Module):
     """GRU or LSTM (unidirectional, batch_first).
 
-    Training a GRU on CPU runs :func:`cpc_speech.model.gru.gru_layer` (hand-written backward through
-    time, the same parameters as ``nn.GRU``; under bf16 autocast its large products run in bf16 and
-    the recurrence in float32); inference, LSTMs and CUDA run ``nn.GRU`` / ``nn.LSTM``, on CPU in
-    float32 also under autocast.
+    On CPU it runs through :func:`cpc_speech.kernels.cpu_recurrent` (training a GRU: a layer with a
+    hand-written backward through time, the same parameters as ``nn.GRU``; thread and precision
+    settings for the rest); the same values as ``nn.GRU`` / ``nn.LSTM``, which run on CUDA and with
+    the kernels off.
     """
 
     def __init__(self, in_dim: int, cfg: ContextConfig):
@@ -46,52 +31,14 @@ class RecurrentContext(nn.Module):
         rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg.kind]
         self.rnn = rnn(in_dim, cfg.hidden, num_layers=cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
 
-    def _cpu_gru_training(self, z: torch.Tensor) -> bool:
-        return (
-            isinstance(self.rnn, nn.GRU)
-            and not z.is_cuda
-            and torch.is_grad_enabled()
-            and z.dtype in (torch.float32, torch.float64, torch.bfloat16)
-            and _cpu_autocast_dtype() in (None, torch.bfloat16)
-            # torch.compile traces nn.GRU as one operation; tracing this layer would unroll its steps
-            and not _compiling()
-            and (z.requires_grad or self.rnn.weight_hh_l0.requires_grad)
-        )
-
-    def _gru_layers(self, z: torch.Tensor, state: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        rnn = self.rnn
-        b = z.shape[0]
-        low = _cpu_autocast_dtype()
-        # the state's dtype: the weights' under autocast or for bf16 input, else the input's (float64 tests)
-        dtype = rnn.weight_hh_l0.dtype if low is not None or z.dtype == torch.bfloat16 else z.dtype
-        x, last = z, []
-        for layer in range(rnn.num_layers):
-            h0 = state[layer] if state is not None else z.new_zeros(b, rnn.hidden_size, dtype=dtype)
-            weights = [getattr(rnn, f"{name}_l{layer}").to(dtype) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            x, h = gru_layer(x, h0, *weights, low=low)
-            last.append(h)
-            if layer < rnn.num_layers - 1 and rnn.dropout > 0:
-                x = nn.functional.dropout(x, rnn.dropout, self.training)
-        return x, torch.stack(last)
-
     def forward(self, z: torch.Tensor, state: Optional[Any] = None) -> Tuple[torch.Tensor, Any]:
-        if self._cpu_gru_training(z):
-            return self._gru_layers(z, state)  # threads: set inside (one for the steps)
+        """z (batch, frames, enc_dim) -> (c (batch, frames, hidden), state (layers, batch, hidden);
+        for an LSTM the pair (h, c) of such tensors)."""
+        if kernels.enabled() and not z.is_cuda:
+            return kernels.cpu_recurrent(self.rnn, z, state)
         if z.is_cuda:
             self.rnn.flatten_parameters()
-        if not z.is_cuda and _cpu_autocast_dtype() is not None:
-            # torch's bf16 recurrent kernels on CPU are slower than float32 (batch-1 extraction:
-            # 2-3x); the recurrence runs in float32 (benchmarks/NOTES.md)
-            with torch.autocast("cpu", enabled=False):
-                return self.forward(z.float(), state)
-        with single_thread(not z.is_cuda):
-            c, state = self.rnn(z, state)
-        if not z.is_cuda and c.requires_grad and z.requires_grad and torch.get_num_threads() > 1:
-            # the recurrent backward runs between the gradient of c and the gradient of z
-            threads = torch.get_num_threads()
-            c.register_hook(lambda g: (torch.set_num_threads(1), g)[1])
-            z.register_hook(lambda g: (torch.set_num_threads(threads), g)[1])
-        return c, state
+        return self.rnn(z, state)
 
 
 class TransformerContext(nn.Module):

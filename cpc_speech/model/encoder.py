@@ -7,12 +7,14 @@ samples (its receptive field).
 
 from __future__ import annotations
 
+from typing import List, Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cpc_speech import kernels
 from cpc_speech.config import EncoderConfig
-from cpc_speech.model.strided_conv import StridedConv1d, relu_padded
 
 
 class ChannelNorm(nn.Module):
@@ -76,10 +78,12 @@ def make_norm(kind: str, channels: int, eps: float = 1e-5) -> nn.Module:
 
 
 class Encoder(nn.Module):
-    """Strided 1-D CNN. ``forward``: (batch, samples) -> (batch, frames, channels).
+    """Strided 1-D CNN: per layer a convolution, a norm and a ReLU (``layers``, flat, in that order).
+    ``forward``: (batch, samples) -> (batch, frames, channels).
 
-    Every layer works in (batch, time, channels) layout (:mod:`cpc_speech.model.strided_conv`), so
-    no transposes are needed and the context network takes the output as it is."""
+    Every layer works in (batch, time, channels) layout (:class:`cpc_speech.kernels.StridedConv1d`,
+    an ``nn.Conv1d`` twin with its parameters), so no transposes are needed and the context network
+    takes the output as it is."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -88,9 +92,14 @@ class Encoder(nn.Module):
         layers = []
         in_ch = 1
         for k, s, p in zip(cfg.kernels, cfg.strides, cfg.paddings):
-            layers += [StridedConv1d(in_ch, cfg.channels, k, stride=s, padding=p), make_norm(cfg.norm, cfg.channels, cfg.norm_eps), nn.ReLU(inplace=True)]
+            layers += [kernels.StridedConv1d(in_ch, cfg.channels, k, stride=s, padding=p), make_norm(cfg.norm, cfg.channels, cfg.norm_eps), nn.ReLU(inplace=True)]
             in_ch = cfg.channels
         self.layers = nn.Sequential(*layers)
+
+    def blocks(self) -> List[Tuple[nn.Module, nn.Module, nn.Module]]:
+        """(conv, norm, ReLU) of each layer, input side first."""
+        layers = list(self.layers)
+        return [(layers[i], layers[i + 1], layers[i + 2]) for i in range(0, len(layers), 3)]
 
     @property
     def dim(self) -> int:
@@ -140,12 +149,9 @@ class Encoder(nn.Module):
                 f"input of {wav.shape[-1]} samples is shorter than the encoder needs ({self.min_samples} samples "
                 f"at 16 kHz; receptive field {self.receptive_field})"
             )
-        layers = list(self.layers)  # [conv, norm, ReLU] per layer
-        x, padded = wav.unsqueeze(-1), False
-        for i in range(0, len(layers), 3):
-            conv, norm, relu = layers[i:i + 3]
-            x = norm(conv(x, padded=padded))
-            pad = layers[i + 3].input_padding(x.shape[1]) if i + 3 < len(layers) else None
-            # the ReLU writes straight into the next layer's zero-padded input
-            x, padded = (relu(x), False) if pad is None else (relu_padded(x, *pad), True)
+        x = wav.unsqueeze(-1)  # (batch, samples, 1)
+        if kernels.enabled():
+            return kernels.fused_encoder(self.blocks(), x)  # the same walk, ReLUs fused with padding
+        for conv, norm, relu in self.blocks():
+            x = relu(norm(conv(x)))
         return x

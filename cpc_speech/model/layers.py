@@ -21,7 +21,7 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import nn
 
-from cpc_speech.model.threads import single_thread
+from cpc_speech.kernels import single_thread
 
 LAYER_HELP = "encoder, context, context.N (layer N of a multi-layer context), encoder+context or encoder+context.N"
 _PATTERN = re.compile(r"^(encoder\+)?context(?:\.(\d+))?$")

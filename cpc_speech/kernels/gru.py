@@ -1,4 +1,6 @@
-"""One GRU layer for CPU training with a hand-written backward through time.
+"""Recurrent context networks on CPU: a GRU layer for training with a hand-written backward
+through time, and :func:`cpu_recurrent`, which picks it or runs ``nn.GRU`` / ``nn.LSTM`` with the
+thread and precision settings that are fastest there.
 
 ``nn.GRU`` on CPU records about ten autograd nodes per time step; for a training batch of
 8 x 128 frames that bookkeeping, not arithmetic, is most of the context network's time (about
@@ -18,11 +20,13 @@ Same equations, parameters and layout as one layer of ``torch.nn.GRU`` (gate ord
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
+from torch import nn
 
-from cpc_speech.model.threads import single_thread
+from cpc_speech.kernels.switch import autocast_dtype
+from cpc_speech.kernels.threads import single_thread
 
 
 def _forward_steps(gi, h0, w_hh, b_hh, outputs, gates, gh) -> torch.Tensor:
@@ -139,3 +143,63 @@ def gru_layer(
     projection, gradients of the input and the weights) take their operands in that dtype; the
     recurrence, its gates and state stay in the weights' dtype."""
     return _GRULayer.apply(x, h0, w_ih, w_hh, b_ih, b_hh, low)
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling and is_compiling())
+
+
+def _uses_training_gru(rnn: nn.RNNBase, z: torch.Tensor) -> bool:
+    """Whether :func:`gru_layer` runs: a GRU on CPU with gradients wanted, in float32/64 or bf16."""
+    return (
+        isinstance(rnn, nn.GRU)
+        and not z.is_cuda
+        and torch.is_grad_enabled()
+        and z.dtype in (torch.float32, torch.float64, torch.bfloat16)
+        and autocast_dtype("cpu") in (None, torch.bfloat16)
+        # torch.compile traces nn.GRU as one operation; tracing this layer would unroll its steps
+        and not _compiling()
+        and (z.requires_grad or rnn.weight_hh_l0.requires_grad)
+    )
+
+
+def _training_gru(rnn: nn.GRU, z: torch.Tensor, state: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``rnn(z, state)`` layer by layer through :func:`gru_layer`."""
+    b = z.shape[0]
+    low = autocast_dtype("cpu")
+    # the state's dtype: the weights' under autocast or for bf16 input, else the input's (float64 tests)
+    dtype = rnn.weight_hh_l0.dtype if low is not None or z.dtype == torch.bfloat16 else z.dtype
+    x, last = z, []
+    for layer in range(rnn.num_layers):
+        h0 = state[layer] if state is not None else z.new_zeros(b, rnn.hidden_size, dtype=dtype)
+        weights = [getattr(rnn, f"{name}_l{layer}").to(dtype) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        x, h = gru_layer(x, h0, *weights, low=low)  # threads: set inside (one for the steps)
+        last.append(h)
+        if layer < rnn.num_layers - 1 and rnn.dropout > 0:
+            x = nn.functional.dropout(x, rnn.dropout, rnn.training)
+    return x, torch.stack(last)
+
+
+def cpu_recurrent(rnn: nn.RNNBase, z: torch.Tensor, state: Optional[Any] = None) -> Tuple[torch.Tensor, Any]:
+    """``rnn(z, state)`` for a batch_first ``nn.GRU`` / ``nn.LSTM`` on CPU: z (batch, frames, in_dim)
+    -> (outputs (batch, frames, hidden), state).
+
+    Training a GRU runs :func:`gru_layer` (under bf16 autocast its large products in bf16, the
+    recurrence in float32). Otherwise torch's module runs, in float32 also under autocast (torch's
+    bf16 recurrent kernels on CPU are slower than float32: benchmarks/NOTES.md), its steps on
+    one thread (:class:`~cpc_speech.kernels.threads.single_thread`) and, when gradients flow, its
+    backward too: hooks set one thread between the gradient of the outputs and that of z."""
+    if _uses_training_gru(rnn, z):
+        return _training_gru(rnn, z, state)
+    if autocast_dtype("cpu") is not None:
+        with torch.autocast("cpu", enabled=False):
+            return cpu_recurrent(rnn, z.float(), state)
+    with single_thread():
+        c, state = rnn(z, state)
+    if c.requires_grad and z.requires_grad and torch.get_num_threads() > 1:
+        # the recurrent backward runs between the gradient of c and the gradient of z
+        threads = torch.get_num_threads()
+        c.register_hook(lambda g: (torch.set_num_threads(1), g)[1])
+        z.register_hook(lambda g: (torch.set_num_threads(threads), g)[1])
+    return c, state

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cpc_speech.kernels.switch import autocast_dtype, enabled
+
 
 def _geometry(frames: int, kernel: int, stride: int, padding: int) -> Tuple[int, int, int]:
     """(output frames, kernel blocks M, input blocks) for ``frames`` input frames."""
@@ -118,16 +120,11 @@ def _uses_unfolding(c_in: int, c_out: int, kernel: int, stride: int) -> bool:
     return c_in * kernel < -(-kernel // stride) * c_out
 
 
-def _autocast_dtype(device_type: str):
-    """The dtype autocast would run a matrix product in here, or None when autocast is off."""
-    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-
-
 class _BlockedConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride: int, padding: int):
         ctx.dtypes = (x.dtype, weight.dtype)
-        low = _autocast_dtype(x.device.type)
+        low = autocast_dtype(x.device.type)
         if low is not None:  # behave like an autocast matmul: compute (and save) in the low dtype
             x, weight = x.to(low), weight.to(low)
             bias = bias.to(low) if bias is not None else None
@@ -214,7 +211,8 @@ def strided_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 class StridedConv1d(nn.Module):
-    """``nn.Conv1d`` twin for (batch, frames, channels) tensors (see the module docstring)."""
+    """``nn.Conv1d`` twin for (batch, frames, channels) tensors (see the module docstring); with the
+    kernels off (:func:`cpc_speech.kernels.disabled`) it runs ``F.conv1d`` on the transposed input."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True):
         super().__init__()
@@ -245,8 +243,10 @@ class StridedConv1d(nn.Module):
         """x (batch, frames, C_in) -> (batch, out frames, C_out). ``padded``: x already carries the
         zero frames of :meth:`input_padding` (e.g. from :func:`relu_padded`)."""
         padding = 0 if padded else self.padding
+        if not enabled():  # the reference: torch's channels-first convolution
+            return F.conv1d(x.transpose(1, 2), self.weight, self.bias, stride=self.stride, padding=padding).transpose(1, 2)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        if needs_grad or _autocast_dtype(x.device.type) is not None or x.dim() != 3:
+        if needs_grad or autocast_dtype(x.device.type) is not None or x.dim() != 3:
             return strided_conv1d(x, self.weight, self.bias, self.stride, padding)
         return self._inference(x, padding)
 
