@@ -46,9 +46,9 @@ import torch
 import torch.nn.functional as F
 
 from cpc_speech.atomic import atomic_write_text, remove_stale_temporaries
-from cpc_speech.audio import missing_file
 from cpc_speech.checkpoint import atomic_save
 from cpc_speech.config import check_limits, from_dict, preset, save_config, to_dict
+from cpc_speech.corpora.labels import read_id_list
 from cpc_speech.corpora.manifest import Utterance, read_manifest
 from cpc_speech.finetune.batching import BATCHING, SCHEDULES, epoch_batches, length_order, lr_factor
 from cpc_speech.finetune.decode import PhoneLM, prefix_beam_search
@@ -56,7 +56,7 @@ from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
 from cpc_speech.finetune.per import EditCounts, ctc_min_frames, error_counts, greedy_decode
 from cpc_speech.finetune.specaugment import MaskingConfig, keep_mask
 from cpc_speech.finetune.subset import Subset, select_hours
-from cpc_speech.finetune.transcripts import PhoneInventory, Transcript, load_targets
+from cpc_speech.finetune.targets import CTCClasses, Transcript, load_targets
 from cpc_speech.model.layers import check_layer, layer_dim
 from cpc_speech.runlock import hold_output
 
@@ -226,7 +226,7 @@ class Split:
 
 @dataclass
 class FinetuneData:
-    inventory: PhoneInventory
+    inventory: CTCClasses
     train: Split  # after the hours subset
     dev: Split
     test: Optional[Split]
@@ -242,22 +242,6 @@ class FinetuneData:
             for u, t in zip(split.utterances, split.targets):
                 h.update(f"{u.id}:{u.num_samples}:{','.join(map(str, t.labels))};".encode())
         return h.hexdigest()
-
-
-def read_split_file(path: str) -> List[Tuple[str, int]]:
-    """``(utterance id, line number)`` for each line of a split file (first token of the line;
-    blank lines and ``#`` comments skipped)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FinetuneError(missing_file("split file", p))
-    out = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        text = line.strip()
-        if text and not text.startswith("#"):
-            out.append((text.split()[0], lineno))
-    if not out:
-        raise FinetuneError(f"{p}: split file lists no utterances")
-    return out
 
 
 class _Skips:
@@ -293,7 +277,7 @@ def build_split(
 ) -> Split:
     """Resolve a split file against the manifest and targets; skip (with warnings) utterances
     missing from either, and those with too few frames for their labels under CTC."""
-    entries = read_split_file(path)
+    entries = read_id_list(path, f"{name} split").entries()
     skips = _Skips(name)
     utts: List[Utterance] = []
     tgts: List[Transcript] = []
