@@ -41,20 +41,28 @@ def test_phone_set_either_order_gaps_and_round_trip(tmp_path):
     assert PhoneSet.from_names(["SIL", "AA"]).indexed_names() == ["SIL", "AA"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("0 sil\na 1\n", r"line 2: expected '<id> <name>', got 'a 1'"),
-    ("sil 0\n1 a\n", r"line 2: expected '<name> <id>' \(the order of its first line\), got '1 a'"),
-    ("0 sil\n1 a b\n", r"line 2: expected '<id> <name>', got '1 a b'"),
-    ("0 sil\n-1 a\n", r"line 2: phone id must be >= 0, got -1"),
-    ("0 sil\n1 a\n1 b\n", r"line 3: phone id 1 already defined on line 2"),
-    ("0 sil\n1 a\n2 a\n", r"line 3: phone name 'a' already defined on line 2"),
-    ("# only a comment\n\n", r"phone set is empty"),
+READ_PHONES, READ_FRAMES = PhoneSet.read, read_frame_labels
+
+
+@pytest.mark.parametrize("reader, text, message", [
+    (READ_PHONES, "0 sil\na 1\n", r"line 2: expected '<id> <name>', got 'a 1'"),
+    (READ_PHONES, "sil 0\n1 a\n", r"line 2: expected '<name> <id>' \(the order of its first line\), got '1 a'"),
+    (READ_PHONES, "0 sil\n1 a b\n", r"line 2: expected '<id> <name>', got '1 a b'"),
+    (READ_PHONES, "0 sil\n-1 a\n", r"line 2: phone id must be >= 0, got -1"),
+    (READ_PHONES, "0 sil\n1 a\n1 b\n", r"line 3: phone id 1 already defined on line 2"),
+    (READ_PHONES, "0 sil\n1 a\n2 a\n", r"line 3: phone name 'a' already defined on line 2"),
+    (READ_PHONES, "# only a comment\n\n", r"phone set is empty"),
+    (READ_FRAMES, "a 0 1\nb 1 -2\n", r"line 2: negative label -2 in utterance 'b'"),
+    (READ_FRAMES, "a 0 1\nb\n", r"line 2: utterance 'b' has no labels"),
+    (READ_FRAMES, "a 0 1.5\n", r"line 1: label '1.5' of utterance 'a' is not an integer"),
+    (READ_FRAMES, "a 0\n\na 1\n", r"line 3: duplicate utterance 'a' \(first on line 1\)"),
+    (READ_FRAMES, "# nothing\n", r"alignment file has no utterances"),
 ])
-def test_phone_set_errors_name_file_and_line(tmp_path, text, message):
-    p = tmp_path / "phones.txt"
+def test_errors_name_file_and_line(tmp_path, reader, text, message):
+    p = tmp_path / "labels.txt"
     p.write_text(text)
-    with pytest.raises(LabelFileError, match=r"phones\.txt: " + message):
-        PhoneSet.read(p)
+    with pytest.raises(LabelFileError, match=r"labels\.txt: " + message):
+        reader(p)
 
 
 def test_missing_and_binary_files_are_one_line_errors(tmp_path):
@@ -99,20 +107,6 @@ def test_frame_labels_round_trip_and_phone_sequences(tmp_path):
     targets, classes = load_targets(alignments=path)
     cls = classes.class_of_id()
     assert classes.class_names == ["1", "2", "3", "4", "5"] and targets["b"].labels == (cls[3], cls[3], cls[5])
-
-
-@pytest.mark.parametrize("text, message", [
-    ("a 0 1\nb 1 -2\n", r"line 2: negative label -2 in utterance 'b'"),
-    ("a 0 1\nb\n", r"line 2: utterance 'b' has no labels"),
-    ("a 0 1.5\n", r"line 1: label '1.5' of utterance 'a' is not an integer"),
-    ("a 0\n\na 1\n", r"line 3: duplicate utterance 'a' \(first on line 1\)"),
-    ("# nothing\n", r"alignment file has no utterances"),
-])
-def test_frame_label_errors(tmp_path, text, message):
-    p = tmp_path / "ali.txt"
-    p.write_text(text)
-    with pytest.raises(LabelFileError, match=r"ali\.txt: " + message):
-        read_frame_labels(p)
 
 
 def test_collapse_runs():
