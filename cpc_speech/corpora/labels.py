@@ -72,14 +72,14 @@ def _check_new_id(path: Path, lineno: int, uid: str, lines: Mapping[str, int], w
 def collapse_runs(labels: Sequence[int], drop: Optional[int] = None) -> List[int]:
     """Merge runs of equal labels, then remove the label ``drop`` (silence or the CTC blank):
     ``[3, 3, 0, 3]`` with ``drop=0`` gives ``[3, 3]``."""
-    out: List[int] = []
-    last = None
-    for lab in labels:
-        lab = int(lab)
-        if lab != last and lab != drop:
-            out.append(lab)
-        last = lab
-    return out
+    arr = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if arr.size == 0:
+        return []
+    starts = np.empty(arr.size, dtype=bool)
+    starts[0] = True
+    np.not_equal(arr[1:], arr[:-1], out=starts[1:])
+    runs = arr[starts]
+    return (runs if drop is None else runs[runs != drop]).tolist()
 
 
 # ------------------------------------------------------------------------------------ phone sets
@@ -231,7 +231,7 @@ class FrameLabels:
         """Each utterance's phones: runs of equal labels collapsed, then ``silence`` dropped (so
         ``3 3 0 3`` gives two ``3``)."""
         return {
-            uid: PhoneSequence(uid, tuple(collapse_runs(lab.tolist(), drop=silence)), self.where(uid))
+            uid: PhoneSequence(uid, tuple(collapse_runs(lab, drop=silence)), self.where(uid))
             for uid, lab in self.labels.items()
         }
 
@@ -244,11 +244,11 @@ def read_frame_labels(path: PathLike) -> FrameLabels:
     for lineno, fields in _records(path, "alignment file"):
         uid = fields[0]
         _check_new_id(path, lineno, uid, lines)
-        values = [_as_int(x) for x in fields[1:]]
-        if None in values:
-            bad = fields[1 + values.index(None)]
-            raise LabelFileError(f"{path}: line {lineno}: label {bad!r} of utterance {uid!r} is not an integer")
-        lab = np.array(values, dtype=np.int64)
+        try:
+            lab = np.array([int(x) for x in fields[1:]], dtype=np.int64)
+        except ValueError:
+            bad = next(x for x in fields[1:] if _as_int(x) is None)
+            raise LabelFileError(f"{path}: line {lineno}: label {bad!r} of utterance {uid!r} is not an integer") from None
         if lab.size == 0:
             raise LabelFileError(f"{path}: line {lineno}: utterance {uid!r} has no labels")
         if lab.min() < 0:
