@@ -17,19 +17,17 @@ import torch
 from cpc_speech.audio import write_audio
 from cpc_speech.engine.checkpoint import read_checkpoint, save_checkpoint
 from cpc_speech.config import preset
+from cpc_speech.corpora.labels import LabelFileError, collapse_runs
 from cpc_speech.corpora.manifest import Utterance, write_manifest
 from cpc_speech.finetune import (
     CTCHead,
     HeadConfig,
-    TranscriptError,
-    collapse,
     ctc_min_frames,
     edit_counts,
     edit_distance,
     greedy_decode,
     load_targets,
     phone_error_rate,
-    read_alignments,
     select_hours,
 )
 from cpc_speech.finetune.batching import epoch_batches
@@ -77,9 +75,9 @@ def test_per_is_total_errors_over_total_reference_length():
 
 def test_greedy_decoding_collapses_repeats_and_removes_blanks():
     B = 3  # blank
-    assert collapse([B, 1, 1, B, 1, 2, 2, B, B], B) == [1, 1, 2]
-    assert collapse([0, 0, 0], blank=3) == [0]
-    assert collapse([B, B], B) == []
+    assert collapse_runs([B, 1, 1, B, 1, 2, 2, B, B], drop=B) == [1, 1, 2]
+    assert collapse_runs([0, 0, 0], drop=3) == [0]
+    assert collapse_runs([B, B], drop=B) == []
     path = [B, 1, 1, B, 1, 2, 2, B]
     logp = torch.full((len(path), 4), -5.0)
     logp[torch.arange(len(path)), torch.tensor(path)] = 0.0
@@ -146,30 +144,30 @@ def test_transcripts_names_ids_and_unknown_phone_error(tmp_path):
     assert targets["u1"].labels == (0, 1, 1, 2)  # silence dropped, classes in id order
     assert targets["u2"].labels == (0, 2, 1)  # integer ids accepted
     (tmp_path / "bad.txt").write_text("u1 a b\n\nu2 a x b\n")
-    with pytest.raises(TranscriptError, match=r"bad\.txt: line 3: utterance 'u2': unknown phone 'x'"):
+    with pytest.raises(LabelFileError, match=r"bad\.txt: line 3: utterance 'u2': unknown phone 'x'"):
         load_targets(tmp_path / "phones.txt", tmp_path / "bad.txt")
     (tmp_path / "bad2.txt").write_text("u1 a 7\n")  # 7 is an integer but not an inventory id
-    with pytest.raises(TranscriptError, match=r"bad2\.txt: line 1: .*unknown phone '7'"):
+    with pytest.raises(LabelFileError, match=r"bad2\.txt: line 1: .*unknown phone '7'"):
         load_targets(tmp_path / "phones.txt", tmp_path / "bad2.txt")
     (tmp_path / "dup.txt").write_text("u1 a\nu1 b\n")
-    with pytest.raises(TranscriptError, match=r"dup\.txt: line 2: duplicate"):
+    with pytest.raises(LabelFileError, match=r"dup\.txt: line 2: duplicate"):
         load_targets(tmp_path / "phones.txt", tmp_path / "dup.txt")
     (tmp_path / "phones_bad.txt").write_text("0 sil\n1 a\n1 b\n")
-    with pytest.raises(TranscriptError, match=r"phones_bad\.txt: line 3: phone id 1 already defined"):
+    with pytest.raises(LabelFileError, match=r"phones_bad\.txt: line 3: phone id 1 already defined"):
         load_targets(tmp_path / "phones_bad.txt", tmp_path / "t.txt")
 
 
 def test_alignments_give_phone_sequences(tmp_path):
     (tmp_path / "ali.txt").write_text("u1 0 0 3 3 3 0 3 5 5 0\nu2 1 1 1\nu3 0 0\n")
-    targets, inv = read_alignments(tmp_path / "ali.txt")
+    targets, inv = load_targets(alignments=tmp_path / "ali.txt")
     assert inv.class_names == ["1", "2", "3", "4", "5"]  # 0..max id, silence removed
     cls = inv.class_of_id()
     assert targets["u1"].labels == (cls[3], cls[3], cls[5])  # 3 | sil | 3 stays two phones
     assert targets["u2"].labels == (cls[1],)
     assert targets["u3"].labels == ()
     (tmp_path / "ali_bad.txt").write_text("u1 0 1\nu2 0 x 1\n")
-    with pytest.raises(TranscriptError, match=r"ali_bad\.txt: line 2: .*'x'"):
-        read_alignments(tmp_path / "ali_bad.txt")
+    with pytest.raises(LabelFileError, match=r"ali_bad\.txt: line 2: .*'x'"):
+        load_targets(alignments=tmp_path / "ali_bad.txt")
 
 
 def test_ctc_head_shapes_and_padding_invariance():

@@ -12,7 +12,8 @@ from cpc_speech.corpora.manifest import Utterance
 from cpc_speech.engine.schedule import lr_factor
 from cpc_speech.finetune.batching import epoch_batches
 from cpc_speech.finetune.decode import PhoneLM, prefix_beam_search
-from cpc_speech.finetune.per import collapse, greedy_decode
+from cpc_speech.corpora.labels import collapse_runs
+from cpc_speech.finetune.per import greedy_decode
 from cpc_speech.finetune.specaugment import MaskingConfig, keep_mask
 from cpc_speech.finetune.config import FinetuneConfig, FinetuneError
 from cpc_speech.finetune.run import Finetuner
@@ -27,7 +28,7 @@ def _label_sequence_log_probs(logp: np.ndarray, blank: int):
     frames, classes = logp.shape
     totals = {}
     for path in itertools.product(range(classes), repeat=frames):
-        seq = tuple(collapse(path, blank))
+        seq = tuple(collapse_runs(path, drop=blank))
         score = sum(logp[t, c] for t, c in enumerate(path))
         totals[seq] = np.logaddexp(totals.get(seq, -np.inf), score)
     return totals

@@ -13,20 +13,13 @@ import torch
 from cpc_speech.audio import write_audio
 from cpc_speech.engine.checkpoint import save_checkpoint
 from cpc_speech.config import preset
+from cpc_speech.corpora.labels import LabelFileError, PhoneSet, read_frame_labels, read_id_list
 from cpc_speech.corpora.manifest import Utterance, write_manifest
 from cpc_speech.model.cpc import CPCModel
-from cpc_speech.probes.labels import (
-    LabelError,
-    carve_dev,
-    check_split,
-    holdout_per_group,
-    read_alignments,
-    read_label_names,
-    read_split,
-)
 from cpc_speech.probes.linear import FitConfig, ProbeData, context_neighbors, select_and_fit, train_probe
 from cpc_speech.probes.phone import run_phone_probe
 from cpc_speech.probes.speaker import run_speaker_probe
+from cpc_speech.probes.splits import carve_dev, check_split, holdout_per_group
 
 PHONE_FREQS = [330.0, 820.0, 1650.0, 3100.0]  # one tone per label
 PHONE_NAMES = ["aa", "ee", "ii", "ss"]
@@ -98,44 +91,44 @@ FAST_FIT = FitConfig(max_epochs=6, weight_decays=(0.0, 1e-3))
 def test_read_alignments_and_errors(tmp_path):
     p = tmp_path / "ali.txt"
     p.write_text("a 0 0 1 1\n\nb 2 2 2\n")
-    ali = read_alignments(p)
+    ali = read_frame_labels(p)
     assert list(ali.labels) == ["a", "b"] and ali.lines["b"] == 3 and ali.num_classes == 3
     assert ali.for_frames("a", 4).tolist() == [0, 0, 1, 1]
     assert ali.for_frames("a", 5).tolist() == [0, 0, 1, 1]  # features one frame longer: fine
     assert ali.for_frames("a", 3).tolist() == [0, 0, 1]  # labels one frame longer: trimmed
-    with pytest.raises(LabelError, match=r"ali\.txt: line 3: utterance 'b' has 3 labels but its features have 6"):
+    with pytest.raises(LabelFileError, match=r"ali\.txt: line 3: utterance 'b' has 3 labels but its features have 6"):
         ali.for_frames("b", 6)
     p.write_text("a 0 x 1\n")
-    with pytest.raises(LabelError, match=r"line 1: label 'x'"):
-        read_alignments(p)
+    with pytest.raises(LabelFileError, match=r"line 1: label 'x'"):
+        read_frame_labels(p)
     p.write_text("a 0 1\na 1 1\n")
-    with pytest.raises(LabelError, match="line 2: duplicate utterance 'a'"):
-        read_alignments(p)
-    with pytest.raises(LabelError, match="not found"):
-        read_alignments(tmp_path / "nope.txt")
+    with pytest.raises(LabelFileError, match="line 2: duplicate utterance 'a'"):
+        read_frame_labels(p)
+    with pytest.raises(LabelFileError, match="not found"):
+        read_frame_labels(tmp_path / "nope.txt")
     (tmp_path / "phones.txt").write_text("0 sil\n1 aa\n")
-    assert read_label_names(tmp_path / "phones.txt") == {0: "sil", 1: "aa"}
+    assert PhoneSet.read(tmp_path / "phones.txt").name_of() == {0: "sil", 1: "aa"}
 
 
 def test_split_errors(tmp_path):
     p = tmp_path / "train_split.txt"
     p.write_text("u1\nu2\n# comment\nu9\n")
-    split = read_split(p)
+    split = read_id_list(p)
     assert split.ids == ["u1", "u2", "u9"] and split.lines["u9"] == 4
-    with pytest.raises(LabelError, match=r"train_split\.txt: 1 of 3 utterance\(s\) are not in the manifest m\.tsv: 'u9' \(line 4\)"):
+    with pytest.raises(LabelFileError, match=r"train_split\.txt: 1 of 3 utterance\(s\) are not in the manifest m\.tsv: 'u9' \(line 4\)"):
         check_split(split, {"u1", "u2"}, "the manifest", "m.tsv")
     with pytest.warns(UserWarning, match="u9"):
         kept = check_split(split, {"u1", "u2"}, "the manifest", "m.tsv", skip_missing=True,
                            warn=lambda m: __import__("warnings").warn(m))
     assert kept == ["u1", "u2"]
-    with pytest.raises(LabelError, match="split is empty"):
+    with pytest.raises(LabelFileError, match="split is empty"):
         check_split(split, {"zz"}, "the manifest", "m.tsv", skip_missing=True)
     p.write_text("\n# nothing\n")
-    with pytest.raises(LabelError, match="empty"):
-        read_split(p)
+    with pytest.raises(LabelFileError, match="empty"):
+        read_id_list(p)
     p.write_text("u1\nu1\n")
-    with pytest.raises(LabelError, match="line 2: duplicate id 'u1'"):
-        read_split(p)
+    with pytest.raises(LabelFileError, match="line 2: duplicate id 'u1'"):
+        read_id_list(p)
 
 
 def test_dev_is_carved_from_train_only():
@@ -294,19 +287,19 @@ def test_phone_probe_errors(labelled_tones, tiny_checkpoint, tmp_path):
     # a train id that is not in the manifest
     bad_split = tmp_path / "train_split.txt"
     bad_split.write_text(train.read_text() + "ghost-00\n")
-    with pytest.raises(LabelError, match=r"train_split\.txt: 1 of 17 .*not in the manifest.*'ghost-00' \(line 17\)"):
+    with pytest.raises(LabelFileError, match=r"train_split\.txt: 1 of 17 .*not in the manifest.*'ghost-00' \(line 17\)"):
         run_phone_probe(alignments=ali, train_split=bad_split, test_split=test, **args)
     # an utterance of the split without alignment
     lines = ali.read_text().splitlines()
     short_ali = tmp_path / "ali_missing.txt"
     short_ali.write_text("\n".join(ln for ln in lines if not ln.startswith("s1-03 ")) + "\n")
-    with pytest.raises(LabelError, match=r"not in the alignment file .*'s1-03'"):
+    with pytest.raises(LabelFileError, match=r"not in the alignment file .*'s1-03'"):
         run_phone_probe(alignments=short_ali, train_split=train, test_split=test, **args)
     # a label line two frames too short
     cut = tmp_path / "ali_cut.txt"
     cut.write_text("\n".join(" ".join(ln.split()[:-2]) if ln.startswith("s2-04 ") else ln for ln in lines) + "\n")
     lineno = next(i for i, ln in enumerate(lines, 1) if ln.startswith("s2-04 "))
-    with pytest.raises(LabelError, match=rf"ali_cut\.txt: line {lineno}: utterance 's2-04' has \d+ labels but its features have \d+ frames \(difference -2"):
+    with pytest.raises(LabelFileError, match=rf"ali_cut\.txt: line {lineno}: utterance 's2-04' has \d+ labels but its features have \d+ frames \(difference -2"):
         run_phone_probe(alignments=cut, train_split=train, test_split=test, **args)
     # one frame too short is trimmed
     cut.write_text("\n".join(" ".join(ln.split()[:-1]) if ln.startswith("s2-04 ") else ln for ln in lines) + "\n")
@@ -314,7 +307,7 @@ def test_phone_probe_errors(labelled_tones, tiny_checkpoint, tmp_path):
     # train and test overlap
     overlap = tmp_path / "test_overlap.txt"
     overlap.write_text(test.read_text() + "s1-05\n")
-    with pytest.raises(LabelError, match="also in the train split"):
+    with pytest.raises(LabelFileError, match="also in the train split"):
         run_phone_probe(alignments=ali, train_split=train, test_split=overlap, **args)
 
 

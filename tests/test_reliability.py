@@ -298,13 +298,12 @@ def test_a_folder_where_a_file_is_expected_and_the_reverse(corpus, tmp_path, cap
 
     with pytest.raises(AudioError, match="is a folder, not an audio file"):
         read_audio(tmp_path / "adir")
-    from cpc_speech.corpora.manifest import read_id_list
-    from cpc_speech.probes.labels import read_split
+    from cpc_speech.corpora.labels import read_id_list
 
     with pytest.raises(ValueError, match=f"split file is a folder, not a file: {tmp_path / 'adir'}"):
         read_id_list(tmp_path / "adir")
     with pytest.raises(ValueError, match="train split file is a folder, not a file"):
-        read_split(tmp_path / "adir", "train split")
+        read_id_list(tmp_path / "adir", "train split")
     assert main(["pretrain", "--config", str(tmp_path / "adir"), "--train-manifest", str(corpus), "--output-dir", str(tmp_path / "r")]) == 2
     one_line_error(capsys, f"config file not found: {tmp_path / 'adir'} (it is a folder)")
 

@@ -23,7 +23,7 @@ from cpc_speech.corpora.manifest import read_manifest
 from cpc_speech.evaluation.items import frame_ranges, items_from_alignments, read_item_file
 from cpc_speech.features.store import read_index
 from cpc_speech.model.cpc import CPCModel
-from cpc_speech.probes.labels import read_label_names, read_split
+from cpc_speech.corpora.labels import PhoneSet, read_id_list
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("espeakng_loader")
@@ -40,7 +40,7 @@ def _cut_corpus(root: Path, seed: int = 0) -> dict:
     its own). Returns {id: new length in samples}."""
     rng = np.random.default_rng(seed)
     rows = {r.id: r for r in read_manifest(root / "manifest.tsv")}
-    train, test = read_split(root / "train_split.txt").ids, read_split(root / "test_split.txt").ids
+    train, test = read_id_list(root / "train_split.txt").ids, read_id_list(root / "test_split.txt").ids
     cuts = {}
     for i, spk in enumerate(sorted({r.speaker for r in rows.values()})):
         mine_train = [u for u in train if rows[u].speaker == spk]
@@ -62,7 +62,7 @@ def _cut_corpus(root: Path, seed: int = 0) -> dict:
     # ABX items of every clip (the test split alone has too few for an ABX cell), and one on the
     # tiny clip, which has too few labels for an item of its own
     labels = {u: np.array(v[1:], dtype=np.int64) for u, v in lines.items()}
-    text = items_from_alignments(labels, {u: r.speaker for u, r in rows.items()}, read_label_names(root / "phones.txt"))
+    text = items_from_alignments(labels, {u: r.speaker for u, r in rows.items()}, PhoneSet.read(root / "phones.txt").name_of())
     tiny = next(u for u, n in cuts.items() if n == TINY)
     text += f"{tiny} 0.0000 0.0100 AA SIL SIL {rows[tiny].speaker}\n"
     (root / "abx.item").write_text(text)
@@ -106,7 +106,7 @@ def test_recipe_stages_2_to_6_on_a_corpus_with_short_clips(tmp_path):
     assert len(length) == 18 and all(length[u] == n for u, n in cuts.items())
     need = model.encoder.min_samples
     assert need == 465
-    split_ids = read_split(corpus / "train_split.txt").ids + read_split(corpus / "test_split.txt").ids
+    split_ids = read_id_list(corpus / "train_split.txt").ids + read_id_list(corpus / "test_split.txt").ids
     assert sorted(split_ids) == sorted(length)
     # the rules: no model frame below the receptive field, no MFCC frame below 160 samples, no
     # window below 1.28 s
@@ -197,10 +197,10 @@ def test_extract_corpus_gives_clips_below_the_receptive_field_empty_features(tmp
 
 def test_a_split_left_with_only_short_clips_is_a_clear_error():
     from cpc_speech.probes.common import without_short
-    from cpc_speech.probes.labels import LabelError
+    from cpc_speech.corpora.labels import LabelFileError
 
     feats = {"a": np.zeros((0, 3), np.float32), "b": np.ones((2, 3), np.float32), "c": np.ones((1, 3), np.float32)}
     with pytest.warns(UserWarning, match=r"mfcc: 1 of 3 utterance\(s\) are shorter than one 128-frame window"):
         assert without_short(["a", "b"], ["c"], feats, "mfcc", "128-frame window") == (["b"], ["c"], ["a"])
-    with pytest.warns(UserWarning), pytest.raises(LabelError, match="mfcc: every test utterance is shorter than one 128-frame window"):
+    with pytest.warns(UserWarning), pytest.raises(LabelFileError, match="mfcc: every test utterance is shorter than one 128-frame window"):
         without_short(["b"], ["a"], feats, "mfcc", "128-frame window")

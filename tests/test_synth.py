@@ -14,10 +14,11 @@ import soundfile as sf
 pytest.importorskip("espeakng_loader")
 
 from cpc_speech.audio import read_audio  # noqa: E402
-from cpc_speech.corpora.manifest import read_id_list, read_manifest  # noqa: E402
+from cpc_speech.corpora.labels import PhoneSet, read_id_list  # noqa: E402
+from cpc_speech.corpora.manifest import read_manifest  # noqa: E402
 from cpc_speech.synth.corpus import synthesize_corpus  # noqa: E402
 from cpc_speech.synth.espeak import PhonemeEvent, Synthesis, Voice, phone_segments, synthesize  # noqa: E402
-from cpc_speech.synth.inventory import ARPABET, ESPEAK_EN_TO_ARPABET, inventory_for, read_phones  # noqa: E402
+from cpc_speech.synth.inventory import ARPABET, ESPEAK_EN_TO_ARPABET, inventory_for  # noqa: E402
 from cpc_speech.synth.layouts import CV_HEADER  # noqa: E402
 from cpc_speech.synth.render import estimate_lag, frame_labels  # noqa: E402
 
@@ -107,7 +108,7 @@ def test_librispeech_layout(libri):
 
 def test_phone_inventory_files(libri):
     out, _ = libri
-    names = read_phones(out / "phones.txt")
+    names = PhoneSet.read(out / "phones.txt").indexed_names()
     assert names[0] == "SIL" and names[1:] == list(ARPABET) and len(names) == 40
     inv = inventory_for("en-us")
     for phones in ESPEAK_EN_TO_ARPABET.values():
@@ -118,7 +119,7 @@ def test_phone_inventory_files(libri):
 
 
 def _check_alignments(folder: Path, audio_of):
-    names = read_phones(folder / "phones.txt")
+    names = PhoneSet.read(folder / "phones.txt").indexed_names()
     ali = _alignments(folder / "converted_aligned_phones.txt")
     rows = read_manifest(folder / "manifest.tsv")
     assert set(ali) == {r.id for r in rows}
@@ -233,8 +234,8 @@ def test_commonvoice_alignments_and_splits(cv):
         rows = read_manifest(folder / "manifest.tsv")
         for r in rows:
             assert r.speaker == client[r.id] and r.sample_rate == 48000
-    assert read_phones(out / "en" / "phones.txt")[1:] == list(ARPABET)
-    fr = read_phones(out / "fr" / "phones.txt")
+    assert PhoneSet.read(out / "en" / "phones.txt").indexed_names()[1:] == list(ARPABET)
+    fr = PhoneSet.read(out / "fr" / "phones.txt").indexed_names()
     assert fr[0] == "SIL" and "A~" in fr and "AA" not in fr
 
 
@@ -295,7 +296,7 @@ def test_synthesize_is_reproducible():
 
 def test_labels_are_meaningful(libri):
     out, _ = libri
-    names = read_phones(out / "phones.txt")
+    names = PhoneSet.read(out / "phones.txt").indexed_names()
     ali = _alignments(out / "converted_aligned_phones.txt")
     vowels = {names.index(v) for v in ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "UW")}
     energy = {"sil": [], "vowel": [], "s": []}

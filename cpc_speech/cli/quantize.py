@@ -47,9 +47,9 @@ def run(args) -> int:
     src = from_folder(args.features)
     labels = items = None
     if args.alignments:
-        from cpc_speech.probes.labels import read_alignments
+        from cpc_speech.corpora.labels import read_frame_labels
 
-        labels = labels_for(list(src.features), read_alignments(args.alignments), {u: f.shape[0] for u, f in src.features.items()})
+        labels = labels_for(list(src.features), read_frame_labels(args.alignments), {u: f.shape[0] for u, f in src.features.items()})
     if args.item:
         from cpc_speech.evaluation.items import read_item_file
 

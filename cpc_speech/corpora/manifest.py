@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
-from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, missing_file, resampled_length
+from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, resampled_length
 
 COLUMNS = ("id", "path", "speaker", "num_samples", "sample_rate")
 
@@ -199,15 +199,6 @@ def check_headers(rows: Sequence[Utterance], manifest: Union[str, Path], sample:
     if len(unreadable) == len(picks):
         raise ManifestError(f"{manifest}: none of the {len(picks)} audio file(s) checked is readable (first: {unreadable[0]})")
     return len(picks)
-
-
-def read_id_list(path: Union[str, Path]) -> List[str]:
-    """A split file: one utterance id per line (blank lines and ``#`` comments ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(missing_file("split file", path))
-    ids = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
-    return ids
 
 
 def parse_name_list(names: Union[None, str, Iterable[str]], strip_suffix: str = "") -> Optional[List[str]]:

@@ -286,6 +286,6 @@ def quantize(
 
 def labels_for(units_ids: Sequence[str], alignments, frames: Mapping[str, int]) -> Dict[str, np.ndarray]:
     """{id: labels} of the ids the alignment file has, matched to their frame counts (a one-frame
-    difference trimmed, see :meth:`cpc_speech.probes.labels.Alignments.for_frames`); ids with no
+    difference trimmed, see :meth:`cpc_speech.corpora.labels.FrameLabels.for_frames`); ids with no
     frame (clips shorter than the encoder's receptive field) have nothing to match and are left out."""
     return {u: alignments.for_frames(u, frames[u]) for u in units_ids if u in alignments and frames[u] > 0}

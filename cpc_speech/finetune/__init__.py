@@ -1,7 +1,7 @@
 """CTC phone-recognition fine-tuning: phone transcripts, limited-label subsets, CTC heads, PER.
 
-* :mod:`~cpc_speech.finetune.transcripts`: ``phones.txt`` inventories, phone transcripts and
-  frame alignments -> CTC label sequences;
+* :mod:`~cpc_speech.finetune.targets`: CTC classes of a phone set, and CTC label sequences from
+  phone transcripts or frame alignments (files read by :mod:`cpc_speech.corpora.labels`);
 * :mod:`~cpc_speech.finetune.subset`: seeded, speaker-stratified subsets of at most N hours;
 * :mod:`~cpc_speech.finetune.per`: edit distance, phone error rate, greedy CTC decoding;
 * :mod:`~cpc_speech.finetune.head`: linear / conv / conv+RNN CTC heads;
@@ -17,7 +17,6 @@
 from cpc_speech.finetune.head import HEAD_KINDS, CTCHead, HeadConfig
 from cpc_speech.finetune.per import (
     EditCounts,
-    collapse,
     ctc_min_frames,
     edit_counts,
     edit_distance,
@@ -26,22 +25,13 @@ from cpc_speech.finetune.per import (
     phone_error_rate,
 )
 from cpc_speech.finetune.subset import Subset, select_hours
-from cpc_speech.finetune.transcripts import (
-    PhoneInventory,
-    Transcript,
-    TranscriptError,
-    alignment_to_ids,
-    load_targets,
-    read_alignments,
-    read_phones,
-    read_transcripts,
-)
+from cpc_speech.finetune.targets import CTCClasses, Transcript, load_targets
 
 __all__ = [
     "HEAD_KINDS", "CTCHead", "HeadConfig",
-    "EditCounts", "collapse", "ctc_min_frames", "edit_counts", "edit_distance", "error_counts", "greedy_decode", "phone_error_rate",
+    "EditCounts", "ctc_min_frames", "edit_counts", "edit_distance", "error_counts", "greedy_decode", "phone_error_rate",
     "Subset", "select_hours",
-    "PhoneInventory", "Transcript", "TranscriptError", "alignment_to_ids", "load_targets", "read_alignments", "read_phones", "read_transcripts",
+    "CTCClasses", "Transcript", "load_targets",
     "CONDITIONS", "FinetuneConfig", "FinetuneError", "FinetuneWarning", "Finetuner", "run_finetune",
 ]
 

@@ -7,15 +7,14 @@ import hashlib
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
-from cpc_speech.audio import missing_file
+from cpc_speech.corpora.labels import read_id_list
 from cpc_speech.corpora.manifest import Utterance, read_manifest
 from cpc_speech.finetune.config import FinetuneConfig, FinetuneError, FinetuneWarning
 from cpc_speech.finetune.per import ctc_min_frames
 from cpc_speech.finetune.subset import Subset, select_hours
-from cpc_speech.finetune.transcripts import PhoneInventory, Transcript, load_targets
+from cpc_speech.finetune.targets import CTCClasses, Transcript, load_targets
 
 MAX_LISTED_WARNINGS = 5  # per split and reason; the rest only counted
 
@@ -44,7 +43,7 @@ class Split:
 
 @dataclass
 class FinetuneData:
-    inventory: PhoneInventory
+    inventory: CTCClasses
     train: Split  # after the hours subset
     dev: Split
     test: Optional[Split]
@@ -60,22 +59,6 @@ class FinetuneData:
             for u, t in zip(split.utterances, split.targets):
                 h.update(f"{u.id}:{u.num_samples}:{','.join(map(str, t.labels))};".encode())
         return h.hexdigest()
-
-
-def read_split_file(path: str) -> List[Tuple[str, int]]:
-    """``(utterance id, line number)`` for each line of a split file (first token of the line;
-    blank lines and ``#`` comments skipped)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FinetuneError(missing_file("split file", p))
-    out = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        text = line.strip()
-        if text and not text.startswith("#"):
-            out.append((text.split()[0], lineno))
-    if not out:
-        raise FinetuneError(f"{p}: split file lists no utterances")
-    return out
 
 
 class _Skips:
@@ -111,17 +94,12 @@ def build_split(
 ) -> Split:
     """Resolve a split file against the manifest and targets; skip (with warnings) utterances
     missing from either, and those with too few frames for their labels under CTC."""
-    entries = read_split_file(path)
+    entries = read_id_list(path, f"{name} split").entries()
     skips = _Skips(name)
     utts: List[Utterance] = []
     tgts: List[Transcript] = []
-    seen = set()
-    for uid, lineno in entries:
+    for uid, lineno in entries:  # read_id_list refuses an id listed twice
         where = f"{uid!r} ({path}: line {lineno})"
-        if uid in seen:
-            skips.add("duplicate in split", f"{where}: listed twice")
-            continue
-        seen.add(uid)
         u = manifest.get(uid)
         if u is None:
             skips.add("missing from manifest", f"{where}: not in the manifest {manifest_path}")

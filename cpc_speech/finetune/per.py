@@ -11,6 +11,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from cpc_speech.corpora.labels import collapse_runs
+
 
 @dataclass(frozen=True)
 class EditCounts:
@@ -94,19 +96,6 @@ def phone_error_rate(refs: Sequence[Sequence[int]], hyps: Sequence[Sequence[int]
     return counts.rate
 
 
-def collapse(frames: Sequence[int], blank: int) -> List[int]:
-    """CTC collapse of one frame-label path: merge runs of equal labels, then drop blanks
-    (so ``a a blank a`` gives ``a a``)."""
-    out: List[int] = []
-    last = None
-    for lab in frames:
-        lab = int(lab)
-        if lab != last and lab != blank:
-            out.append(lab)
-        last = lab
-    return out
-
-
 def greedy_decode(log_probs: torch.Tensor, lengths: Optional[Sequence[int]] = None, blank: int = 0) -> List[List[int]]:
     """Best-path CTC decoding.
 
@@ -120,7 +109,7 @@ def greedy_decode(log_probs: torch.Tensor, lengths: Optional[Sequence[int]] = No
     best = log_probs.argmax(dim=-1).cpu()
     if lengths is None:
         lengths = [best.shape[1]] * best.shape[0]
-    return [collapse(best[b, : int(n)].tolist(), blank) for b, n in enumerate(lengths)]
+    return [collapse_runs(best[b, : int(n)].tolist(), drop=blank) for b, n in enumerate(lengths)]
 
 
 def ctc_min_frames(labels: Sequence[int]) -> int:

@@ -42,12 +42,5 @@ Result JSON (written to ``--out``; the report code relies on this layout)::
     }
 """
 
-from cpc_speech.probes.labels import (  # noqa: F401
-    Alignments,
-    LabelError,
-    carve_dev,
-    read_alignments,
-    read_label_names,
-    read_split,
-)
+from cpc_speech.probes.splits import carve_dev  # noqa: F401
 from cpc_speech.probes.linear import FitConfig, ProbeData, select_and_fit, train_probe  # noqa: F401

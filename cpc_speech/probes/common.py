@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from cpc_speech.corpora.labels import LabelFileError
+from cpc_speech.corpora.manifest import Utterance, read_manifest
 from cpc_speech.features.corpus import extract_corpus
 from cpc_speech.features.featurizer import Featurizer, make_featurizer
 from cpc_speech.features.store import load_feature_dir
@@ -109,8 +111,6 @@ def without_short(train: Sequence[str], test: Sequence[str], feats: Dict[str, np
     those with none (clips shorter than one ``unit``, e.g. ``"frame's receptive field"`` or
     ``"128-frame window"``), left out with one warning for all of them (the result counts them as
     ``short_utterances``). A split left with nothing is an error."""
-    from cpc_speech.probes.labels import LabelError
-
     short = [u for u in list(train) + list(test) if feats[u].shape[0] == 0]
     if short:
         warn(f"{name}: {len(short)} of {len(train) + len(test)} utterance(s) are shorter than one {unit} and give "
@@ -119,8 +119,15 @@ def without_short(train: Sequence[str], test: Sequence[str], feats: Dict[str, np
     kept = [[u for u in ids if u not in dropped] for ids in (train, test)]
     for what, ids in zip(("train", "test"), kept):
         if not ids:
-            raise LabelError(f"{name}: every {what} utterance is shorter than one {unit}: nothing to probe")
+            raise LabelFileError(f"{name}: every {what} utterance is shorter than one {unit}: nothing to probe")
     return kept[0], kept[1], short
+
+
+def manifest_rows(manifest: Union[PathLike, Sequence[Utterance]]) -> Tuple[List[Utterance], str]:
+    """(rows, name for messages) of a manifest file or of rows given directly."""
+    if isinstance(manifest, (str, Path)):
+        return read_manifest(manifest), str(manifest)
+    return list(manifest), "<rows>"
 
 
 def default_cache_dir(out: Optional[PathLike]) -> Path:

@@ -7,7 +7,7 @@ concatenates the N frames on each side of the current frame (still a linear prob
 runs the model, the MFCC baseline (:mod:`cpc_speech.mfcc`) and the same architecture with random
 weights (``random_init``), on features cached by :func:`cpc_speech.features.extract_corpus`.
 
-Labels: an alignment file with one label per 10 ms (see :mod:`cpc_speech.probes.labels`); a
+Labels: an alignment file with one label per 10 ms (see :mod:`cpc_speech.corpora.labels`); a
 one-frame difference between labels and features is trimmed, more is an error. Clips shorter than
 the encoder's receptive field (465 samples; MFCC: 160) have no frame: they are left out before the
 dev split is carved, with one warning per featuriser, and counted as ``short_utterances``; every
@@ -18,33 +18,23 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from cpc_speech.corpora.manifest import Utterance, read_manifest
+from cpc_speech.corpora.labels import FrameLabels, LabelFileError, PhoneSet, read_frame_labels
+from cpc_speech.corpora.manifest import Utterance
 from cpc_speech.probes.common import (
     BASELINES,
     cached_features,
     default_cache_dir,
     featurizers,
+    manifest_rows,
     model_path,
     stderr_log,
     warn,
     without_short,
     write_json,
-)
-from cpc_speech.probes.labels import (
-    Alignments,
-    LabelError,
-    SplitFile,
-    carve_dev,
-    check_disjoint,
-    check_split,
-    label_names,
-    read_alignments,
-    read_label_names,
-    read_split,
 )
 from cpc_speech.probes.linear import (
     FitConfig,
@@ -54,53 +44,14 @@ from cpc_speech.probes.linear import (
     per_class_accuracy,
     select_and_fit,
 )
+from cpc_speech.probes.splits import IdList, as_split, carve_dev, check_disjoint, known_ids, with_features
 from cpc_speech.runlock import locks_output
 from cpc_speech.config import to_dict
 
 PathLike = Union[str, Path]
 
 
-def _as_split(split: Union[PathLike, SplitFile, Sequence[str]], name: str) -> SplitFile:
-    if isinstance(split, SplitFile):
-        return split
-    if isinstance(split, (str, Path)):
-        return read_split(split, name)
-    ids = list(split)
-    if not ids:
-        raise LabelError(f"{name} is empty (no utterance ids)")
-    return SplitFile(Path(f"<{name}>"), ids, {u: i + 1 for i, u in enumerate(ids)})
-
-
-def _as_rows(manifest: Union[PathLike, Sequence[Utterance]]) -> Tuple[List[Utterance], str]:
-    if isinstance(manifest, (str, Path)):
-        return read_manifest(manifest), str(manifest)
-    return list(manifest), "<rows>"
-
-
-def _known_ids(split: SplitFile, manifest_ids, manifest_name: str, ali: Optional[Alignments], skip_missing: bool) -> List[str]:
-    kept = check_split(split, manifest_ids, "the manifest", manifest_name, skip_missing, warn)
-    if ali is not None:
-        sub = SplitFile(split.path, kept, split.lines)
-        kept = check_split(sub, ali.labels.keys(), "the alignment file", str(ali.path), skip_missing, warn)
-    return kept
-
-
-def _with_features(ids: List[str], feats: Mapping[str, np.ndarray], split: SplitFile, name: str, skip_missing: bool) -> List[str]:
-    """Ids whose features exist (audio that could not be read has none)."""
-    missing = [u for u in ids if u not in feats]
-    if missing:
-        msg = (f"{split.path}: {len(missing)} utterance(s) have no features ({name}: their audio could not be read, "
-               f"see the warnings above): {', '.join(repr(u) for u in missing[:5])}")
-        if not skip_missing:
-            raise LabelError(msg + " (use --skip-missing to drop them)")
-        warn("dropping: " + msg)
-    kept = [u for u in ids if u in feats]
-    if not kept:
-        raise LabelError(f"{split.path}: no utterance of the split has features")
-    return kept
-
-
-def frame_data(ids: Sequence[str], feats: Mapping[str, np.ndarray], ali: Alignments, context: int = 0) -> ProbeData:
+def frame_data(ids: Sequence[str], feats: Mapping[str, np.ndarray], ali: FrameLabels, context: int = 0) -> ProbeData:
     """Stack the frames of ``ids`` with their labels (one-frame differences trimmed)."""
     xs, ys, lengths = [], [], []
     for uid in ids:
@@ -135,10 +86,10 @@ def result_entry(outcome, test: ProbeData, names: Sequence[str], sizes: Dict[str
 def run_phone_probe(
     model: Any,
     manifest: Union[PathLike, Sequence[Utterance]],
-    alignments: Union[PathLike, Alignments],
-    train_split: Union[PathLike, SplitFile, Sequence[str]],
-    test_split: Union[PathLike, SplitFile, Sequence[str]],
-    phones: Optional[Union[PathLike, Mapping[int, str]]] = None,
+    alignments: Union[PathLike, FrameLabels],
+    train_split: Union[PathLike, IdList, Sequence[str]],
+    test_split: Union[PathLike, IdList, Sequence[str]],
+    phones: Optional[Union[PathLike, PhoneSet, Mapping[int, str]]] = None,
     out: Optional[PathLike] = None,
     cache_dir: Optional[PathLike] = None,
     layer: str = "context",
@@ -160,29 +111,32 @@ def run_phone_probe(
     fit = fit or FitConfig(seed=seed)
     if context_frames < 0:
         raise ValueError("context_frames must be >= 0")
-    rows, manifest_name = _as_rows(manifest)
+    rows, manifest_name = manifest_rows(manifest)
     by_id = {r.id: r for r in rows}
-    ali = alignments if isinstance(alignments, Alignments) else read_alignments(alignments)
-    train = _as_split(train_split, "train split")
-    test = _as_split(test_split, "test split")
+    ali = alignments if isinstance(alignments, FrameLabels) else read_frame_labels(alignments)
+    train = as_split(train_split, "train split")
+    test = as_split(test_split, "test split")
     check_disjoint(train, test)
-    train_ids = _known_ids(train, by_id.keys(), manifest_name, ali, skip_missing)
-    test_ids = _known_ids(test, by_id.keys(), manifest_name, ali, skip_missing)
+    train_ids = known_ids(train, by_id.keys(), manifest_name, ali, skip_missing, warn)
+    test_ids = known_ids(test, by_id.keys(), manifest_name, ali, skip_missing, warn)
 
-    names_map = None
+    phone_set = None
     if phones is not None:
-        names_map = phones if isinstance(phones, Mapping) else read_label_names(phones)
+        if isinstance(phones, PhoneSet):
+            phone_set = phones
+        elif isinstance(phones, Mapping):
+            phone_set = PhoneSet.from_mapping(phones)
+        else:
+            phone_set = PhoneSet.read(phones)
     used = train_ids + test_ids
-    max_label = max(int(ali.labels[u].max()) for u in used)
-    if names_map is not None:
-        unknown = sorted({int(v) for u in used for v in np.unique(ali.labels[u])} - set(names_map))
+    n_classes = max(int(ali.labels[u].max()) for u in used) + 1
+    if phone_set is not None:
+        unknown = sorted({int(v) for u in used for v in np.unique(ali.labels[u])} - set(phone_set.ids))
         if unknown:
             u = next(u for u in used if np.isin(ali.labels[u], unknown).any())
-            raise LabelError(f"{ali.where(u)}: label(s) {unknown[:10]} are not in the phone inventory {phones}")
-        n_classes = max(max(names_map) + 1, max_label + 1)
-    else:
-        n_classes = max_label + 1
-    names = label_names(n_classes, names_map)
+            raise LabelFileError(f"{ali.where(u)}: label(s) {unknown[:10]} are not in the phone inventory {phone_set.source}")
+        n_classes = max(n_classes, phone_set.ids[-1] + 1)
+    names = phone_set.names_for(n_classes) if phone_set is not None else [str(i) for i in range(n_classes)]
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(out)
     feats_list = featurizers(model, layer, baselines, device=device, seed=seed)
@@ -192,12 +146,12 @@ def run_phone_probe(
     dev_ids_first: List[str] = []
     for feat in feats_list:
         feats = cached_features(feat, needed, cache, workers=workers, progress=progress, log=log)
-        tr = _with_features(train_ids, feats, train, feat.name, skip_missing)
-        te = _with_features(test_ids, feats, test, feat.name, skip_missing)
+        tr = with_features(train_ids, feats, train, feat.name, skip_missing, warn)
+        te = with_features(test_ids, feats, test, feat.name, skip_missing, warn)
         tr, te, short = without_short(tr, te, feats, feat.name, "frame's receptive field")
         fit_ids, dev_ids = carve_dev(tr, dev_fraction, seed)
         if not dev_ids:
-            raise LabelError(f"{train.path}: the train split needs at least 2 utterances to carve a dev split from it")
+            raise LabelFileError(f"{train.path}: the train split needs at least 2 utterances to carve a dev split from it")
         fit_d = frame_data(fit_ids, feats, ali, context_frames)
         dev_d = frame_data(dev_ids, feats, ali, context_frames)
         test_d = frame_data(te, feats, ali, context_frames)

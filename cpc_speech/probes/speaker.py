@@ -29,12 +29,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from cpc_speech.config import to_dict
+from cpc_speech.corpora.labels import LabelFileError
 from cpc_speech.corpora.manifest import Utterance
-from cpc_speech.probes.common import (BASELINES, cached_features, default_cache_dir, featurizers, model_path, stderr_log, warn,
+from cpc_speech.probes.common import (BASELINES, cached_features, default_cache_dir, featurizers, manifest_rows, model_path, stderr_log, warn,
                                       without_short, write_json)
-from cpc_speech.probes.labels import LabelError, SplitFile, carve_dev, check_disjoint, holdout_per_group
 from cpc_speech.probes.linear import FitConfig, ProbeData, select_and_fit
-from cpc_speech.probes.phone import _as_rows, _as_split, _known_ids, _with_features, result_entry
+from cpc_speech.probes.phone import result_entry
+from cpc_speech.probes.splits import IdList, as_split, carve_dev, check_disjoint, holdout_per_group, known_ids, with_features
 from cpc_speech.runlock import locks_output
 
 PathLike = Union[str, Path]
@@ -72,8 +73,8 @@ def _examples(ids: Sequence[str], feats: Mapping[str, np.ndarray], protocol: str
 def run_speaker_probe(
     model: Any,
     manifest: Union[PathLike, Sequence[Utterance]],
-    train_split: Optional[Union[PathLike, SplitFile, Sequence[str]]] = None,
-    test_split: Optional[Union[PathLike, SplitFile, Sequence[str]]] = None,
+    train_split: Optional[Union[PathLike, IdList, Sequence[str]]] = None,
+    test_split: Optional[Union[PathLike, IdList, Sequence[str]]] = None,
     out: Optional[PathLike] = None,
     cache_dir: Optional[PathLike] = None,
     layer: str = "context",
@@ -99,26 +100,26 @@ def run_speaker_probe(
     if window_frames < 4:
         raise ValueError("window_frames must be at least 4")
     fit = fit or speaker_fit_config(seed)
-    rows, manifest_name = _as_rows(manifest)
+    rows, manifest_name = manifest_rows(manifest)
     by_id = {r.id: r for r in rows}
     speaker = {r.id: r.speaker for r in rows}
 
     if (train_split is None) != (test_split is None):
         raise ValueError("give both a train and a test split, or neither (per-speaker hold-out)")
     if train_split is not None:
-        train = _as_split(train_split, "train split")
-        test = _as_split(test_split, "test split")
+        train = as_split(train_split, "train split")
+        test = as_split(test_split, "test split")
         check_disjoint(train, test)
-        train_ids = _known_ids(train, by_id.keys(), manifest_name, None, skip_missing)
-        test_ids = _known_ids(test, by_id.keys(), manifest_name, None, skip_missing)
+        train_ids = known_ids(train, by_id.keys(), manifest_name, None, skip_missing, warn)
+        test_ids = known_ids(test, by_id.keys(), manifest_name, None, skip_missing, warn)
         split_desc = {"train_split": str(train.path), "test_split": str(test.path)}
     else:
         all_ids = [r.id for r in rows]
         train_ids, test_ids = holdout_per_group(all_ids, speaker, holdout_fraction, seed)
         if not test_ids:
-            raise LabelError(f"{manifest_name}: no speaker has 2 or more utterances: cannot hold out test utterances")
-        train = SplitFile(Path("<per-speaker hold-out: train>"), train_ids, {u: i + 1 for i, u in enumerate(train_ids)})
-        test = SplitFile(Path("<per-speaker hold-out: test>"), test_ids, {u: i + 1 for i, u in enumerate(test_ids)})
+            raise LabelFileError(f"{manifest_name}: no speaker has 2 or more utterances: cannot hold out test utterances")
+        train = IdList.from_ids(train_ids, "per-speaker hold-out: train")
+        test = IdList.from_ids(test_ids, "per-speaker hold-out: test")
         split_desc = {"split": f"per-speaker hold-out of {holdout_fraction:g} (seed {seed})"}
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(out)
@@ -132,8 +133,8 @@ def run_speaker_probe(
     dev_ids_first: List[str] = []
     for feat in feats_list:
         feats = cached_features(feat, needed, cache, workers=workers, progress=progress, log=log)
-        tr = _with_features(train_ids, feats, train, feat.name, skip_missing)
-        te = _with_features(test_ids, feats, test, feat.name, skip_missing)
+        tr = with_features(train_ids, feats, train, feat.name, skip_missing, warn)
+        te = with_features(test_ids, feats, test, feat.name, skip_missing, warn)
         unit = f"{window_frames}-frame window" if protocol == "window" else "frame's receptive field"
         tr, te, short = without_short(tr, te, feats, feat.name, unit)
         train_speakers = sorted({speaker[u] for u in tr})
@@ -144,12 +145,12 @@ def run_speaker_probe(
                  f"(e.g. {unseen[0]!r}, speaker {speaker[unseen[0]]!r})")
             te = [u for u in te if speaker[u] in cls]
             if not te:
-                raise LabelError(f"{test.path}: no test utterance has a speaker seen in training")
+                raise LabelFileError(f"{test.path}: no test utterance has a speaker seen in training")
         dropped_unseen = len(unseen)
         names = train_speakers
         fit_ids, dev_ids = carve_dev(tr, dev_fraction, seed, groups=speaker)
         if not dev_ids:
-            raise LabelError(f"{train.path}: no speaker has 2 or more train utterances: cannot carve a dev split")
+            raise LabelFileError(f"{train.path}: no speaker has 2 or more train utterances: cannot carve a dev split")
         fit_d, fit_fr = _examples(fit_ids, feats, protocol, cls, speaker)
         dev_d, dev_fr = _examples(dev_ids, feats, protocol, cls, speaker)
         test_d, test_fr = _examples(te, feats, protocol, cls, speaker)
@@ -157,7 +158,7 @@ def run_speaker_probe(
             fit_fr, dev_fr, test_fr = (len(d) * window_frames for d in (fit_d, dev_d, test_d))
         for what, d in (("train (fit)", fit_d), ("dev", dev_d), ("test", test_d)):
             if len(d) == 0:
-                raise LabelError(f"the {what} split has no {protocol} examples"
+                raise LabelFileError(f"the {what} split has no {protocol} examples"
                                  + (f" (utterances shorter than {window_frames} frames have no window)" if protocol == "window" else ""))
         log(f"{feat.name}: fitting the speaker probe ({protocol}) on {len(fit_d)} examples of {len(cls)} speakers, "
             f"dev {len(dev_d)}, test {len(test_d)}")

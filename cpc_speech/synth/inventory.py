@@ -196,24 +196,6 @@ class PhoneInventory:
         return atomic_write_text(path, "".join(f"{i} {p}\n" for i, p in enumerate(self.phones)))
 
 
-def read_phones(path: Union[str, Path]) -> List[str]:
-    """A ``phones.txt`` file -> list of names indexed by id."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"phone inventory not found: {path}")
-    names: Dict[int, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise ValueError(f"{path}: line {lineno}: expected '<id> <name>', got {line!r}")
-        names[int(parts[0])] = parts[1]
-    if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{path}: ids must be 0..N-1 without gaps")
-    return [names[i] for i in range(len(names))]
-
-
 def inventory_for(language: str) -> PhoneInventory:
     """The label set of a supported language (``en``/``en-us`` -> ARPAbet + SIL)."""
     lang = canonical_language(language)

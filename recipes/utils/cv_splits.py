@@ -55,13 +55,13 @@ def check_disjoint(speakers: Dict[str, set], files: Dict[str, Path]) -> None:
 
 def write_split_ids(locale_dir: Path, out_dir: Path, splits: Sequence[str] = SPLITS) -> Dict[str, int]:
     """Check the splits of ``locale_dir`` and write their id lists into ``out_dir``; {split: ids}."""
-    from cpc_speech.atomic import atomic_write_text
+    from cpc_speech.corpora.labels import write_id_list
 
     files = {s: locale_dir / f"{s}.tsv" for s in splits}
     read = {s: read_split(p) for s, p in files.items()}
     check_disjoint({s: spk for s, (_, spk) in read.items()}, files)
     for s, (ids, _) in read.items():
-        atomic_write_text(out_dir / f"{s}_ids.txt", "".join(f"{u}\n" for u in ids))
+        write_id_list(out_dir / f"{s}_ids.txt", ids)
     return {s: len(ids) for s, (ids, _) in read.items()}
 
 

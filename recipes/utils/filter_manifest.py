@@ -5,12 +5,13 @@ Relative audio paths are rewritten so that OUT may live in another folder than I
 
 import sys
 
-from cpc_speech.corpora.manifest import read_id_list, read_manifest, write_manifest
+from cpc_speech.corpora.labels import read_id_list
+from cpc_speech.corpora.manifest import read_manifest, write_manifest
 
 
 def main() -> None:
     src, ids_file, dst = sys.argv[1:4]
-    ids = set(read_id_list(ids_file))
+    ids = set(read_id_list(ids_file, "id list"))
     rows = [r for r in read_manifest(src) if r.id in ids]
     if not rows:
         sys.exit(f"filter_manifest: no row of {src} is listed in {ids_file}")

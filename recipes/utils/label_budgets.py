@@ -84,16 +84,14 @@ def plan_budgets(pool, budgets: Sequence[str], seed: int) -> List[Dict[str, Any]
 
 def build_pool(manifest: str, phones: str, transcripts: str, train_ids: str):
     """(usable train utterances, pool summary) of the train id list."""
+    from cpc_speech.corpora.labels import read_id_list
     from cpc_speech.corpora.manifest import read_manifest
-    from cpc_speech.finetune.transcripts import load_targets
+    from cpc_speech.finetune.targets import load_targets
 
     rows = {u.id: u for u in read_manifest(manifest)}
     targets, _ = load_targets(phones, transcripts)
     path = Path(train_ids)
-    if not path.is_file():
-        raise FileNotFoundError(f"train id list not found: {path}")
-    listed = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
-    ids = list(dict.fromkeys(listed))
+    ids = read_id_list(path, "train id list").ids
     pool = [rows[i] for i in ids if i in rows and i in targets]
     summary = {
         "train_ids": str(path), "listed": len(ids), "utterances": len(pool),
@@ -106,6 +104,7 @@ def build_pool(manifest: str, phones: str, transcripts: str, train_ids: str):
 
 def write_plan(args) -> Dict[str, Any]:
     from cpc_speech.atomic import atomic_write_text
+    from cpc_speech.corpora.labels import write_id_list
 
     budgets = parse_hours(args.hours)
     pool, summary = build_pool(args.manifest, args.phones, args.transcripts, args.train_ids)
@@ -115,7 +114,7 @@ def write_plan(args) -> Dict[str, Any]:
         chosen = e.pop("chosen", None)
         if chosen is not None:
             ids = out_dir / f"train_{e['name']}_ids.txt"
-            atomic_write_text(ids, "".join(f"{u.id}\n" for u in chosen))
+            write_id_list(ids, [u.id for u in chosen])
             e["ids"] = str(ids)
     plan = {"format_version": FORMAT_VERSION, "kind": KIND, "locale": args.locale, "seed": args.seed, "nested": True,
             "pool": summary, "budgets": entries}

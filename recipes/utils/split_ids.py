@@ -1,28 +1,27 @@
 #!/usr/bin/env python3
 """Carve a dev list from a train id list, deterministically: split_ids.py TRAIN FRACTION OUT_TRAIN OUT_DEV.
 
-Every utterance goes to dev with a probability given by a hash of its id (stable across runs and
-machines); at least one utterance goes to each side."""
+The dev ids are chosen as the probes choose theirs (cpc_speech.probes.splits.carve_dev, seed 0:
+round(FRACTION * n) ids, at least one, from the sorted ids), so the choice does not depend on the
+order of the list; the train order is kept."""
 
-import hashlib
 import sys
+
+from cpc_speech.corpora.labels import read_id_list, write_id_list
+from cpc_speech.probes.splits import carve_dev
 
 
 def main() -> None:
     train, fraction, out_train, out_dev = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
-    ids = [ln.split()[0] for ln in open(train) if ln.strip() and not ln.startswith("#")]
-    if len(ids) < 2:
-        sys.exit(f"split_ids: {train} needs at least 2 ids")
-
-    def score(uid: str) -> float:
-        return int(hashlib.sha1(uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-
-    dev = [u for u in ids if score(u) < fraction] or [min(ids, key=score)]
-    rest = [u for u in ids if u not in set(dev)] or ids[:1]
-    with open(out_train, "w") as f:
-        f.write("\n".join(rest) + "\n")
-    with open(out_dev, "w") as f:
-        f.write("\n".join(dev) + "\n")
+    try:
+        ids = read_id_list(train, "train id list").ids
+        if len(ids) < 2:
+            raise ValueError(f"{train} needs at least 2 ids")
+        rest, dev = carve_dev(ids, fraction, seed=0)
+    except ValueError as exc:
+        sys.exit(f"split_ids: {exc}")
+    write_id_list(out_train, rest)
+    write_id_list(out_dev, dev)
     print(f"{out_train}: {len(rest)} ids; {out_dev}: {len(dev)} ids")
 
 
