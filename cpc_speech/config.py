@@ -438,18 +438,24 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_text(path, text)
 
 
-def load_config(cls: Any, path: str | Path, overrides: Optional[List[str]] = None) -> Any:
-    """Read a YAML or JSON config file into dataclass ``cls``, applying ``key=value`` overrides."""
+def read_settings_file(path: str | Path) -> Dict[str, Any]:
+    """The mapping in a YAML/JSON settings file; a one-line error naming the file when it is
+    missing, not YAML/JSON or not a mapping."""
     path = Path(path)
     if not path.is_file():
-        from cpc_speech.audio import missing_file
-
-        raise FileNotFoundError(missing_file("config file", path))
+        raise FileNotFoundError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML/JSON: {exc}") from None
-    return config_from_dict(cls, data, overrides, where=str(path))
+        raise ValueError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: Any, path: str | Path, overrides: Optional[List[str]] = None) -> Any:
+    """Read a YAML or JSON config file into dataclass ``cls``, applying ``key=value`` overrides."""
+    return config_from_dict(cls, read_settings_file(path), overrides, where=str(path))
 
 
 def config_from_dict(cls: Any, data: Dict[str, Any], overrides: Optional[List[str]] = None, where: str = "config") -> Any:

@@ -64,7 +64,7 @@ def test_bad_input_is_one_clear_error(tmp_path):
         parse(["nope=3"])
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         parse(["--epochs", "0"])
-    with pytest.raises(FileNotFoundError, match="settings file not found"):
+    with pytest.raises(FileNotFoundError, match="config file not found: .*missing.yaml"):
         parse(["--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(SystemExit):  # argparse: invalid choice
         parse(["--head", "lstm"])
@@ -78,3 +78,21 @@ def test_help_lists_defaults_and_groups(capsys):
     assert "learning rate (default: 0.001)" in text
     assert "conditions (default: a,b)" in text
     assert "--norm, --no-norm" in text
+
+
+def test_finetune_flags_come_from_its_config():
+    import dataclasses
+
+    from cpc_speech.cli import build_parser
+    from cpc_speech.finetune.config import FinetuneConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["finetune"]
+    flags = {opt for a in sub._actions for opt in a.option_strings}
+    for f in dataclasses.fields(FinetuneConfig):
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+        assert f.metadata.get("help"), f"FinetuneConfig.{f.name} has no help text"
+    args = sub.parse_args(["--manifest", "m.tsv", "--hours", "all", "--no-head-norm", "lm_order=0"])
+    cfg = config_from_args(FinetuneConfig, args, validate=False, skip=("conditions",))
+    assert cfg.hours == 0.0 and cfg.head_norm is False and cfg.lm_order == 0
+    assert cfg.manifest == str(Path("m.tsv").resolve()) and cfg.lr == FinetuneConfig().lr

@@ -21,8 +21,6 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
-import yaml
-
 
 def _number(text: str) -> float:
     try:
@@ -108,31 +106,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: Any, groups: Opti
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="settings overrides, e.g. lr=1e-3 epochs=20")
 
 
-def read_settings_file(path: Path) -> Dict[str, Any]:
-    """The mapping in a YAML/JSON settings file; a one-line error naming the file otherwise."""
-    if not path.is_file():
-        raise FileNotFoundError(f"settings file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    return data
-
-
 def config_from_args(cls: Any, args: argparse.Namespace, config_file: Optional[str] = None,
-                     read: Callable[[Path], Dict[str, Any]] = read_settings_file, where: str = "settings") -> Any:
+                     read: Optional[Callable[[Path], Dict[str, Any]]] = None, where: str = "settings",
+                     validate: bool = True, skip: Iterable[str] = ()) -> Any:
     """Build dataclass ``cls``: defaults < settings file (``config_file``, else ``args.config``) <
-    ``key=value`` overrides < flags given. Unknown keys anywhere are an error naming them."""
-    from cpc_speech.config import apply_overrides, from_dict, to_dict
+    ``key=value`` overrides < flags given. Unknown keys anywhere are an error naming them.
+    ``validate=False`` leaves the ``validate()`` call to the caller (after it set more fields);
+    ``skip``: fields whose flags the command defines itself (as in :func:`add_config_arguments`)."""
+    from cpc_speech.config import apply_overrides, from_dict, read_settings_file, to_dict
 
     data = to_dict(cls())
     known = set(data)
     config_file = config_file if config_file is not None else getattr(args, "config", None)
     if config_file:
         path = Path(config_file)
-        loaded = read(path)
+        loaded = (read or read_settings_file)(path)
         unknown = set(loaded) - known
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}")
@@ -145,11 +133,12 @@ def config_from_args(cls: Any, args: argparse.Namespace, config_file: Optional[s
         if unknown:
             raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
         data.update(given)
+    skip = set(skip)
     for f in dataclasses.fields(cls):
-        if f.name in vars(args):
+        if f.name in vars(args) and f.name not in skip:
             value = getattr(args, f.name)
             if f.metadata.get("path") and value is not None:
                 value = str(Path(value).resolve())
             data[f.name] = value
     cfg = from_dict(cls, data, where)
-    return cfg.validate() if hasattr(cfg, "validate") else cfg
+    return cfg.validate() if validate and hasattr(cfg, "validate") else cfg

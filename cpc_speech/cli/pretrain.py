@@ -30,22 +30,12 @@ def run(args) -> int:
     import shutil
     from pathlib import Path
 
-    import yaml
-
-    from cpc_speech.config import PretrainConfig, config_from_dict
+    from cpc_speech.config import PretrainConfig, config_from_dict, read_settings_file
     from cpc_speech.engine.distributed import is_main_process
     from cpc_speech.runlock import hold_output
     from cpc_speech.train.trainer import pretrain
 
-    data = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    data = read_settings_file(args.config) if args.config else {}
     if args.preset:
         data.setdefault("model", {}).setdefault("preset", args.preset)
     cfg = config_from_dict(PretrainConfig, data, args.overrides, where=args.config or "config")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from cpc_speech.config import check_limits, from_dict
+from cpc_speech.config import check_limits, from_dict, read_settings_file, setting
 from cpc_speech.engine.schedule import FINETUNE_SCHEDULES
 from cpc_speech.finetune.batching import BATCHING
 from cpc_speech.finetune.head import HEAD_KINDS, HeadConfig
@@ -29,6 +29,21 @@ LEGACY_DEFAULTS = {
 }
 
 
+def parse_hours(text: str) -> float:
+    """A label budget from the command line: a number of hours >= 0, or 'all' (0.0: no limit)."""
+    import argparse
+
+    if text.lower() in ("all", "none"):
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"hours must be a number or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("hours must be >= 0")
+    return value
+
+
 class FinetuneError(ValueError):
     """A problem with the fine-tuning inputs or output folder; the message names the file."""
 
@@ -41,56 +56,65 @@ class FinetuneWarning(UserWarning):
 class FinetuneConfig:
     """Everything that defines a fine-tuning run (saved as ``finetune_config.yaml``)."""
 
-    model: Optional[str] = None  # pretrained checkpoint file or run folder (frozen / unfrozen / scratch architecture)
-    preset: str = "default"  # scratch architecture when no model is given
-    manifest: str = ""
-    phones: Optional[str] = None  # inventory '<id> <name>' (id 0 = silence)
-    transcripts: Optional[str] = None  # '<utt-id> <phone> ...'
-    alignments: Optional[str] = None  # '<utt-id>' + one phone id per 10 ms frame
-    train_split: str = ""
-    dev_split: str = ""
-    test_split: Optional[str] = None
-    conditions: List[str] = field(default_factory=lambda: list(CONDITIONS))
-    hours: Optional[float] = 1.0  # training label budget; None or <= 0: the whole train split
-    features: str = "context"  # the layer to read: context (c_t), encoder (z_t), context.N, encoder+context
-    head: str = "conv"  # linear | conv | conv-lstm | conv-gru
-    head_hidden: int = 256
-    head_kernel: int = 5
-    head_layers: int = 3  # conv layers of the conv heads
-    head_norm: bool = True  # layer norm after each conv layer of the head
-    head_stride: int = 2  # conv heads: one output frame per this many feature frames (CTC time reduction)
-    head_dropout: float = 0.1
-    bidirectional: bool = False
-    epochs: int = 30
-    end_to_end_epochs: int = 0  # maximum epochs of the unfrozen and scratch conditions (0 = epochs)
-    patience: int = 8
-    batch_size: int = 8  # utterances per step (when batch_frames is 0)
-    batch_frames: int = 1500  # > 0: batches of at most this many padded 10 ms frames instead
-    batching: str = "length"  # length: batches of similar-length utterances, in random order | random
-    lr: float = 3e-3  # head learning rate
-    lr_schedule: str = "cosine"  # constant | cosine (to 1 % of lr at the last epoch)
-    warmup_steps: int = 50  # linear warm-up of every learning rate over this many steps
-    backbone_lr_scale: float = 0.1  # unfrozen: pretrained part at lr * this
-    scratch_lr_scale: float = 1.0  # scratch: the random-init network at lr * this
-    weight_decay: float = 0.0
-    grad_clip: float = 5.0  # max gradient norm; 0 = off
-    normalize: bool = True  # standardise head inputs with train-set statistics of the initial features
-    time_masks_per_second: float = 2.0  # SpecAugment time masks on the head input (training only)
-    time_mask_frames: int = 10  # widest time mask, frames
-    channel_masks: int = 2  # SpecAugment channel masks per utterance
-    channel_mask_fraction: float = 0.1  # widest channel mask, as a fraction of the feature dimensions
-    unfrozen_init: str = "frozen"  # unfrozen condition starts from: frozen (the frozen condition's best head) | random
-    decode: str = "beam"  # test decoding of the best epoch: greedy | beam (CTC prefix beam search)
-    beam_size: int = 8
-    lm_order: int = 3  # beam: phone n-gram language model from the training transcripts (0 = none)
-    lm_weight: float = 0.5  # beam: weight of the LM log-probability
-    insertion_bonus: float = 0.0  # beam: added per emitted phone (counters the LM's bias to short outputs)
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16 (see cpc_speech.engine.precision); heads train in fp32
-    seed: int = 0
-    eval_batch_size: int = 16
-    threads: int = 0  # torch CPU threads; 0 = torch default
-    output_dir: Optional[str] = None  # checkpoints / resumption; None = in memory only
+    model: Optional[str] = setting(None, group="data", path=True, help="pretrained checkpoint file or run folder")
+    preset: str = setting("default", group="data", help="architecture of the scratch condition when no --model is given")
+    manifest: str = setting("", group="data", path=True, help="TSV manifest (id, path, speaker, num_samples, sample_rate)")
+    phones: Optional[str] = setting(None, group="data", path=True, help="phone set: '<id> <name>' lines, id 0 = silence")
+    transcripts: Optional[str] = setting(None, group="data", path=True,
+                                         help="'<utt-id> <phone> <phone> ...' lines (names from --phones, or integer ids)")
+    alignments: Optional[str] = setting(None, group="data", path=True,
+                                        help="CPC_audio converted_aligned_phones.txt: '<utt-id>' + one phone id per 10 ms frame")
+    train_split: str = setting("", group="data", path=True, help="file of training utterance ids (one per line)")
+    dev_split: str = setting("", group="data", path=True, help="file of dev utterance ids (model selection)")
+    test_split: Optional[str] = setting(None, group="data", path=True, help="file of test utterance ids (reported only)")
+    conditions: List[str] = setting(default_factory=lambda: list(CONDITIONS), group="conditions",
+                                    help=f"comma list of {', '.join(CONDITIONS)}")
+    hours: Optional[float] = setting(1.0, group="data", parse=parse_hours,
+                                     help="training label budget in hours, or 'all' (<= 0 = the whole train split)")
+    features: str = setting("context", group="head", help="pretrained layer to read: context (c_t), encoder (z_t), context.N, encoder+context")
+    head: str = setting("conv", group="head", choices=HEAD_KINDS, help="CTC head")
+    head_hidden: int = setting(256, group="head", help="conv channels / RNN size")
+    head_kernel: int = setting(5, group="head", help="conv width in frames, odd")
+    head_layers: int = setting(3, group="head", help="conv layers of the conv heads")
+    head_norm: bool = setting(True, group="head", help="layer norm after each conv layer of the head")
+    head_stride: int = setting(2, group="head", help="conv heads: one output frame per this many feature frames (CTC time reduction)")
+    head_dropout: float = setting(0.1, group="head", help="dropout in the head")
+    bidirectional: bool = setting(False, group="head", help="bidirectional RNN in conv-lstm / conv-gru heads")
+    epochs: int = setting(30, group="train", help="maximum epochs")
+    end_to_end_epochs: int = setting(0, group="train", help="maximum epochs of the unfrozen and scratch conditions (0 = --epochs)")
+    patience: int = setting(8, group="train", help="stop after this many epochs without a better dev PER or dev loss")
+    batch_size: int = setting(8, group="train", help="utterances per step when --batch-frames is 0")
+    batch_frames: int = setting(1500, group="train", help="batches of at most this many padded 10 ms frames, 0 = --batch-size utterances")
+    batching: str = setting("length", group="train", choices=BATCHING,
+                            help="length: batches of similar-length utterances (less padding), in random order; random: shuffled")
+    lr: float = setting(3e-3, group="train", help="head learning rate (Adam)")
+    lr_schedule: str = setting("cosine", group="train", choices=FINETUNE_SCHEDULES,
+                               help="learning-rate schedule after warm-up (cosine: to 1 %% of lr at the last epoch)")
+    warmup_steps: int = setting(50, group="train", help="linear warm-up of every learning rate over this many steps")
+    backbone_lr_scale: float = setting(0.1, group="train", help="unfrozen: the pretrained part at lr * this")
+    scratch_lr_scale: float = setting(1.0, group="train", help="scratch: the random-init network at lr * this")
+    weight_decay: float = setting(0.0, group="train", help="Adam weight decay")
+    grad_clip: float = setting(5.0, group="train", help="max gradient norm, 0 = off")
+    normalize: bool = setting(True, group="train", help="standardise head inputs with train-set statistics of the initial features")
+    time_masks_per_second: float = setting(2.0, group="train", help="SpecAugment time masks per second of audio on the head input, 0 = off")
+    time_mask_frames: int = setting(10, group="train", help="widest time mask in frames")
+    channel_masks: int = setting(2, group="train", help="SpecAugment channel masks per utterance, 0 = off")
+    channel_mask_fraction: float = setting(0.1, group="train", help="widest channel mask as a fraction of the feature dimensions")
+    unfrozen_init: str = setting("frozen", group="train", choices=("frozen", "random"),
+                                 help="the unfrozen condition starts from the frozen condition's best head, or a random one")
+    decode: str = setting("beam", group="decode", choices=("greedy", "beam"), help="greedy best path or CTC prefix beam search")
+    beam_size: int = setting(8, group="decode", help="prefixes kept per frame")
+    lm_order: int = setting(3, group="decode", help="phone n-gram LM from the training transcripts for the beam search, 0 = none")
+    lm_weight: float = setting(0.5, group="decode", help="weight of the LM log-probability")
+    insertion_bonus: float = setting(0.0, group="decode", help="score added per emitted phone in the beam search")
+    device: str = setting("auto", group="run", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    precision: str = setting("auto", group="run", choices=("auto", "fp32", "bf16"),
+                             help="precision of the CPC networks (cpc_speech.engine.precision); heads and CTC stay float32")
+    seed: int = setting(0, group="run", help="seed for the subset, initialisation and shuffling")
+    eval_batch_size: int = setting(16, group="run", help="utterances per batch when computing features and decoding")
+    threads: int = setting(0, group="run", help="torch CPU threads, 0 = torch's choice")
+    output_dir: Optional[str] = setting(None, group="run", path=True,
+                                        help="per-condition checkpoints, settings and result.json (needed for --resume)")
 
     def head_config(self) -> HeadConfig:
         return HeadConfig(kind=self.head, hidden=self.head_hidden, kernel=self.head_kernel, layers=self.head_layers, norm=self.head_norm, stride=self.head_stride,
@@ -153,18 +177,10 @@ FINETUNE_LIMITS = {
 def read_settings(path: Path) -> Dict[str, Any]:
     """The mapping of fine-tuning settings in a YAML file (``finetune_config.yaml``); a one-line
     :class:`FinetuneError` naming the file when it is missing, not YAML or not a mapping."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FinetuneError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise FinetuneError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise FinetuneError(f"{path}: expected a mapping of finetune settings, got {type(data).__name__}")
-    return data
+        return read_settings_file(path)
+    except (OSError, ValueError) as exc:
+        raise FinetuneError(str(exc)) from None
 
 
 def config_from_dict(data: Dict[str, Any]) -> FinetuneConfig:
