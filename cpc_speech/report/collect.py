@@ -27,6 +27,7 @@ from cpc_speech.results import (
     ProbeResult,
     ResultError,
     finite,
+    read_result_json,
 )
 from cpc_speech.types import PathLike
 
@@ -182,19 +183,9 @@ def _show(path: Path, run: Path) -> str:
 def read_json(path: Path) -> Dict[str, Any]:
     """A result file as a dict; a clear error naming the file otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ReportError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-# ------------------------------------------------------------------------------------ sections
+        return read_result_json(path)
+    except ResultError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def probe_section(data: Dict[str, Any], path: Path, section: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:

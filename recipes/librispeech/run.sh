@@ -48,7 +48,7 @@ Usage: $0 [options]
   --abx-item FILE          ABX item file (default: built from the alignments of the test split;
                            --demo: the corpus's abx.item)
   --units K                k-means units of the discrete-unit stage (default: $units)
-  --conf NAME              fast | default | paper | demo: conf/NAME.yaml for pretraining
+  --conf NAME              fast | default | paper | demo | demo_aug: conf/NAME.yaml for pretraining
                            (default: pretrain.yaml) and the NAME sections of probe.yaml/finetune.yaml
   --exp-dir DIR            run folder (default: exp/librispeech-<conf>)
   --data-dir DIR           manifests and split files, with their provenance.json (default: EXP_DIR/data;
@@ -86,7 +86,7 @@ data_dir=${data_dir:-$exp_dir/data}   # per run: another run never picks up thes
 conf_dir=$here/conf
 conf_file=$conf_dir/$conf.yaml
 [ "$conf" = default ] && conf_file=$here/conf/pretrain.yaml
-[ -f "$conf_file" ] || die "no pretraining config $conf_file (choose fast, default, paper or demo)"
+[ -f "$conf_file" ] || die "no pretraining config $conf_file (choose fast, default, paper, demo or demo_aug)"
 mkdir -p "$data_dir" "$exp_dir/log" "$exp_dir/results"
 logdir=$exp_dir/log
 log "run folder $exp_dir (config $conf), data $data_dir"
