@@ -67,7 +67,7 @@ def test_load_hf_accepts_dataset_objects(tmp_path):
 
 
 def test_extract_dataset_streaming_equals_files(tmp_path):
-    from cpc_speech.corpora.hf import extract_dataset
+    from cpc_speech.features.datasets import extract_dataset
 
     datasets, ds = make_dataset()
     model = small_model()
@@ -86,7 +86,7 @@ def test_extract_dataset_streaming_equals_files(tmp_path):
 
 
 def test_extract_dataset_skips_undecodable_rows(tmp_path):
-    from cpc_speech.corpora.hf import extract_dataset
+    from cpc_speech.features.datasets import extract_dataset
 
     datasets = pytest.importorskip("datasets")
     ds = datasets.Dataset.from_dict({"audio": [{"bytes": flac_bytes(tone(4000, 16000), 16000), "path": "ok.flac"},
