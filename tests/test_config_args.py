@@ -96,3 +96,30 @@ def test_finetune_flags_come_from_its_config():
     cfg = config_from_args(FinetuneConfig, args, validate=False, skip=("conditions",))
     assert cfg.hours == 0.0 and cfg.head_norm is False and cfg.lm_order == 0
     assert cfg.manifest == str(Path("m.tsv").resolve()) and cfg.lr == FinetuneConfig().lr
+
+
+@pytest.mark.parametrize("task", ["phone", "speaker"])
+def test_probe_flags_come_from_its_config(task, tmp_path):
+    import dataclasses
+
+    from cpc_speech.cli import build_parser
+    from cpc_speech.probes.config import PhoneProbeConfig, SpeakerProbeConfig
+
+    cls = PhoneProbeConfig if task == "phone" else SpeakerProbeConfig
+    probe = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["probe"]
+    sub = next(a for a in probe._actions if isinstance(a, argparse._SubParsersAction)).choices[task]
+    flags = {opt for a in sub._actions for opt in a.option_strings}
+    for f in dataclasses.fields(cls):
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+    settings = tmp_path / "probe.yaml"
+    settings.write_text("epochs: 7\nweight_decays: [0.0, 0.001]\nbaselines: [mfcc]\n")
+    args = sub.parse_args(["--model", "m", "--manifest", "x.tsv", "--out", "o.json", "--config", str(settings), "seed=3"])
+    cfg = config_from_args(cls, args)
+    assert (cfg.epochs, cfg.weight_decays, cfg.baselines, cfg.seed) == (7, [0.0, 0.001], ["mfcc"], 3)
+    args = sub.parse_args(["--model", "m", "--manifest", "x.tsv", "--out", "o.json", "--weight-decays", "0,1e-4", "--baselines", "none"])
+    cfg = config_from_args(cls, args)
+    assert cfg.weight_decays == [0.0, 1e-4] and cfg.baselines == []
+    with pytest.raises(ValueError, match=r"--dev-fraction must be in \[0, 1\), got 1.5"):
+        config_from_args(cls, sub.parse_args(["--model", "m", "--manifest", "x.tsv", "--out", "o.json", "--dev-fraction", "1.5"]))
+    with pytest.raises(ValueError, match="--model is required"):
+        config_from_args(cls, sub.parse_args(["--manifest", "x.tsv", "--out", "o.json"]))

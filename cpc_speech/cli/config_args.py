@@ -74,7 +74,10 @@ def _flag_kwargs(f: dataclasses.Field, tp: Any) -> Optional[Dict[str, Any]]:
         default = None
     shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
     text = meta.get("help", "")
-    kwargs["help"] = f"{text} (default: {shown})" if text else f"default: {shown}"
+    if default is None:  # the help text says what an absent value means
+        kwargs["help"] = text
+    else:
+        kwargs["help"] = f"{text} (default: {shown})" if text else f"default: {shown}"
     if meta.get("metavar"):
         kwargs["metavar"] = meta["metavar"]
     return kwargs
