@@ -71,7 +71,8 @@ def read_bundle_config(folder: PathLike) -> Dict[str, Any]:
 
 def load_bundle(folder: PathLike, device: Optional[Union[str, torch.device]] = None):
     """An eval-mode :class:`~cpc_speech.model.cpc.CPCModel` from a bundle folder."""
-    from cpc_speech.config import CPCConfig, from_dict
+    from cpc_speech.config import CPCConfig
+    from cpc_speech.settings import from_dict
     from cpc_speech.model.cpc import CPCModel
 
     folder = Path(folder)
@@ -218,7 +219,7 @@ def export_bundle(source: PathLike, out_dir: PathLike, name: Optional[str] = Non
     The folder is built under a temporary name beside ``out_dir`` and renamed into place, so a
     failure never leaves a half-written bundle."""
     from cpc_speech import __version__
-    from cpc_speech.config import to_dict
+    from cpc_speech.settings import to_dict
     from cpc_speech.engine.checkpoint import load_model, read_checkpoint, resolve_checkpoint
 
     source = Path(source)

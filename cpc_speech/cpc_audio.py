@@ -351,7 +351,8 @@ def import_cpc_audio(path: PathLike, out_dir: PathLike, overwrite: bool = False,
     """Write a cpc_speech run folder (``config.yaml``, ``checkpoints/best.pt`` and ``last.pt``) for a
     CPC_audio checkpoint; ``load_model(out_dir)`` then gives the same model."""
     from cpc_speech.engine.checkpoint import update_link
-    from cpc_speech.config import PretrainConfig, save_config
+    from cpc_speech.config import PretrainConfig
+    from cpc_speech.settings import save_config
 
     model = load_cpc_audio(path, state=state, context_layers=context_layers)
     out = Path(out_dir)

@@ -12,7 +12,8 @@ import cpc_speech
 from cpc_speech.bundle import export_bundle
 from cpc_speech.engine.checkpoint import CheckpointError, save_checkpoint
 from cpc_speech.cli import main
-from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig, PretrainConfig, save_config
+from cpc_speech.config import ContextConfig, CPCConfig, EncoderConfig, PretrainConfig
+from cpc_speech.settings import save_config
 from cpc_speech.model.cpc import CPCModel
 
 # float32 references: these tests check exactness against one float32 pass on any CPU

@@ -4,16 +4,8 @@ import json
 
 import pytest
 
-from cpc_speech.config import (
-    CPCConfig,
-    PretrainConfig,
-    config_from_dict,
-    from_dict,
-    load_config,
-    preset,
-    save_config,
-    to_dict,
-)
+from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict, load_config, preset
+from cpc_speech.settings import from_dict, save_config, to_dict
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])

@@ -10,7 +10,7 @@ from typing import List, Optional
 import pytest
 
 from cpc_speech.cli.config_args import add_config_arguments, config_from_args
-from cpc_speech.config import setting
+from cpc_speech.settings import setting
 
 
 @dataclass

@@ -58,10 +58,10 @@ def error_message(exc: BaseException) -> str:
 
 
 def check_args(args: argparse.Namespace, limits: dict) -> None:
-    """Range-check numeric options with the config rules (:func:`cpc_speech.config.check_limits`),
+    """Range-check numeric options with the config rules (:func:`cpc_speech.settings.check_limits`),
     e.g. ``check_args(args, {"workers": ">= 0"})``; the error names the flag: ``--workers must be
     >= 0, got -1``. Options left at None are skipped."""
-    from cpc_speech.config import check_limits
+    from cpc_speech.settings import check_limits
 
     present = {k: v for k, v in limits.items() if getattr(args, k, None) is not None}
     try:

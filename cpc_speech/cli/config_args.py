@@ -5,7 +5,7 @@ A command whose settings are one dataclass (e.g. ``FinetuneConfig``) gets, from
 
 * ``--config FILE``: a YAML/JSON file of settings to start from;
 * one ``--field-name`` flag per field, typed from the field's annotation, with the help text,
-  choices and group of :func:`cpc_speech.config.setting` metadata and the default in the help;
+  choices and group of :func:`cpc_speech.settings.setting` metadata and the default in the help;
 * ``key=value`` positional overrides (values read as YAML), as ``cpc-speech pretrain`` has.
 
 :func:`config_from_args` builds the dataclass: defaults, then the file, then ``key=value``
@@ -116,7 +116,7 @@ def config_from_args(cls: Any, args: argparse.Namespace, config_file: Optional[s
     ``key=value`` overrides < flags given. Unknown keys anywhere are an error naming them.
     ``validate=False`` leaves the ``validate()`` call to the caller (after it set more fields);
     ``skip``: fields whose flags the command defines itself (as in :func:`add_config_arguments`)."""
-    from cpc_speech.config import apply_overrides, from_dict, read_settings_file, to_dict
+    from cpc_speech.settings import apply_overrides, from_dict, read_settings_file, to_dict
 
     data = to_dict(cls())
     known = set(data)

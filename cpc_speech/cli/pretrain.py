@@ -30,7 +30,8 @@ def run(args) -> int:
     import shutil
     from pathlib import Path
 
-    from cpc_speech.config import PretrainConfig, config_from_dict, read_settings_file
+    from cpc_speech.config import PretrainConfig, config_from_dict
+    from cpc_speech.settings import read_settings_file
     from cpc_speech.engine.distributed import is_main_process
     from cpc_speech.runlock import hold_output
     from cpc_speech.train.trainer import pretrain

@@ -22,7 +22,8 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from cpc_speech.atomic import atomic_write_bytes
-from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict, to_dict
+from cpc_speech.config import CPCConfig, PretrainConfig, config_from_dict
+from cpc_speech.settings import to_dict
 
 FORMAT_VERSION = 1
 FINETUNE_KIND = "cpc_speech.finetune"  # ``kind`` of fine-tuning checkpoints (head, backbone, training state)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Type, Union
 
 from cpc_speech.atomic import atomic_write_text, remove_stale_temporaries
-from cpc_speech.config import save_config
+from cpc_speech.settings import save_config
 from cpc_speech.engine.checkpoint import atomic_save, read_checkpoint, update_link
 from cpc_speech.runlock import hold_output
 

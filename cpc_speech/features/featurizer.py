@@ -134,7 +134,7 @@ class Featurizer:
 
     def meta(self, dtype: str) -> Dict[str, Any]:
         """The description a feature folder's meta.json holds for features saved as ``dtype``."""
-        from cpc_speech.config import to_dict
+        from cpc_speech.settings import to_dict
 
         info: Dict[str, Any] = {
             "meta_version": META_VERSION,
@@ -203,7 +203,7 @@ class Featurizer:
         if self.is_mfcc:
             spec["model"] = "mfcc"
         else:
-            from cpc_speech.config import to_dict
+            from cpc_speech.settings import to_dict
 
             spec["model_config"] = to_dict(self.model.cfg)
             spec["state_dict"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
@@ -215,7 +215,8 @@ def featurizer_from_spec(spec: Dict[str, Any]) -> Featurizer:
     """The featuriser that :meth:`Featurizer.spec` describes (its model in eval mode)."""
     if spec.get("model") == "mfcc":
         return Featurizer(None, layer="mfcc", mode=spec["mode"], name=spec["name"])
-    from cpc_speech.config import CPCConfig, from_dict
+    from cpc_speech.config import CPCConfig
+    from cpc_speech.settings import from_dict
     from cpc_speech.model.cpc import CPCModel
 
     model = CPCModel(from_dict(CPCConfig, spec["model_config"]).validate()).eval()

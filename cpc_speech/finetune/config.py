@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from cpc_speech.config import check_limits, from_dict, read_settings_file, setting
+from cpc_speech.settings import check_limits, from_dict, read_settings_file, setting
 from cpc_speech.engine.schedule import FINETUNE_SCHEDULES
 from cpc_speech.finetune.batching import BATCHING
 from cpc_speech.finetune.head import HEAD_KINDS, HeadConfig
@@ -163,7 +163,7 @@ class FinetuneConfig:
         return self
 
 
-# ranges of every numeric field (see cpc_speech.config.check_limits); hours: null or <= 0 = all
+# ranges of every numeric field (see cpc_speech.settings.check_limits); hours: null or <= 0 = all
 FINETUNE_LIMITS = {
     "hours": "null or finite", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_layers": ">= 1", "head_stride": ">= 1", "head_dropout": "[0, 1)",
     "epochs": ">= 0", "end_to_end_epochs": ">= 0", "patience": ">= 1", "batch_size": ">= 1", "lr": "> 0", "backbone_lr_scale": ">= 0",

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from cpc_speech.config import to_dict
+from cpc_speech.settings import to_dict
 from cpc_speech.engine.checkpoint import FINETUNE_KIND, FORMAT_VERSION
 from cpc_speech.engine.run_dir import CheckpointSlots
 from cpc_speech.engine.schedule import lr_factor

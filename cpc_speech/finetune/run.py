@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from cpc_speech.atomic import atomic_write_text
-from cpc_speech.config import save_config, to_dict
+from cpc_speech.settings import save_config, to_dict
 from cpc_speech.engine.checkpoint import FINETUNE_KIND, read_checkpoint
 from cpc_speech.engine.device import pick_device, set_threads
 from cpc_speech.engine.run_dir import RunDir, check_resumable

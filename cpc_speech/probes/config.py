@@ -7,7 +7,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from cpc_speech.config import check_limits, setting
+from cpc_speech.settings import check_limits, setting
 from cpc_speech.probes.common import BASELINES, parse_baselines
 
 LABEL_FILES = {  # looked for next to the manifest when not given

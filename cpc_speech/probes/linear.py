@@ -130,13 +130,13 @@ class FitConfig:
             raise ValueError(f"optimizer must be adam or lbfgs, got {self.optimizer!r}")
         if self.max_epochs < 1 or not self.weight_decays:
             raise ValueError("max_epochs must be >= 1 and weight_decays non-empty")
-        from cpc_speech.config import check_limits
+        from cpc_speech.settings import check_limits
 
         check_limits(self, FIT_LIMITS)
         return self
 
 
-# ranges of every numeric FitConfig field (see cpc_speech.config.check_limits)
+# ranges of every numeric FitConfig field (see cpc_speech.settings.check_limits)
 FIT_LIMITS = {"lr": "> 0", "lr_decay": "(0, 1]", "batch_size": ">= 1", "min_steps_per_epoch": ">= 1", "max_epochs": ">= 1",
               "weight_decays": ">= 0", "lbfgs_iters_per_epoch": ">= 1", "patience": ">= 1", "seed": ">= 0"}
 

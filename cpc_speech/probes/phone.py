@@ -46,7 +46,7 @@ from cpc_speech.probes.linear import (
 )
 from cpc_speech.probes.splits import IdList, as_split, carve_dev, check_disjoint, known_ids, with_features
 from cpc_speech.runlock import locks_output
-from cpc_speech.config import to_dict
+from cpc_speech.settings import to_dict
 
 PathLike = Union[str, Path]
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cpc_speech.config import to_dict
+from cpc_speech.settings import to_dict
 from cpc_speech.corpora.labels import LabelFileError
 from cpc_speech.corpora.manifest import Utterance
 from cpc_speech.probes.common import (BASELINES, cached_features, default_cache_dir, featurizers, manifest_rows, model_path, stderr_log, warn,

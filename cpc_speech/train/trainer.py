@@ -31,7 +31,8 @@ import torch
 
 from cpc_speech import __version__
 from cpc_speech.batching import make_loader
-from cpc_speech.config import PretrainConfig, config_from_dict, to_dict
+from cpc_speech.config import PretrainConfig, config_from_dict
+from cpc_speech.settings import to_dict
 from cpc_speech.corpora.manifest import check_headers, read_manifest
 from cpc_speech.engine.checkpoint import CheckpointError, checkpoint_state, read_checkpoint, upgrade_saved_config
 from cpc_speech.engine.device import pick_device, set_threads

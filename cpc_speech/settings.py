@@ -1,0 +1,180 @@
+"""Settings machinery shared by every command's config dataclass.
+
+* :func:`setting`: a dataclass field with the help metadata the command line is generated from;
+* :func:`check_limits`: the range check behind every ``validate()``;
+* :func:`to_dict` / :func:`from_dict`: a strict round trip between dataclasses and plain dicts
+  (unknown keys are an error naming them);
+* :func:`apply_overrides`: ``a.b=value`` overrides; :func:`read_settings_file` and
+  :func:`save_config`: YAML/JSON files.
+
+The config trees themselves live next to what they configure (:mod:`cpc_speech.config` for
+pretraining, :mod:`cpc_speech.finetune.config`, :mod:`cpc_speech.probes.config`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str = "", choices: Optional[Tuple[str, ...]] = None,
+            group: Optional[str] = None, path: bool = False, parse: Any = None, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with the metadata the command line is generated from
+    (:mod:`cpc_speech.cli.config_args`): ``help`` text, ``choices``, the ``group`` it is listed
+    under, ``path`` (made absolute when given as a flag) and a ``parse`` function for the flag."""
+    meta = {"help": help, "choices": choices, "group": group, "path": path, "parse": parse}
+    return field(default=default, default_factory=default_factory, metadata=meta)
+
+
+
+def _within(value: Any, rule: str) -> bool:
+    if value is None:
+        return rule.startswith("null or ")
+    rule = rule[len("null or "):] if rule.startswith("null or ") else rule
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    if rule[0] in "[(":
+        lo, hi = (float(x) for x in rule[1:-1].split(","))
+        return (value >= lo if rule[0] == "[" else value > lo) and (value <= hi if rule[-1] == "]" else value < hi)
+    if rule == "finite":
+        return True
+    op, bound = rule.split()
+    bound = float(bound)
+    return {">=": value >= bound, ">": value > bound, "==": value == bound}[op]
+
+
+def _describe(rule: str) -> str:
+    bare = rule[len("null or "):] if rule.startswith("null or ") else rule
+    text = f"in {bare}" if bare[0] in "[(" else "a finite number" if bare == "finite" else bare
+    return f"null (default) or {text}" if bare != rule else text
+
+
+def check_limits(cfg: Any, limits: Dict[str, str], strip: str = "") -> None:
+    """Raise ``ValueError("train.max_steps must be >= 1, got -5")`` for the first value of ``cfg``
+    outside its range in ``limits`` (keys relative to ``cfg`` after removing ``strip``)."""
+    for key, rule in limits.items():
+        node = cfg
+        for part in key[len(strip):].split("."):
+            node = getattr(node, part)
+        values = node if isinstance(node, (list, tuple)) else [node]
+        for v in values:
+            if not _within(v, rule):
+                shown = f"{key} values" if isinstance(node, (list, tuple)) else key
+                raise ValueError(f"{shown} must be {_describe(rule)}, got {v!r}")
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """A plain, JSON/YAML-safe dict (tuples become lists)."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(cfg)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        (item_tp, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, where) for v in value)
+    if origin in (list, List):
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, where) for v in value]
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, where)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: Any, data: Optional[Dict[str, Any]], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are an error."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {data!r}")
+    data = {k: v for k, v in data.items() if k not in getattr(cls, "RETIRED_KEYS", ())}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key.path=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part} is a value, not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"override {item!r}: the value is not valid YAML") from None
+    return data
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write a config as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+    path = Path(path)
+    data = to_dict(cfg)
+    text = yaml.safe_dump(data, sort_keys=False) if path.suffix in (".yaml", ".yml") else json.dumps(data, indent=2)
+    from cpc_speech.atomic import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def read_settings_file(path: str | Path) -> Dict[str, Any]:
+    """The mapping in a YAML/JSON settings file; a one-line error naming the file when it is
+    missing, not YAML/JSON or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
