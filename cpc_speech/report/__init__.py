@@ -99,7 +99,8 @@ import sys
 from typing import Any, Callable, Dict
 
 from cpc_speech.atomic import atomic_write_text
-from cpc_speech.report.collect import Collected, Inputs, ReportError, collect, find_inputs
+from cpc_speech.report.collect import Collected, collect
+from cpc_speech.report.inputs import Inputs, ReportError, find_inputs
 from cpc_speech.report.markdown import headline_markdown, render
 from cpc_speech.types import PathLike
 

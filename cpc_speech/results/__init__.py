@@ -27,7 +27,7 @@ from cpc_speech.results.evaluation import (
     AbxScores,
     UnitsResult,
 )
-from cpc_speech.results.finetune import FINETUNE_CONDITIONS, SKIP_TOO_SHORT, ConditionResult, FinetuneResult
+from cpc_speech.results.finetune import FINETUNE_CONDITIONS, SKIP_TOO_SHORT, SPLITS, ConditionResult, FinetuneResult
 from cpc_speech.results.probe import (
     BEST_KEYS,
     PROBE_BASELINES,
@@ -41,7 +41,7 @@ from cpc_speech.results.probe import (
 __all__ = [
     "ResultError", "finite", "ordered", "read_result_json",
     "ProbeEntry", "ProbeResult", "PROBE_BASELINES", "PROBE_NAMES", "PROBE_TASKS", "SIZE_KEYS", "BEST_KEYS",
-    "ConditionResult", "FinetuneResult", "FINETUNE_CONDITIONS", "SKIP_TOO_SHORT",
+    "ConditionResult", "FinetuneResult", "FINETUNE_CONDITIONS", "SKIP_TOO_SHORT", "SPLITS",
     "AbxScores", "AbxResult", "UnitsResult", "ABX_FORMAT_VERSION", "ABX_MODES", "ABX_ITEM_COUNTS",
     "UNITS_FORMAT_VERSION", "UNIT_QUALITY_KEYS",
 ]
