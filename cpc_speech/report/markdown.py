@@ -151,7 +151,7 @@ def _finetune_caption(det: Dict[str, Any]) -> str:
     short = {k: (v or {}).get("too_short_for_ctc") for k, v in (det.get("data") or {}).items()}
     if any(n is not None for n in short.values()):
         bits.append("utterances too short for CTC left out: "
-                    + ", ".join(f"{k} {integer(n)}" for k, n in short.items() if n is not None or k != "test"))
+                    + ", ".join(f"{k} {integer(n)}" for k, n in short.items() if n is not None))
     bits.append(f"from `{det.get('file')}`")
     return "; ".join(bits) + "."
 
