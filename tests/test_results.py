@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cpc_speech.results import FinetuneResult, ProbeResult, ResultError
+from cpc_speech.results import AbxResult, FinetuneResult, ProbeResult, ResultError, UnitsResult
 
 PHONE = {
     "task": "phone", "protocol": "frame", "layer": "context", "context_frames": 0,
@@ -80,8 +80,6 @@ def test_finetune_errors_name_file_and_key(tmp_path):
 
 
 # ------------------------------------------------------------------ ABX and units, today's layout
-
-from cpc_speech.results import AbxResult, UnitsResult  # noqa: E402
 
 ITEMS = {"items": 40, "used": 36, "no_features": 0, "too_short": 4, "files_without_features": 0, "short_utterances": 1}
 ABX = {  # as cpc-speech abx writes it (evaluation/abx.py score_sources)
