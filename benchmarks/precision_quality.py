@@ -39,7 +39,7 @@ def _run(cmd, log: Path, env) -> None:
 
 
 def _throughput(run_dir: Path) -> float:
-    from cpc_speech.report.collect import pretraining_section
+    from cpc_speech.report.pretraining import pretraining_section
 
     events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     return pretraining_section(events, 0, {}).get("audio_seconds_per_second")

@@ -100,7 +100,7 @@ def test_bf16_training_learns_and_logs_its_precision(tmp_path):
     assert losses[-1] < losses[0] - 0.3, losses  # it learns
     assert all(p.dtype == torch.float32 for p in tr.model.parameters())  # master weights stay float32
 
-    from cpc_speech.report.collect import pretraining_section
+    from cpc_speech.report.pretraining import pretraining_section
 
     assert pretraining_section(events, 0, {})["precision"] == "bf16"
 

@@ -19,7 +19,8 @@ from cpc_speech.cli import main
 from cpc_speech.config import PretrainConfig, config_from_dict
 from cpc_speech.corpora.manifest import read_manifest
 from cpc_speech.report import ReportError, write_report
-from cpc_speech.report.collect import pretraining_section, split_run_name
+from cpc_speech.report.inputs import split_run_name
+from cpc_speech.report.pretraining import pretraining_section
 from cpc_speech.train.trainer import pretrain
 
 SMALL = [
@@ -235,7 +236,7 @@ def test_report_json_markdown_and_plots(run_dir, tmp_path, capsys):
             ck.cell(t, label, "Test accuracy (%)", p1(e["accuracy"]))
             for key, col in (("train_utterances", "Train utterances"), (f"train_{unit}", f"Train {unit}"),
                              ("test_utterances", "Test utterances"), (f"test_{unit}", f"Test {unit}"), ("feature_dim", "Feature dim"),
-                             ):
+                             ("short_utterances", "Short utterances left out")):
                 ck.cell(t, label, col, str(e[key]))
             ck.cell(t, label, "Weight decay", f"{e['best']['weight_decay']:g}")
             ck.cell(t, label, "Epochs", str(e["best"]["epochs"]))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cpc_speech.results import FinetuneResult, ProbeResult, ResultError
+from cpc_speech.results import AbxResult, FinetuneResult, ProbeResult, ResultError, UnitsResult
 
 PHONE = {
     "task": "phone", "protocol": "frame", "layer": "context", "context_frames": 0,
@@ -77,3 +77,112 @@ def test_finetune_errors_name_file_and_key(tmp_path):
     bad.write_text("{")
     with pytest.raises(ResultError, match="bad.json: not valid JSON"):
         ProbeResult.read(bad)
+
+
+# ------------------------------------------------------------------ ABX and units, today's layout
+
+ITEMS = {"items": 40, "used": 36, "no_features": 0, "too_short": 4, "files_without_features": 0, "short_utterances": 1}
+ABX = {  # as cpc-speech abx writes it (evaluation/abx.py score_sources)
+    "format_version": 1, "within": 0.125, "across": 0.25,
+    "results": {
+        "mfcc": {"within": 0.2, "across": 0.375, "layer": None, "features": "mfcc", "items": ITEMS,
+                 "details": {"within": {"cells": 3, "pairs": 10, "seconds": 0.1}}, "seconds": 0.5},
+        "model": {"within": 0.125, "across": 0.25, "layer": "context", "features": "/r/best.pt", "items": ITEMS,
+                  "details": {"across": {"cells": 0, "reason": "no cell"}}, "seconds": 0.25},
+    },
+    "item_file": "dev.item", "layer": "context", "modes": ["within", "across"], "distance": "cosine",
+    "max_size_group": 10, "max_x_across": 5, "seed": 0, "frame_rule": "libri-light", "kl_normalised": False,
+    "frame_seconds": 0.01, "seconds": 1.0,
+}
+UNITS = {  # as cpc-speech quantize --results writes it (evaluation/units.py quantize)
+    "format_version": 1, "units": 50, "dim": 256, "seed": 0, "name": "model", "layer": "context", "features": "feats/",
+    "fit_frames": 9000, "inertia": 12.5, "assigned_utterances": 30, "short_utterances": 2, "unit_files": "u/units",
+    "quality": {"frames": 9000, "utterances": 28, "pnmi": 0.31, "purity": 0.5, "unit_purity": 0.25, "entropy_bits": 5.25,
+                "perplexity": 38.0, "used_units": 48, "max_unit_share": 0.0625, "unit_share": [0.5, 0.5]},
+    "abx": {"within": 0.125, "across": None}, "seconds": 2.0,
+}
+
+
+def test_abx_and_units_round_trips_are_exact(tmp_path):
+    rec = AbxResult.from_json(json.loads(json.dumps(ABX)), "a.json")
+    assert list(rec.results) == ["model", "mfcc"] and rec.headline().layer == "context"
+    assert rec.results["mfcc"].items["short_utterances"] == 1 and rec.distance == "cosine"
+    assert rec.to_dict() == ABX
+    units = UnitsResult.from_json(json.loads(json.dumps(UNITS)), "u.json")
+    assert units.short_utterances == 2 and units.quality["used_units"] == 48 and units.extra == {"fit_frames": 9000, "inertia": 12.5}
+    assert units.to_dict() == UNITS
+    # write -> read through a file gives the same record and the same text
+    for record, kind in ((rec, AbxResult), (units, UnitsResult)):
+        path = record.write(tmp_path / f"{kind.__name__}.json")
+        again = kind.from_json(path)
+        assert again == record and path.read_text() == record.to_json() == again.to_json()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_abx_mode_subset_and_units_without_labels_round_trip():
+    abx = json.loads(json.dumps(ABX))
+    for d in [abx] + list(abx["results"].values()):
+        d.pop("across")
+    abx["modes"] = ["within"]
+    assert AbxResult.from_json(abx, "a.json").to_dict() == abx
+    units = dict(UNITS, quality=None, abx=None)
+    rec = UnitsResult.from_json(units, "u.json")
+    assert rec.quality is None and rec.to_dict() == units
+
+
+def test_records_built_by_producers_round_trip(tmp_path):
+    """quantize() and score_sources() build records; their files read back into equal records."""
+    import numpy as np
+
+    from cpc_speech.evaluation.abx import AbxConfig, score_sources
+    from cpc_speech.evaluation.items import ItemFile
+    from cpc_speech.evaluation.sources import FeatureSource
+    from cpc_speech.evaluation.units import quantize
+
+    rng = np.random.default_rng(0)
+    feats = {f"u{i}": rng.normal(size=(20, 4)).astype(np.float32) for i in range(4)}
+    feats["short"] = np.zeros((0, 4), np.float32)
+    summary = quantize(feats, 3, tmp_path / "units", seed=1, log=lambda m: None)
+    text = (tmp_path / "units" / "quality.json").read_text()
+    rec = UnitsResult.read(tmp_path / "units" / "quality.json")
+    assert rec.to_dict() == summary == json.loads(text) and rec.short_utterances == 1 and rec.assigned_utterances == 5
+    assert rec.to_json() == text
+
+    lines = ["#file onset offset #phone prev-phone next-phone speaker"]
+    for i, uid in enumerate(["u0", "u1", "u2", "u3", "short"]):
+        for k, ph in enumerate("ab"):
+            lines.append(f"{uid} {0.05 * k:.2f} {0.05 * k + 0.05:.2f} {ph} x y s{i % 2}")
+    (tmp_path / "x.item").write_text("\n".join(lines) + "\n")
+    from cpc_speech.evaluation.items import read_item_file
+
+    items: ItemFile = read_item_file(tmp_path / "x.item")
+    src = FeatureSource(name="model", features=feats, layer="context", where="mem")
+    out = score_sources(items, [src], AbxConfig(modes=("within",)))
+    rec = AbxResult.from_json(out, "abx")
+    assert rec.to_dict() == out and "across" not in out and rec.headline().items["short_utterances"] == 1
+
+
+@pytest.mark.parametrize("kind, base, mutate, message", [
+    (AbxResult, ABX, lambda d: d.pop("results"), "a.json: not an ABX result file"),
+    (AbxResult, ABX, lambda d: d.update(format_version=2), "a.json: format_version is 2; this version of cpc_speech reads 1"),
+    (AbxResult, ABX, lambda d: d.update(seed="zero"), 'a.json: seed must be an integer or null, got "zero"'),
+    (AbxResult, ABX, lambda d: d["results"]["mfcc"].update(within=None, across=None), "a.json: results.mfcc has neither"),
+    (AbxResult, ABX, lambda d: d["results"]["model"]["items"].update(used=3.5), r"a.json: results.model.items.used must be an integer"),
+    (UnitsResult, UNITS, lambda d: d.pop("units"), "u.json: not a unit quality file"),
+    (UnitsResult, UNITS, lambda d: d.update(short_utterances="2"), 'u.json: short_utterances must be an integer or null, got "2"'),
+    (UnitsResult, UNITS, lambda d: d["quality"].update(pnmi=[1]), r"u.json: quality.pnmi must be a number or null, got \[1\]"),
+    (ProbeResult, PHONE, lambda d: d.update(labels="SIL AA"), 'p.json: labels must be a list or null, got "SIL AA"'),
+    (ProbeResult, PHONE, lambda d: d["results"]["mfcc"].update(short_utterances=True), "p.json: results.mfcc.short_utterances must be an integer"),
+    (FinetuneResult, FINETUNE, lambda d: d["finetune"]["mfcc"].update(stopped_early="yes"), "p.json: finetune.mfcc.stopped_early must be true or false"),
+    (FinetuneResult, FINETUNE, lambda d: d["finetune"]["mfcc"]["curve"][0].update(epoch="1"), r"p.json: finetune.mfcc.curve\[0\].epoch must be an integer"),
+    (FinetuneResult, FINETUNE, lambda d: d["data"]["train"].update(skipped=3), "p.json: data.train.skipped must be an object"),
+])
+def test_a_missing_or_mistyped_key_names_file_and_key(tmp_path, kind, base, mutate, message):
+    data = json.loads(json.dumps(base))
+    mutate(data)
+    name = "p.json" if kind in (ProbeResult, FinetuneResult) else message.split(":")[0]
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultError, match=message) as info:
+        kind.from_json(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

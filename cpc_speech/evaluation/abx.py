@@ -46,8 +46,9 @@ import torch
 
 from cpc_speech.evaluation.dtw import DISTANCES, dtw_normalised
 from cpc_speech.evaluation.items import FRAME_SECONDS, ItemFile, frame_ranges
+from cpc_speech.results import ABX_MODES as MODES
+from cpc_speech.results import AbxResult, AbxScores
 
-MODES = ("within", "across")
 FRAME_RULES = ("libri-light", "centre")
 PAIR_BUDGET = 1 << 22  # float32 cells of a DTW batch (pairs x diagonals x rows): 16 MB
 FRAME_BUDGET = 1 << 23  # float32 values of the frames gathered for a DTW batch: 32 MB
@@ -403,42 +404,30 @@ def abx_error(items: ItemFile, features: Mapping[str, Any], cfg: Optional[AbxCon
 
 # ------------------------------------------------------------------------------------ result files
 
-RESULT_VERSION = 1
-
-
 def score_sources(items: ItemFile, sources: Sequence[Any], cfg: AbxConfig, log=None) -> Dict[str, Any]:
-    """The ABX result file's dict for :class:`~cpc_speech.evaluation.sources.FeatureSource` objects
-    (the first one is the headline)::
+    """The ABX result file's dict (:class:`~cpc_speech.results.AbxResult`) for
+    :class:`~cpc_speech.evaluation.sources.FeatureSource` objects (the first one is the headline)::
 
         {"format_version": 1, "within": e, "across": e,          # fractions, of sources[0]
          "results": {name: {"within", "across", "layer", "features", "items", "details"}},
          "item_file", "layer", "modes", "distance", "max_size_group", "max_x_across", "seed",
          "frame_rule", "kl_normalised", "frame_seconds", "seconds"}
+
+    Only the requested modes are keys, at the top and in each feature set's entry.
     """
     cfg = cfg.validate()
     t0 = time.time()
-    results: Dict[str, Any] = {}
+    not_run = frozenset(MODES) - set(cfg.modes)
+    results: Dict[str, AbxScores] = {}
     for src in sources:
         res = abx_error(items, src.features, cfg, log=None if log is None else (lambda m, n=src.name: log(f"{n}: {m}")))
-        results[src.name] = {
-            **{m: res.get(m) for m in cfg.modes},
-            "layer": src.layer, "features": src.where, "items": res["items"], "details": res["details"],
-            "seconds": res["seconds"],
-        }
+        results[src.name] = AbxScores(**{m: res.get(m) for m in cfg.modes}, layer=src.layer, features=src.where,
+                                      items=res["items"], details=res["details"], seconds=res["seconds"], absent=not_run)
     first = results[sources[0].name]
-    return {
-        "format_version": RESULT_VERSION,
-        **{m: first.get(m) for m in cfg.modes},
-        "results": results,
-        "item_file": str(items.path),
-        "layer": sources[0].layer,
-        "modes": list(cfg.modes),
-        "distance": cfg.distance,
-        "max_size_group": cfg.max_size_group,
-        "max_x_across": cfg.max_x_across,
-        "seed": cfg.seed,
-        "frame_rule": cfg.frame_rule,
-        "kl_normalised": cfg.kl_normalised,
-        "frame_seconds": cfg.frame_seconds,
-        "seconds": round(time.time() - t0, 3),
-    }
+    record = AbxResult(
+        results=results, **{m: getattr(first, m) for m in cfg.modes}, item_file=str(items.path), layer=sources[0].layer,
+        modes=list(cfg.modes), distance=cfg.distance, max_size_group=cfg.max_size_group, max_x_across=cfg.max_x_across,
+        seed=cfg.seed, frame_rule=cfg.frame_rule, kl_normalised=cfg.kl_normalised, frame_seconds=cfg.frame_seconds,
+        seconds=round(time.time() - t0, 3), absent=not_run,
+    )
+    return record.to_dict()

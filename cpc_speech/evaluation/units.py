@@ -26,9 +26,10 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from cpc_speech.results import ABX_MODES, UnitsResult
 from cpc_speech.types import PathLike
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of kmeans.json
 CENTROIDS = "centroids.npy"
 META = "kmeans.json"
 
@@ -267,21 +268,19 @@ def quantize(
     if short:
         log(f"warning: {len(short)} of {len(ids)} utterance(s) have no frame (clips shorter than the encoder's "
             f"receptive field, e.g. {short[0]!r}): empty unit sequences, counted as short_utterances")
-    summary: Dict[str, Any] = {"format_version": FORMAT_VERSION, "units": int(cent.shape[0]), "dim": dim, "seed": seed,
-                               **info, **fit, "assigned_utterances": len(ids), "short_utterances": len(short),
-                               "unit_files": str(where), "quality": None, "abx": None}
+    named = {k: info.pop(k) for k in ("name", "layer", "features") if k in info}
+    record = UnitsResult(units=int(cent.shape[0]), dim=dim, seed=seed, **named, assigned_utterances=len(ids),
+                         short_utterances=len(short), unit_files=str(where), extra={**info, **fit})
     if labels is not None:
-        summary["quality"] = unit_quality(assigned, labels, int(cent.shape[0]))
+        record.quality = unit_quality(assigned, labels, int(cent.shape[0]))
     if items is not None:
         from cpc_speech.evaluation.abx import AbxConfig, abx_error
 
         res = abx_error(items, OneHot(assigned, int(cent.shape[0])), abx_config or AbxConfig())
-        summary["abx"] = {k: res.get(k) for k in ("within", "across")}
-    summary["seconds"] = round(time.time() - t0, 3)
-    tmp = Path(out_dir) / ".tmp-quality.json"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, Path(out_dir) / "quality.json")
-    return summary
+        record.abx = {k: res.get(k) for k in ABX_MODES}
+    record.seconds = round(time.time() - t0, 3)
+    record.write(Path(out_dir) / "quality.json")
+    return record.to_dict()
 
 
 def labels_for(units_ids: Sequence[str], alignments, frames: Mapping[str, int]) -> Dict[str, np.ndarray]:

@@ -13,8 +13,8 @@ from cpc_speech.finetune.batching import BATCHING
 from cpc_speech.finetune.head import HEAD_KINDS, HeadConfig
 from cpc_speech.finetune.specaugment import MaskingConfig
 from cpc_speech.model.layers import check_layer
+from cpc_speech.results import FINETUNE_CONDITIONS as CONDITIONS
 
-CONDITIONS = ("frozen", "unfrozen", "mfcc", "scratch")
 PRETRAINED = ("frozen", "unfrozen")
 END_TO_END = ("unfrozen", "scratch")
 CONFIG_NAME = "finetune_config.yaml"

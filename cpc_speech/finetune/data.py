@@ -15,6 +15,7 @@ from cpc_speech.finetune.config import FinetuneConfig, FinetuneError, FinetuneWa
 from cpc_speech.finetune.per import ctc_min_frames
 from cpc_speech.finetune.subset import Subset, select_hours
 from cpc_speech.finetune.targets import CTCClasses, Transcript, load_targets
+from cpc_speech.results import SKIP_TOO_SHORT
 
 MAX_LISTED_WARNINGS = 5  # per split and reason; the rest only counted
 
@@ -113,7 +114,7 @@ def build_split(
         if frames < max(1, need):
             repeats = need - len(t.labels)
             skips.add(
-                "too short for CTC",
+                SKIP_TOO_SHORT,
                 f"{where}: {frames} frames ({u.duration:.3f} s) but its {len(t.labels)} phones need at least "
                 f"{need} frames under CTC ({len(t.labels)} labels + {repeats} repeated adjacent labels; transcript {t.where})",
             )

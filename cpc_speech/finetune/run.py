@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from cpc_speech.atomic import atomic_write_text
+from cpc_speech.results import FinetuneResult
 from cpc_speech.settings import save_config, to_dict
 from cpc_speech.engine.checkpoint import FINETUNE_KIND, read_checkpoint
 from cpc_speech.engine.device import pick_device, set_threads
@@ -248,7 +248,7 @@ def run_finetune(
             stack.enter_context(hold_output(out, "finetune", kind="file"))
         result = Finetuner(cfg, progress=progress, resume=resume, log=log).run(on_epoch_end)
         if out:
-            atomic_write_text(out, json.dumps(result, indent=2))
+            FinetuneResult.from_json(result, str(out)).write(out)
         if run_dir is not None:
             run_dir.write_json("result.json", result)
     return result

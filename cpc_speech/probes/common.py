@@ -16,8 +16,7 @@ from cpc_speech.corpora.manifest import Utterance, read_manifest
 from cpc_speech.features.corpus import extract_corpus
 from cpc_speech.features.featurizer import Featurizer, make_featurizer
 from cpc_speech.features.store import load_feature_dir
-
-BASELINES = ("mfcc", "random_init")
+from cpc_speech.results import PROBE_BASELINES as BASELINES
 PathLike = Union[str, Path]
 
 

@@ -34,7 +34,6 @@ from cpc_speech.probes.common import (
     stderr_log,
     warn,
     without_short,
-    write_json,
 )
 from cpc_speech.probes.linear import (
     FitConfig,
@@ -45,6 +44,7 @@ from cpc_speech.probes.linear import (
     select_and_fit,
 )
 from cpc_speech.probes.splits import IdList, as_split, carve_dev, check_disjoint, known_ids, with_features
+from cpc_speech.results import ProbeEntry, ProbeResult
 from cpc_speech.runlock import locks_output
 from cpc_speech.settings import to_dict
 
@@ -66,20 +66,19 @@ def frame_data(ids: Sequence[str], feats: Mapping[str, np.ndarray], ali: FrameLa
     return ProbeData(X, y, context_neighbors(lengths, context))
 
 
-def result_entry(outcome, test: ProbeData, names: Sequence[str], sizes: Dict[str, int], dim: int) -> Dict[str, Any]:
+def result_entry(outcome, test: ProbeData, names: Sequence[str], sizes: Dict[str, int], dim: int) -> ProbeEntry:
+    """The record of one feature set's fitted probe; ``names``: the class names, in id order."""
     cm = confusion_matrix(test.y, outcome.predictions, len(names))
-    entry: Dict[str, Any] = {"accuracy": outcome.accuracy}
-    entry.update(sizes)
-    entry.update({
-        "feature_dim": dim,
-        "best": outcome.best,
-        "per_class_accuracy": per_class_accuracy(cm, names),
-        "per_class_count": {n: int(cm[i].sum()) for i, n in enumerate(names)},
-        "confusion": cm.tolist(),
-        "dev_curve": outcome.dev_curve,
-        "seconds": round(outcome.seconds, 3),
-    })
-    return entry
+    return ProbeEntry(
+        accuracy=outcome.accuracy, sizes=dict(sizes), feature_dim=dim, best=outcome.best,
+        per_class_accuracy=per_class_accuracy(cm, names),
+        extra={
+            "per_class_count": {n: int(cm[i].sum()) for i, n in enumerate(names)},
+            "confusion": cm.tolist(),
+            "dev_curve": outcome.dev_curve,
+            "seconds": round(outcome.seconds, 3),
+        },
+    )
 
 
 @locks_output("out", "probe", kind="file")
@@ -141,7 +140,7 @@ def run_phone_probe(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(out)
     feats_list = featurizers(model, layer, baselines, device=device, seed=seed)
     needed = [by_id[u] for u in dict.fromkeys(used)]
-    results: Dict[str, Any] = {}
+    results: Dict[str, ProbeEntry] = {}
     majority = None
     dev_ids_first: List[str] = []
     for feat in feats_list:
@@ -174,26 +173,28 @@ def run_phone_probe(
             top = int(counts.argmax())
             majority = {"label": names[top], "accuracy": float((test_d.y == top).mean())}
     model_feat = feats_list[0]
-    result = {
-        "task": "phone",
-        "protocol": "frame" if context_frames == 0 else f"frame+-{context_frames}",
-        "layer": layer,
-        "context_frames": context_frames,
-        "results": results,
-        "labels": names,
-        "majority": majority,
-        "model_path": model_path(model_feat, model),
-        "manifest": manifest_name,
-        "alignments": str(ali.path),
-        "train_split": str(train.path),
-        "test_split": str(test.path),
-        "dev_fraction": dev_fraction,
-        "dev_ids": dev_ids_first,
-        "seed": seed,
-        "fit_config": to_dict(fit),
-        "cache_dir": str(cache),
-        "seconds": round(time.time() - t0, 3),
-    }
+    record = ProbeResult(
+        task="phone",
+        protocol="frame" if context_frames == 0 else f"frame+-{context_frames}",
+        layer=layer,
+        results=results,
+        labels=names,
+        majority=majority,
+        model_path=model_path(model_feat, model),
+        seed=seed,
+        extra={
+            "context_frames": context_frames,
+            "manifest": manifest_name,
+            "alignments": str(ali.path),
+            "train_split": str(train.path),
+            "test_split": str(test.path),
+            "dev_fraction": dev_fraction,
+            "dev_ids": dev_ids_first,
+            "fit_config": to_dict(fit),
+            "cache_dir": str(cache),
+            "seconds": round(time.time() - t0, 3),
+        },
+    )
     if out is not None:
-        write_json(out, result)
-    return result
+        record.write(out)
+    return record.to_dict()

@@ -32,10 +32,11 @@ from cpc_speech.settings import to_dict
 from cpc_speech.corpora.labels import LabelFileError
 from cpc_speech.corpora.manifest import Utterance
 from cpc_speech.probes.common import (BASELINES, cached_features, default_cache_dir, featurizers, manifest_rows, model_path, stderr_log, warn,
-                                      without_short, write_json)
+                                      without_short)
 from cpc_speech.probes.linear import FitConfig, ProbeData, select_and_fit
 from cpc_speech.probes.phone import result_entry
 from cpc_speech.probes.splits import IdList, as_split, carve_dev, check_disjoint, holdout_per_group, known_ids, with_features
+from cpc_speech.results import ProbeEntry, ProbeResult
 from cpc_speech.runlock import locks_output
 
 PathLike = Union[str, Path]
@@ -126,7 +127,7 @@ def run_speaker_probe(
     mode = "frames" if protocol == "utterance" else f"windows:{window_frames * 160}"
     feats_list = featurizers(model, layer, baselines, mode=mode, device=device, seed=seed)
     needed = [by_id[u] for u in dict.fromkeys(train_ids + test_ids)]
-    results: Dict[str, Any] = {}
+    results: Dict[str, ProbeEntry] = {}
     names: List[str] = []
     dropped_unseen = 0
     majority = None
@@ -179,25 +180,27 @@ def run_speaker_probe(
             counts = np.bincount(np.concatenate([fit_d.y, dev_d.y]), minlength=len(cls))
             top = int(counts.argmax())
             majority = {"label": names[top], "accuracy": float((test_d.y == top).mean())}
-    result = {
-        "task": "speaker",
-        "protocol": protocol,
-        "layer": layer,
-        "window_frames": window_frames if protocol == "window" else None,
-        "results": results,
-        "labels": names,
-        "majority": majority,
-        "test_dropped_unseen_speakers": dropped_unseen,
-        "model_path": model_path(feats_list[0], model),
-        "manifest": manifest_name,
-        **split_desc,
-        "dev_fraction": dev_fraction,
-        "dev_ids": dev_ids_first,
-        "seed": seed,
-        "fit_config": to_dict(fit),
-        "cache_dir": str(cache),
-        "seconds": round(time.time() - t0, 3),
-    }
+    record = ProbeResult(
+        task="speaker",
+        protocol=protocol,
+        layer=layer,
+        results=results,
+        labels=names,
+        majority=majority,
+        model_path=model_path(feats_list[0], model),
+        seed=seed,
+        extra={
+            "window_frames": window_frames if protocol == "window" else None,
+            "test_dropped_unseen_speakers": dropped_unseen,
+            "manifest": manifest_name,
+            **split_desc,
+            "dev_fraction": dev_fraction,
+            "dev_ids": dev_ids_first,
+            "fit_config": to_dict(fit),
+            "cache_dir": str(cache),
+            "seconds": round(time.time() - t0, 3),
+        },
+    )
     if out is not None:
-        write_json(out, result)
-    return result
+        record.write(out)
+    return record.to_dict()

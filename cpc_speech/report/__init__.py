@@ -5,12 +5,12 @@ omits its section and both the JSON (``missing``) and the Markdown say so):
 
 * ``config.yaml``, ``log.jsonl``, ``manifests.json``: written by ``cpc-speech pretrain``;
 * ``results/phone_probe.json``, ``results/speaker_probe.json``, ``results/speaker_probe_window.json``:
-  written by ``cpc-speech probe`` (layout in :mod:`cpc_speech.probes`);
+  written by ``cpc-speech probe`` (record :class:`cpc_speech.results.ProbeResult`);
 * ``results/abx.json`` (``cpc-speech abx``) and ``results/units_<name>.json`` (``cpc-speech quantize
   --results``): optional; their sections ``abx`` and ``units`` are described in
   :mod:`cpc_speech.report.evaluations`;
 * ``results/finetune.json`` and/or ``results/finetune_<name>.json``: written by
-  ``cpc-speech finetune --out`` (layout in :func:`cpc_speech.finetune.run.run_finetune`);
+  ``cpc-speech finetune --out`` (record :class:`cpc_speech.results.FinetuneResult`);
   ``<name>`` is a locale and/or a label budget, e.g. ``fr``, ``fr_1h``, ``en_10min``.
 * ``results/label_budgets_<locale>.json``: optional, written by the Common Voice recipe; with them
   the report gains ``commonvoice_table``, the table of Riviere et al. (2020), described in
@@ -33,6 +33,7 @@ atomically (temporary file + rename).
           "accuracy": 0.62,                            # test frame accuracy
           "train_utterances", "train_frames", "fit_utterances", "fit_frames",
           "dev_utterances", "dev_frames", "test_utterances", "test_frames": int,
+          "short_utterances": int,                     # left out: too short for one frame
           "feature_dim": int,
           "best": {"weight_decay", "epochs", "dev_accuracy", "optimizer"},
           "per_class_accuracy": {phone: fraction or null}
@@ -77,7 +78,8 @@ atomically (temporary file + rename).
       "details": {section: {"file", ...}},  # probes: task, protocol, layer, classes, majority
                                             # {"label", "accuracy"}, model_path, seed; fine-tuning:
                                             # locale, budget, phones, hours_limit, head, features,
-                                            # seed, model, data {train/dev/test sizes}, seconds
+                                            # seed, model, data {train/dev/test: used, hours,
+                                            # phones, too_short_for_ctc, ...}, seconds
       "sources": {"config", "log", "manifests", section: file path},
       "missing": {section: why},            # phone_probe, speaker_probe, speaker_probe_window,
                                             # finetune, data, validation, pretraining
@@ -99,7 +101,8 @@ import sys
 from typing import Any, Callable, Dict
 
 from cpc_speech.atomic import atomic_write_text
-from cpc_speech.report.collect import Collected, Inputs, ReportError, collect, find_inputs
+from cpc_speech.report.collect import Collected, collect
+from cpc_speech.report.inputs import Inputs, ReportError, find_inputs
 from cpc_speech.report.markdown import headline_markdown, render
 from cpc_speech.types import PathLike
 

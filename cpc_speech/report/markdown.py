@@ -148,6 +148,10 @@ def _finetune_caption(det: Dict[str, Any]) -> str:
         bits.append(f"{det['decode']} decoding")
     if det.get("phones"):
         bits.append(f"{det['phones']} output classes (incl. blank)")
+    short = {k: (v or {}).get("too_short_for_ctc") for k, v in (det.get("data") or {}).items()}
+    if any(n is not None for n in short.values()):
+        bits.append("utterances too short for CTC left out: "
+                    + ", ".join(f"{k} {integer(n)}" for k, n in short.items() if n is not None))
     bits.append(f"from `{det.get('file')}`")
     return "; ".join(bits) + "."
 
@@ -171,9 +175,10 @@ def probe_table(section: Dict[str, Any]) -> str:
             BASELINE_NAMES.get(name, name), pct(e["accuracy"]), integer(e.get("train_utterances")), integer(e.get(f"train_{unit}")),
             integer(e.get("test_utterances")), integer(e.get(f"test_{unit}")), integer(e.get("feature_dim")),
             DASH if best.get("weight_decay") is None else f"{best['weight_decay']:g}", integer(best.get("epochs")),
+            integer(e.get("short_utterances")),
         ])
     return table(["Features", "Test accuracy (%)", "Train utterances", f"Train {unit}", "Test utterances", f"Test {unit}",
-                  "Feature dim", "Weight decay", "Epochs"], rows)
+                  "Feature dim", "Weight decay", "Epochs", "Short utterances left out"], rows)
 
 
 def pretraining_tables(p: Dict[str, Any]) -> str:

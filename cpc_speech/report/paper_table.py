@@ -76,7 +76,7 @@ def _plan_budgets(plan: Dict[str, Any], path: Path, error) -> Dict[float, Dict[s
 
 def _runs_by_cell(report: Dict[str, Any]) -> Dict[Tuple[str, float], Tuple[str, Dict[str, Any]]]:
     """{(locale, hours): (run name, conditions)} of the report's fine-tuning results."""
-    from cpc_speech.report.collect import _budget_hours, split_run_name
+    from cpc_speech.report.inputs import budget_hours, split_run_name
 
     runs = dict(report.get("finetune_by_locale") or {})
     if "finetune" in report:
@@ -86,7 +86,7 @@ def _runs_by_cell(report: Dict[str, Any]) -> Dict[Tuple[str, float], Tuple[str, 
     out = {}
     for name, conds in runs.items():
         locale, budget = split_run_name(name)
-        hours = _budget_hours(budget)
+        hours = budget_hours(budget)
         if locale and math.isfinite(hours):
             out[(locale, hours)] = (name, conds)
     return out
