@@ -94,9 +94,20 @@ def report_errors(command: str, func: Callable[[], int], debug: bool = False) ->
         return 3
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that ``key=value`` overrides (and a command's SOURCE) may
+    also follow flags: argparse fills a positional list only once, the later items join it."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and not any(x.startswith("-") for x in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
