@@ -122,9 +122,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: Any, groups: Opti
         target.add_argument("--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ()), dest=f.name, **kwargs)
     parser.add_argument("--config", metavar="FILE[:SECTION]", help=config_help)
     names = " ".join(name for name, _ in positional)
+    example = next((f"{f.name}={f.default}" for f in dataclasses.fields(cls) if f.name not in skip and type(f.default) in (int, float)), "key=value")
     parser.add_argument("overrides", nargs="*", metavar=f"{names} key=value" if names else "key=value",
-                        help="; ".join(f"{name}: {text}" for name, text in positional)
-                        + ("; then " if positional else "") + "settings overrides, e.g. lr=1e-3 epochs=20")
+                        help="; ".join(f"{name}: {text}" for name, text in positional) + ("; then " if positional else "")
+                        + f"settings overrides (the flags' names with _ for -, values read as YAML), e.g. {example}")
 
 
 def _nested_fields(cls: Any, prefix: str = ""):
