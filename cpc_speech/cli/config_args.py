@@ -198,14 +198,15 @@ def config_from_args(cls: Any, args: argparse.Namespace, config_file: Optional[s
     skip = set(skip)
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in vars(args) and f.name not in skip}
     positional = [f.name for f in dataclasses.fields(cls) if f.metadata.get("positional")]
+    free = list(positional)
     overrides = []
     for item in getattr(args, "overrides", None) or []:
         if "=" in item and item.split("=", 1)[0].strip().split(".")[0] in known:
             overrides.append(item)
-        elif positional:
-            flags[positional.pop(0)] = item
-        elif "=" not in item and any(f.metadata.get("positional") for f in dataclasses.fields(cls)):
-            raise ValueError(f"unexpected argument {item!r} (one {' '.join(f.name.upper() for f in dataclasses.fields(cls) if f.metadata.get('positional'))} only)")
+        elif free:  # SOURCE / OUT_DIR: the first items that are no override of a known key
+            flags[free.pop(0)] = item
+        elif positional and "=" not in item:
+            raise ValueError(f"unexpected argument {item!r} (only {' '.join(p.upper() for p in positional)} is positional)")
         else:
             overrides.append(item)  # refused below, naming it
     if overrides:
