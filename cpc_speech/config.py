@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from cpc_speech.settings import apply_overrides, check_limits, deep_merge, from_dict, read_settings_file, to_dict
+from cpc_speech.settings import apply_overrides, check_limits, deep_merge, from_dict, read_settings_file, setting, to_dict
 
 ENCODER_NORMS = ("channel", "batch", "instance", "none")
 CONTEXT_KINDS = ("gru", "lstm", "transformer")
@@ -32,14 +32,14 @@ PREDICTOR_KINDS = ("linear", "transformer")
 class EncoderConfig:
     """Strided 1-D CNN on 16 kHz waveform. Lengths are in samples."""
 
-    channels: int = 256
-    kernels: Tuple[int, ...] = (10, 8, 4, 4, 4)
-    strides: Tuple[int, ...] = (5, 4, 2, 2, 2)
-    paddings: Tuple[int, ...] = (3, 2, 1, 1, 1)
-    norm: str = "channel"
+    channels: int = setting(256, help="channels of every conv layer")
+    kernels: Tuple[int, ...] = setting((10, 8, 4, 4, 4), help="kernel width of each conv layer, in samples / frames")
+    strides: Tuple[int, ...] = setting((5, 4, 2, 2, 2), help="stride of each conv layer (product: samples per frame)")
+    paddings: Tuple[int, ...] = setting((3, 2, 1, 1, 1), help="padding of each conv layer")
+    norm: str = setting("channel", choices=ENCODER_NORMS, help="normalisation after each conv layer")
     # epsilon of the norm layers; imported CPC_audio channel norms use 1e-5 * (channels - 1) / channels
     # (their unbiased variance folded into our biased form, cpc_speech.cpc_audio)
-    norm_eps: float = 1e-5
+    norm_eps: float = setting(1e-5, help="epsilon of the norm layers")
 
     def validate(self) -> None:
         if not (len(self.kernels) == len(self.strides) == len(self.paddings)) or not self.kernels:
@@ -56,12 +56,12 @@ class EncoderConfig:
 class ContextConfig:
     """Causal context network over encoder frames (c_t sees z_1..z_t only)."""
 
-    kind: str = "gru"
-    hidden: int = 256
-    layers: int = 1
-    heads: int = 4  # transformer only
-    window: int = 128  # transformer only: attention span in frames (keeps streaming exact)
-    dropout: float = 0.0
+    kind: str = setting("gru", choices=CONTEXT_KINDS, help="recurrent or causal transformer context network")
+    hidden: int = setting(256, help="size of c_t")
+    layers: int = setting(1, help="stacked layers")
+    heads: int = setting(4, help="transformer only: attention heads")
+    window: int = setting(128, help="transformer only: attention span in frames (keeps streaming exact)")
+    dropout: float = setting(0.0, help="dropout between layers")
 
     def validate(self) -> None:
         if self.kind not in CONTEXT_KINDS:
@@ -76,11 +76,11 @@ class ContextConfig:
 class PredictorConfig:
     """One prediction head per future step k = 1..steps."""
 
-    kind: str = "linear"
-    steps: int = 12
-    heads: int = 4  # transformer only
-    window: int = 128  # transformer only: attention span in frames
-    dropout: float = 0.0
+    kind: str = setting("linear", choices=PREDICTOR_KINDS, help="linear W_k per step, or a transformer over c_t")
+    steps: int = setting(12, help="future frames predicted (k = 1..steps)")
+    heads: int = setting(4, help="transformer only: attention heads")
+    window: int = setting(128, help="transformer only: attention span in frames")
+    dropout: float = setting(0.0, help="dropout of the predictor")
 
     def validate(self) -> None:
         if self.kind not in PREDICTOR_KINDS:
@@ -93,10 +93,10 @@ class PredictorConfig:
 class CPCConfig:
     """Everything needed to build a :class:`cpc_speech.model.cpc.CPCModel`."""
 
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    context: ContextConfig = field(default_factory=ContextConfig)
-    predictor: PredictorConfig = field(default_factory=PredictorConfig)
-    sample_rate: int = 16000
+    encoder: EncoderConfig = setting(default_factory=EncoderConfig, help="the strided CNN on the waveform (z_t)")
+    context: ContextConfig = setting(default_factory=ContextConfig, help="the causal network over z_t (c_t)")
+    predictor: PredictorConfig = setting(default_factory=PredictorConfig, help="the prediction heads")
+    sample_rate: int = setting(16000, help="audio sample rate in Hz (16000 only)")
 
     def validate(self) -> "CPCConfig":
         check_limits(self, MODEL_LIMITS, "model.")
@@ -117,13 +117,13 @@ class LossConfig:
     product score; ``None`` means the encoder dimension (score = dot / dim).
     """
 
-    negatives: int = 128
-    sampling: str = "cross_batch"
-    temperature: Optional[float] = None
-    gather_across_ranks: bool = False  # distributed: cross_batch pool spans all ranks
+    negatives: int = setting(128, help="negatives per query frame")
+    sampling: str = setting("cross_batch", help="negative pools and shares, e.g. same_utterance:0.5,cross_batch:0.5")
+    temperature: Optional[float] = setting(None, help="score = dot / temperature (default: the encoder dimension)")
+    gather_across_ranks: bool = setting(False, help="distributed: the cross_batch pool spans all ranks")
     # one set of N negatives per query frame for all K steps (CPC_audio; ~8x fewer score FLOPs for
     # cross_batch) rather than a set per step; either way no positive is ever a negative
-    shared_negatives: bool = True
+    shared_negatives: bool = setting(True, help="one set of negatives per query frame for all steps (CPC_audio) rather than one per step")
 
 
 AUGMENT_KINDS = ("pitch", "speed", "tempo", "noise", "mix", "reverb", "band_reject", "time_drop")
@@ -136,13 +136,13 @@ class AugmentStep:
     probability ``p``, its parameter drawn from [low, high] (None: the transform's default range;
     semitones, factor, SNR dB, RT60 s, centre Hz or milliseconds by kind)."""
 
-    kind: str
-    p: float = 0.5
-    low: Optional[float] = None
-    high: Optional[float] = None
-    color: str = "random"  # noise: white | pink | brown | random
-    width: float = 0.5  # band_reject: octaves
-    count: int = 1  # time_drop: segments
+    kind: str = setting(choices=AUGMENT_KINDS, help="the transform")
+    p: float = setting(0.5, help="probability of applying it to a window")
+    low: Optional[float] = setting(None, help="lower end of its parameter range (default: the transform's)")
+    high: Optional[float] = setting(None, help="upper end of its parameter range (default: the transform's)")
+    color: str = setting("random", help="noise: white | pink | brown | random")
+    width: float = setting(0.5, help="band_reject: width in octaves")
+    count: int = setting(1, help="time_drop: segments dropped")
 
     def validate(self, where: str) -> None:
         if self.kind not in AUGMENT_KINDS:
@@ -169,8 +169,8 @@ class AugmentConfig:
     come from the clean one: two encoder passes), ``future`` (the reverse) or ``both`` (one
     augmented window for everything)."""
 
-    transforms: List[AugmentStep] = field(default_factory=list)
-    apply_to: str = "past"
+    transforms: List[AugmentStep] = setting(default_factory=list, help="the transforms, applied in order (empty: off)")
+    apply_to: str = setting("past", choices=AUGMENT_TARGETS, help="which side sees the augmented window: past, future or both")
 
     def validate(self) -> None:
         if self.apply_to not in AUGMENT_TARGETS:
@@ -183,36 +183,37 @@ class AugmentConfig:
 class DataConfig:
     """Windowing and batching. Lengths in samples at 16 kHz."""
 
-    window_samples: int = 20480
-    batch_size: int = 8
-    sampler: str = "uniform"  # uniform | same_speaker | same_utterance
-    windows_per_group: int = 4  # same_speaker / same_utterance: windows per speaker or utterance
-    num_workers: int = 2
-    cache_mb: int = 0  # per worker LRU cache of decoded audio; 0 = off
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    window_samples: int = setting(20480, help="training window length in samples")
+    batch_size: int = setting(8, help="windows per batch (per process)")
+    sampler: str = setting("uniform", choices=("uniform", "same_speaker", "same_utterance"), help="how windows are drawn into a batch")
+    windows_per_group: int = setting(4, help="same_speaker / same_utterance: windows per speaker or utterance")
+    num_workers: int = setting(2, help="data loader processes")
+    cache_mb: int = setting(0, help="per worker LRU cache of decoded audio in MB; 0 = off")
+    augment: AugmentConfig = setting(default_factory=AugmentConfig, help="on-the-fly waveform augmentation")
 
 
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, logging and checkpointing."""
 
-    max_steps: int = 1000
-    lr: float = 2e-4
-    warmup_steps: int = 100
-    schedule: str = "cosine"  # cosine | step | constant
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    amp: str = "auto"  # auto (bf16 where the device computes it fast, see cpc_speech.engine.precision) | none | bf16 | fp16 (CUDA only)
-    compile: bool = False  # torch.compile the model for training steps (1.07-1.2x here; first step compiles)
-    seed: int = 0
-    log_every: int = 10
-    valid_every: int = 200
-    valid_batches: int = 20
-    checkpoint_every: int = 200
-    keep_last: int = 2
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
+    max_steps: int = setting(1000, help="optimiser steps of the run")
+    lr: float = setting(2e-4, help="peak learning rate (Adam)")
+    warmup_steps: int = setting(100, help="linear warm-up steps")
+    schedule: str = setting("cosine", choices=("cosine", "step", "constant"), help="learning-rate schedule after warm-up")
+    min_lr_ratio: float = setting(0.05, help="final learning rate as a share of lr")
+    weight_decay: float = setting(0.0, help="AdamW weight decay")
+    grad_clip: float = setting(1.0, help="gradient norm clip (0: off)")
+    amp: str = setting("auto", choices=("auto", "none", "bf16", "fp16"),
+                       help="mixed precision: auto (bf16 where the device computes it fast, see cpc_speech.engine.precision), none, bf16, fp16 (CUDA only)")
+    compile: bool = setting(False, help="torch.compile the model for training steps (the first step compiles)")
+    seed: int = setting(0, help="seed of the model init and of the window draws")
+    log_every: int = setting(10, help="steps between log.jsonl lines")
+    valid_every: int = setting(200, help="steps between validations")
+    valid_batches: int = setting(20, help="batches per validation")
+    checkpoint_every: int = setting(200, help="steps between checkpoints")
+    keep_last: int = setting(2, help="step checkpoints kept (besides last.pt and best.pt)")
+    device: str = setting("auto", help="auto | cpu | cuda | cuda:N | mps")
+    threads: int = setting(0, help="torch intra-op threads on CPU; 0 = torch default")
 
     RETIRED_KEYS = ("log_batches",)  # keys of older config files, accepted and ignored
 
@@ -221,10 +222,10 @@ class TrainConfig:
 class PretrainConfig:
     """A whole pretraining run: model + loss + data + training."""
 
-    model: CPCConfig = field(default_factory=CPCConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: CPCConfig = setting(default_factory=CPCConfig, help="the model (model.preset picks a preset to start from)")
+    loss: LossConfig = setting(default_factory=LossConfig, help="the InfoNCE loss")
+    data: DataConfig = setting(default_factory=DataConfig, help="windows, batches and augmentation")
+    train: TrainConfig = setting(default_factory=TrainConfig, help="optimisation, logging and checkpoints")
 
     def validate(self) -> "PretrainConfig":
         self.model.validate()

@@ -25,13 +25,16 @@ import yaml
 
 
 def setting(default: Any = dataclasses.MISSING, *, help: str = "", choices: Optional[Tuple[str, ...]] = None,
-            group: Optional[str] = None, path: bool = False, parse: Any = None, default_factory: Any = dataclasses.MISSING) -> Any:
+            group: Optional[str] = None, path: bool = False, parse: Any = None, default_factory: Any = dataclasses.MISSING,
+            metavar: Optional[str] = None, aliases: Tuple[str, ...] = (), positional: bool = False) -> Any:
     """A dataclass field with the metadata the command line is generated from
     (:mod:`cpc_speech.cli.config_args`): ``help`` text, ``choices``, the ``group`` it is listed
-    under, ``path`` (made absolute when given as a flag) and a ``parse`` function for the flag."""
-    meta = {"help": help, "choices": choices, "group": group, "path": path, "parse": parse}
+    under, ``path`` (made absolute when given as a flag), a ``parse`` function for the flag, its
+    ``metavar``, extra flag spellings (``aliases``, e.g. ``("-o",)``) and ``positional`` (an
+    optional positional argument instead of a ``--flag``)."""
+    meta = {"help": help, "choices": choices, "group": group, "path": path, "parse": parse, "metavar": metavar,
+            "aliases": tuple(aliases), "positional": positional}
     return field(default=default, default_factory=default_factory, metadata=meta)
-
 
 
 def _within(value: Any, rule: str) -> bool:
@@ -68,6 +71,24 @@ def check_limits(cfg: Any, limits: Dict[str, str], strip: str = "") -> None:
             if not _within(v, rule):
                 shown = f"{key} values" if isinstance(node, (list, tuple)) else key
                 raise ValueError(f"{shown} must be {_describe(rule)}, got {v!r}")
+
+
+def require(cfg, names) -> None:
+    """``ValueError("--model is required")`` for the first empty setting of ``names`` (settings
+    a command cannot run without, named by their flag)."""
+    for name in names:
+        if not getattr(cfg, name):
+            raise ValueError(f"--{name.replace('_', '-')} is required")
+
+
+def check_flag_limits(cfg, limits) -> None:
+    """:func:`~cpc_speech.settings.check_limits` with the error naming the flag
+    (``--workers must be >= 0, got -1``)."""
+    try:
+        check_limits(cfg, limits)
+    except ValueError as exc:
+        key, rest = str(exc).split(" ", 1)
+        raise ValueError(f"--{key.replace('_', '-')} {rest}") from None
 
 
 def to_dict(cfg: Any) -> Dict[str, Any]:
@@ -158,10 +179,22 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_text(path, text)
 
 
+def split_section(spec: str | Path) -> Tuple[Path, Optional[str]]:
+    """``conf/probe.yaml:phone.demo`` -> (``conf/probe.yaml``, ``"phone.demo"``); a spec without a
+    ``:SECTION`` suffix (or naming an existing file) -> (path, None)."""
+    text = str(spec)
+    head, sep, section = text.rpartition(":")
+    if sep and head and section and "/" not in section and "\\" not in section and not Path(text).exists():
+        return Path(head), section
+    return Path(text), None
+
+
 def read_settings_file(path: str | Path) -> Dict[str, Any]:
     """The mapping in a YAML/JSON settings file; a one-line error naming the file when it is
-    missing, not YAML/JSON or not a mapping."""
-    path = Path(path)
+    missing, not YAML/JSON or not a mapping. ``FILE:SECTION`` reads the mapping at the dotted key
+    path SECTION of the file (``conf/probe.yaml:phone.demo`` is ``data["phone"]["demo"]``; a
+    recipe file merges shared settings into its sections with YAML merge keys, ``<<: *default``)."""
+    path, section = split_section(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
@@ -170,7 +203,16 @@ def read_settings_file(path: str | Path) -> Dict[str, Any]:
         raise ValueError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    return data
+    done = []
+    for part in section.split(".") if section else []:
+        if part not in data:
+            where = f"section {'.'.join(done)!r}" if done else "the file"
+            raise ValueError(f"{path}: no section {section!r} ({where} has: {', '.join(map(str, data)) or 'nothing'})")
+        data = data[part]
+        done.append(part)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: section {'.'.join(done)!r} is not a mapping of settings (got {type(data).__name__})")
+    return dict(data)
 
 
 def deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:

@@ -123,3 +123,21 @@ def test_probe_flags_come_from_its_config(task, tmp_path):
         config_from_args(cls, sub.parse_args(["--model", "m", "--manifest", "x.tsv", "--out", "o.json", "--dev-fraction", "1.5"]))
     with pytest.raises(ValueError, match="--model is required"):
         config_from_args(cls, sub.parse_args(["--manifest", "x.tsv", "--out", "o.json"]))
+
+
+def test_config_file_section(tmp_path):
+    from cpc_speech.settings import read_settings_file
+
+    f = tmp_path / "recipe.yaml"
+    f.write_text("probe:\n  default: &d {lr: 0.5, epochs: 4}\n  fast:\n    <<: *d\n    epochs: 2\n")
+    assert parse(["--config", f"{f}:probe.fast"]) == Toy(lr=0.5, epochs=2)  # merge key: default's lr, own epochs
+    assert parse(["--config", f"{f}:probe.default", "epochs=9"]) == Toy(lr=0.5, epochs=9)
+    with pytest.raises(ValueError, match=r"recipe.yaml: no section 'probe.slow' \(section 'probe' has: default, fast\)"):
+        parse(["--config", f"{f}:probe.slow"])
+    with pytest.raises(ValueError, match=r"recipe.yaml: section 'probe.fast.lr' is not a mapping"):
+        read_settings_file(f"{f}:probe.fast.lr")
+    with pytest.raises(FileNotFoundError, match="config file not found: .*missing.yaml"):
+        read_settings_file(f"{tmp_path / 'missing.yaml'}:probe.fast")
+    odd = tmp_path / "a:b.yaml"  # an existing file whose name has a colon is read whole
+    odd.write_text("lr: 0.125\n")
+    assert parse(["--config", str(odd)]) == Toy(lr=0.125)

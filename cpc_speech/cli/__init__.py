@@ -57,21 +57,6 @@ def error_message(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def check_args(args: argparse.Namespace, limits: dict) -> None:
-    """Range-check numeric options with the config rules (:func:`cpc_speech.settings.check_limits`),
-    e.g. ``check_args(args, {"workers": ">= 0"})``; the error names the flag: ``--workers must be
-    >= 0, got -1``. Options left at None are skipped."""
-    from cpc_speech.settings import check_limits
-
-    present = {k: v for k, v in limits.items() if getattr(args, k, None) is not None}
-    try:
-        check_limits(args, present)
-    except ValueError as exc:
-        text = str(exc)
-        key = text.split(" ", 1)[0]
-        raise ValueError("--" + key.replace("_", "-") + text[len(key):]) from None
-
-
 def report_errors(command: str, func: Callable[[], int], debug: bool = False) -> int:
     """Run ``func`` and turn every error into one line on stderr naming the file or key (exit 2);
     an unexpected exception is one line too (exit 3) unless ``debug``. Temporary files are the
@@ -94,9 +79,20 @@ def report_errors(command: str, func: Callable[[], int], debug: bool = False) ->
         return 3
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that ``key=value`` overrides (and a command's SOURCE) may
+    also follow flags: argparse fills a positional list only once, the later items join it."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and not any(x.startswith("-") for x in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

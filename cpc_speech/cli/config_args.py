@@ -8,6 +8,15 @@ A command whose settings are one dataclass (e.g. ``FinetuneConfig``) gets, from
   choices and group of :func:`cpc_speech.settings.setting` metadata and the default in the help;
 * ``key=value`` positional overrides (values read as YAML), as ``cpc-speech pretrain`` has.
 
+A nested config (``PretrainConfig``: sections ``model.encoder``, ``loss``, ``data``, ``train``...)
+gets one dotted flag per scalar field from :func:`add_nested_arguments` (``--train.lr``,
+``--data.batch-size``), listed in one ``--help`` group per section, read back with
+:func:`nested_flags`.
+
+``--config FILE:SECTION`` reads the mapping at a dotted key path of the file
+(``--config recipes/librispeech/conf/probe.yaml:phone.demo``, see
+:func:`cpc_speech.settings.read_settings_file`).
+
 :func:`config_from_args` builds the dataclass: defaults, then the file, then ``key=value``
 overrides, then the flags actually given (flags default to absent, so an unset flag never hides a
 value from the file). Paths (``path=True`` metadata) given on the command line become absolute.
@@ -74,7 +83,7 @@ def _flag_kwargs(f: dataclasses.Field, tp: Any) -> Optional[Dict[str, Any]]:
         default = None
     shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
     text = meta.get("help", "")
-    if default is None:  # the help text says what an absent value means
+    if default is None or default == "" or "default:" in text:  # the help text says what an absent value means
         kwargs["help"] = text
     else:
         kwargs["help"] = f"{text} (default: {shown})" if text else f"default: {shown}"
@@ -87,8 +96,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: Any, groups: Opti
                          skip: Iterable[str] = (), config_help: str = "YAML/JSON settings file to start from (flags override it)") -> None:
     """Add ``--config``, one flag per field of dataclass ``cls`` (except ``skip``) and ``key=value``
     overrides to ``parser``. ``groups`` maps a field's ``group`` metadata to a group title; fields
-    of one group are listed together in ``--help``."""
+    of one group are listed together in ``--help``. A ``positional`` field (``SOURCE``) is the
+    first positional argument that is not a ``key=value`` override (argparse cannot mix an
+    optional positional with a list of them); ``validate()`` says when it is missing."""
     skip = set(skip)
+    positional = []
     hints = typing.get_type_hints(cls)
     made: Dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -97,6 +109,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: Any, groups: Opti
         kwargs = _flag_kwargs(f, hints[f.name])
         if kwargs is None:
             continue
+        if f.metadata.get("positional"):
+            positional.append((f.metadata.get("metavar") or f.name.upper(), kwargs["help"]))
+            continue
         group_name = f.metadata.get("group")
         if group_name and groups and group_name in groups:
             if group_name not in made:
@@ -104,9 +119,60 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: Any, groups: Opti
             target = made[group_name]
         else:
             target = parser
-        target.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
-    parser.add_argument("--config", help=config_help)
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="settings overrides, e.g. lr=1e-3 epochs=20")
+        target.add_argument("--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ()), dest=f.name, **kwargs)
+    parser.add_argument("--config", metavar="FILE[:SECTION]", help=config_help)
+    names = " ".join(name for name, _ in positional)
+    example = next((f"{f.name}={f.default}" for f in dataclasses.fields(cls) if f.name not in skip and type(f.default) in (int, float)), "key=value")
+    parser.add_argument("overrides", nargs="*", metavar=f"{names} key=value" if names else "key=value",
+                        help="; ".join(f"{name}: {text}" for name, text in positional) + ("; then " if positional else "")
+                        + f"settings overrides (the flags' names with _ for -, values read as YAML), e.g. {example}")
+
+
+def _nested_fields(cls: Any, prefix: str = ""):
+    """(section, dotted key, field, annotation) of every field of ``cls`` and its nested dataclasses."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _nested_fields(tp, f"{prefix}{f.name}.")
+        else:
+            yield prefix.rstrip("."), prefix + f.name, f, tp
+
+
+def add_nested_arguments(parser: argparse.ArgumentParser, cls: Any) -> None:
+    """One ``--section.key`` flag per scalar field of the nested dataclass ``cls`` (dashes for
+    underscores: ``--data.batch-size``), one argument group per section titled with the section
+    field's help. Lists and other structured values stay ``key=value`` / file only."""
+    keys = []
+    groups: Dict[str, Any] = {}
+    for section, key, f, tp in _nested_fields(cls):
+        kwargs = _flag_kwargs(f, tp)
+        if kwargs is None:
+            continue
+        if section not in groups:
+            owner, meta = cls, {}
+            for part in section.split("."):
+                meta = {g.name: g for g in dataclasses.fields(owner)}[part].metadata
+                owner = typing.get_type_hints(owner)[part]
+            groups[section] = parser.add_argument_group(f"{section}: {meta['help']}" if meta.get("help") else section)
+        if "action" not in kwargs and "choices" not in kwargs:
+            kwargs.setdefault("metavar", {int: "N", float: "X"}.get(_base_type(tp), "TEXT"))
+        keys.append(key)
+        groups[section].add_argument("--" + key.replace("_", "-"), dest=key, **kwargs)
+    parser.set_defaults(_nested_keys=tuple(keys))
+
+
+def nested_flags(args: argparse.Namespace) -> Dict[str, Any]:
+    """The dotted flags actually given (:func:`add_nested_arguments`) as a nested dict."""
+    out: Dict[str, Any] = {}
+    for key in getattr(args, "_nested_keys", ()):
+        if key in vars(args):
+            node = out
+            *sections, name = key.split(".")
+            for part in sections:
+                node = node.setdefault(part, {})
+            node[name] = getattr(args, key)
+    return out
 
 
 def config_from_args(cls: Any, args: argparse.Namespace, config_file: Optional[str] = None,
@@ -129,17 +195,29 @@ def config_from_args(cls: Any, args: argparse.Namespace, config_file: Optional[s
             raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}")
         data.update(loaded)
         where = str(path)
-    overrides = list(getattr(args, "overrides", None) or [])
+    skip = set(skip)
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in vars(args) and f.name not in skip}
+    positional = [f.name for f in dataclasses.fields(cls) if f.metadata.get("positional")]
+    free = list(positional)
+    overrides = []
+    for item in getattr(args, "overrides", None) or []:
+        if "=" in item and item.split("=", 1)[0].strip().split(".")[0] in known:
+            overrides.append(item)
+        elif free:  # SOURCE / OUT_DIR: the first items that are no override of a known key
+            flags[free.pop(0)] = item
+        elif positional and "=" not in item:
+            raise ValueError(f"unexpected argument {item!r} (only {' '.join(p.upper() for p in positional)} is positional)")
+        else:
+            overrides.append(item)  # refused below, naming it
     if overrides:
         given = apply_overrides({}, overrides)
         unknown = set(given) - known
         if unknown:
             raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
         data.update(given)
-    skip = set(skip)
     for f in dataclasses.fields(cls):
-        if f.name in vars(args) and f.name not in skip:
-            value = getattr(args, f.name)
+        if f.name in flags:
+            value = flags[f.name]
             if f.metadata.get("path") and value is not None:
                 value = str(Path(value).resolve())
             data[f.name] = value

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 CORPORA = ("librispeech", "commonvoice", "folder", "filelist", "hf", "lhotse")
@@ -18,6 +17,9 @@ MAX_WARNINGS = 20  # printed one by one; the rest are counted
 
 
 def register(sub) -> None:
+    from cpc_speech.cli.config_args import add_config_arguments
+    from cpc_speech.corpora.prepare_config import PREPARE_CONFIGS
+
     p = sub.add_parser(
         "prepare",
         help="build a manifest from LibriSpeech, Common Voice, a folder, a file list, a HF dataset or lhotse manifests",
@@ -25,51 +27,11 @@ def register(sub) -> None:
     )
     corpora = p.add_subparsers(dest="corpus", metavar="CORPUS")
     corpora.required = True
-
-    def common(q, source_help):
-        q.add_argument("source", metavar="SOURCE", help=source_help)
-        q.add_argument("--out", "-o", required=True, metavar="MANIFEST", help="manifest file to write (.tsv)")
-        q.add_argument("--workers", type=int, default=8, help="parallel threads for reading headers / decoding (default: %(default)s)")
-        q.add_argument("--min-seconds", type=float, default=0.0, help="drop utterances shorter than this (default: keep all)")
-        q.add_argument("--absolute-paths", action="store_true", help="store absolute audio paths (default: relative to the manifest)")
-        q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="show progress bars (default: when stderr is a terminal)")
+    for name, cls in PREPARE_CONFIGS.items():
+        q = corpora.add_parser(name, help=cls.__doc__.strip(), description=cls.__doc__.strip())
+        add_config_arguments(q, cls)
         q.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-        q.set_defaults(func=run)
-
-    q = corpora.add_parser("librispeech", help="LibriSpeech: ROOT/<subset>/<speaker>/<chapter>/*.flac")
-    common(q, "the LibriSpeech/ folder, or the folder holding it")
-    q.add_argument("--subsets", help="comma-separated subsets, e.g. train-clean-100,dev-clean (default: all present)")
-    q.add_argument("--transcripts", metavar="FILE", help="also write 'id<TAB>transcript' lines to FILE")
-
-    q = corpora.add_parser("commonvoice", help="Common Voice: ROOT/<locale>/clips/*.mp3 with split TSVs")
-    common(q, "the release folder holding <locale>/clips (or one locale folder)")
-    q.add_argument("--locales", help="comma-separated locales, e.g. en,fr (default: all present)")
-    q.add_argument("--splits", default="validated", help="comma-separated split TSVs: validated, train, dev, test, ... (default: %(default)s)")
-    q.add_argument("--transcripts", metavar="FILE", help="also write 'id<TAB>sentence' lines to FILE")
-
-    q = corpora.add_parser("folder", help="any folder of audio files (wav, flac, ogg, opus, mp3)")
-    common(q, "folder to scan recursively")
-    q.add_argument("--speaker-depth", type=int, default=1, help="speaker = folder this many levels below SOURCE; 0: none (default: %(default)s)")
-    q.add_argument("--speaker-regex", help="speaker = what this regex finds in the file name (group 'speaker', else group 1)")
-    q.add_argument("--extensions", default="wav,flac,ogg,opus,mp3", help="comma-separated extensions (default: %(default)s)")
-
-    q = corpora.add_parser("filelist", help="a text file: one audio path per line, optional <TAB>speaker")
-    common(q, "the file list (relative paths are relative to its folder)")
-    q.add_argument("--speaker-regex", help="speaker for lines without one: what this regex finds in the file name")
-
-    q = corpora.add_parser("hf", help="a Hugging Face dataset on disk (save_to_disk folder, parquet or arrow files)")
-    common(q, "save_to_disk folder, folder of .parquet/.arrow files, or one such file")
-    q.add_argument("--splits", help="comma-separated splits (default: all)")
-    q.add_argument("--audio-column", help="audio column (default: 'audio' or the first audio-like column)")
-    q.add_argument("--speaker-column", help="speaker column (default: first of speaker_id, speaker, client_id, spk_id, spk)")
-    q.add_argument("--id-column", help="utterance id column (default: id, else the audio file name, else <split>-<row>)")
-    q.add_argument("--audio-dir", help="where to write the 16 kHz FLACs (default: <MANIFEST name>_audio/ beside the manifest)")
-    q.add_argument("--overwrite", action="store_true", help="re-decode even when a FLAC already exists")
-
-    q = corpora.add_parser("lhotse", help="lhotse recordings (+ supervisions) or cuts manifests; audio is not copied")
-    common(q, "recordings or cuts manifest (.jsonl.gz, .jsonl or .json)")
-    q.add_argument("--supervisions", metavar="FILE", help="supervisions manifest with the speakers (default: the file beside SOURCE named supervisions*)")
-    q.add_argument("--root", help="folder that relative audio paths are relative to (default: the current folder, as in lhotse)")
+        q.set_defaults(func=run, config_cls=cls)
 
 
 class _Warnings:
@@ -102,71 +64,77 @@ def _write_transcripts(path, rows, texts) -> None:
 def run(args) -> int:
     """Lock the output manifest (and the transcripts file / audio folder) and build it."""
     import contextlib
-    from pathlib import Path
 
+    from cpc_speech.cli.config_args import config_from_args
     from cpc_speech.runlock import hold_output
 
+    cfg = config_from_args(args.config_cls, args, where=f"prepare {args.corpus} settings")
+
     with contextlib.ExitStack() as stack:
-        stack.enter_context(hold_output(args.out, "prepare", kind="file"))
-        if getattr(args, "transcripts", None):
-            stack.enter_context(hold_output(args.transcripts, "prepare", kind="file"))
+        stack.enter_context(hold_output(cfg.out, "prepare", kind="file"))
+        if getattr(cfg, "transcripts", None):
+            stack.enter_context(hold_output(cfg.transcripts, "prepare", kind="file"))
         if args.corpus == "hf":
-            out = Path(args.out)
-            stack.enter_context(hold_output(Path(args.audio_dir) if args.audio_dir else out.parent / f"{out.stem}_audio", "prepare"))
-        return _run(args)
+            stack.enter_context(hold_output(_audio_dir(cfg), "prepare"))
+        return _run(args.corpus, cfg)
 
 
-def _run(args) -> int:
+def _audio_dir(cfg):
+    from pathlib import Path
+
+    out = Path(cfg.out)
+    return Path(cfg.audio_dir) if cfg.audio_dir else out.parent / f"{out.stem}_audio"
+
+
+def _run(corpus: str, cfg) -> int:
+    """Build the manifest of ``corpus`` with the settings ``cfg`` (a ``*PrepareConfig``)."""
     from pathlib import Path
 
     from cpc_speech.corpora.manifest import write_manifest
 
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     warn = _Warnings()
-    out = Path(args.out)
+    out = Path(cfg.out)
     texts = None
-    kw = dict(workers=args.workers, progress=progress, on_warning=warn)
+    kw = dict(workers=cfg.workers, progress=progress, on_warning=warn)
     try:
-        if args.corpus == "librispeech":
+        if corpus == "librispeech":
             from cpc_speech.corpora.librispeech import load_librispeech
 
-            result = load_librispeech(args.source, args.subsets, with_transcripts=bool(args.transcripts), **kw)
-        elif args.corpus == "commonvoice":
+            result = load_librispeech(cfg.source, cfg.subsets, with_transcripts=bool(cfg.transcripts), **kw)
+        elif corpus == "commonvoice":
             from cpc_speech.corpora.commonvoice import load_commonvoice
 
-            result = load_commonvoice(args.source, args.locales, args.splits, with_transcripts=bool(args.transcripts), **kw)
-        elif args.corpus == "folder":
+            result = load_commonvoice(cfg.source, cfg.locales, cfg.splits, with_transcripts=bool(cfg.transcripts), **kw)
+        elif corpus == "folder":
             from cpc_speech.corpora.folder import load_folder
 
             result = load_folder(
-                args.source, extensions=args.extensions, speaker_depth=args.speaker_depth, speaker_regex=args.speaker_regex, **kw
+                cfg.source, extensions=cfg.extensions, speaker_depth=cfg.speaker_depth, speaker_regex=cfg.speaker_regex, **kw
             )
-        elif args.corpus == "filelist":
+        elif corpus == "filelist":
             from cpc_speech.corpora.folder import load_filelist
 
-            result = load_filelist(args.source, speaker_regex=args.speaker_regex, **kw)
-        elif args.corpus == "hf":
+            result = load_filelist(cfg.source, speaker_regex=cfg.speaker_regex, **kw)
+        elif corpus == "hf":
             from cpc_speech.corpora.hf import load_hf
 
-            audio_dir = Path(args.audio_dir) if args.audio_dir else out.parent / f"{out.stem}_audio"
             result = load_hf(
-                args.source,
-                audio_dir,
-                splits=args.splits,
-                audio_column=args.audio_column,
-                speaker_column=args.speaker_column,
-                id_column=args.id_column,
-                overwrite=args.overwrite,
+                cfg.source,
+                _audio_dir(cfg),
+                splits=cfg.splits,
+                audio_column=cfg.audio_column,
+                speaker_column=cfg.speaker_column,
+                id_column=cfg.id_column,
+                overwrite=cfg.overwrite,
                 **kw,
             )
-        elif args.corpus == "lhotse":
+        elif corpus == "lhotse":
             from cpc_speech.corpora.lhotse import load_lhotse
 
-            result = load_lhotse(args.source, supervisions=args.supervisions, root=args.root, on_warning=warn)
+            result = load_lhotse(cfg.source, supervisions=cfg.supervisions, root=cfg.root, on_warning=warn)
         else:  # pragma: no cover - argparse restricts the choices
-            raise ValueError(f"unknown corpus {args.corpus!r} (one of {', '.join(CORPORA)})")
+            raise ValueError(f"unknown corpus {corpus!r} (one of {', '.join(CORPORA)})")
     finally:
         warn.close()
     if isinstance(result, tuple):
@@ -174,17 +142,17 @@ def _run(args) -> int:
     else:
         rows = result
     total = len(rows)
-    if args.min_seconds > 0:
-        rows = [u for u in rows if u.duration >= args.min_seconds]
+    if cfg.min_seconds > 0:
+        rows = [u for u in rows if u.duration >= cfg.min_seconds]
     if not rows:
-        raise ValueError(f"no utterances left to write from {args.source}" + (f" (all {total} shorter than {args.min_seconds} s)" if total else ""))
-    write_manifest(rows, out, relative=not args.absolute_paths)
-    if texts is not None and getattr(args, "transcripts", None):
-        _write_transcripts(args.transcripts, rows, texts)
+        raise ValueError(f"no utterances left to write from {cfg.source}" + (f" (all {total} shorter than {cfg.min_seconds} s)" if total else ""))
+    write_manifest(rows, out, relative=not cfg.absolute_paths)
+    if texts is not None and getattr(cfg, "transcripts", None):
+        _write_transcripts(cfg.transcripts, rows, texts)
     hours = sum(u.duration for u in rows) / 3600.0
     speakers = len({u.speaker for u in rows})
-    dropped = f"; dropped {total - len(rows)} shorter than {args.min_seconds} s" if len(rows) < total else ""
+    dropped = f"; dropped {total - len(rows)} shorter than {cfg.min_seconds} s" if len(rows) < total else ""
     print(f"wrote {out}: {len(rows)} utterances, {speakers} speakers, {hours:.2f} hours{dropped}")
-    if texts is not None and getattr(args, "transcripts", None):
-        print(f"wrote {args.transcripts}: {len(rows)} transcripts")
+    if texts is not None and getattr(cfg, "transcripts", None):
+        print(f"wrote {cfg.transcripts}: {len(rows)} transcripts")
     return 0

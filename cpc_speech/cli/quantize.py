@@ -5,6 +5,9 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    from cpc_speech.cli.config_args import add_config_arguments
+    from cpc_speech.evaluation.config import QuantizeConfig
+
     p = sub.add_parser(
         "quantize",
         help="discrete units: k-means (MiniBatchKMeans) on frame features, unit sequences, purity/PNMI/ABX of the units",
@@ -15,18 +18,7 @@ def register(sub) -> None:
             "purity, PNMI, unit entropy and usage; with --item the ABX error of the one-hot units."
         ),
     )
-    p.add_argument("--features", required=True, metavar="DIR", help="folder of <utterance id>.npy feature files")
-    p.add_argument("--units", type=int, required=True, metavar="K", help="number of units (k-means clusters)")
-    p.add_argument("--out", required=True, metavar="UNITS_DIR", help="output folder")
-    p.add_argument("--centroids", metavar="DIR", help="assign with the centroids of an earlier quantize run instead of fitting")
-    p.add_argument("--seed", type=int, default=0, help="seed of the frame sample and of k-means (default %(default)s)")
-    p.add_argument("--max-fit-frames", type=int, default=500_000, help="k-means is fit on at most this many frames, drawn uniformly (default %(default)s)")
-    p.add_argument("--format", choices=("npy", "text"), default="npy", help="unit sequences as units/<id>.npy or one units.txt (default %(default)s)")
-    p.add_argument("--run-length", action="store_true", help="write runs (unit, frames) instead of one unit per frame")
-    p.add_argument("--alignments", help="frame labels (converted_aligned_phones.txt format): purity, PNMI, usage")
-    p.add_argument("--item", help="ABX item file: ABX error of the one-hot units")
-    p.add_argument("--results", metavar="R.json", help="also write the summary here (the report reads results/units_<name>.json)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    add_config_arguments(p, QuantizeConfig)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
@@ -36,35 +28,36 @@ def run(args) -> int:
 
     import torch
 
+    from cpc_speech.cli.config_args import config_from_args
+    from cpc_speech.evaluation.config import QuantizeConfig
     from cpc_speech.evaluation.sources import from_folder
     from cpc_speech.evaluation.units import labels_for, quantize
     from cpc_speech.probes.common import write_json
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.max_fit_frames < 1:
-        raise ValueError(f"--max-fit-frames must be positive, got {args.max_fit_frames}")
-    src = from_folder(args.features)
+    cfg = config_from_args(QuantizeConfig, args, where="quantize settings")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    src = from_folder(cfg.features)
     labels = items = None
-    if args.alignments:
+    if cfg.alignments:
         from cpc_speech.corpora.labels import read_frame_labels
 
-        labels = labels_for(list(src.features), read_frame_labels(args.alignments), {u: f.shape[0] for u, f in src.features.items()})
-    if args.item:
+        labels = labels_for(list(src.features), read_frame_labels(cfg.alignments), {u: f.shape[0] for u, f in src.features.items()})
+    if cfg.item:
         from cpc_speech.evaluation.items import read_item_file
 
-        items = read_item_file(args.item)
+        items = read_item_file(cfg.item)
     from cpc_speech.runlock import hold_output
 
-    with hold_output(args.out, "quantize"):
-        summary = quantize(src.features, args.units, args.out, seed=args.seed, max_fit_frames=args.max_fit_frames,
-                           centroids_from=args.centroids, fmt=args.format, runs=args.run_length, labels=labels,
+    with hold_output(cfg.out, "quantize"):
+        summary = quantize(src.features, cfg.units, cfg.out, seed=cfg.seed, max_fit_frames=cfg.max_fit_frames,
+                           centroids_from=cfg.centroids, fmt=cfg.format, runs=cfg.run_length, labels=labels,
                            items=items, info={"name": src.name, "layer": src.layer, "features": src.where},
                            log=lambda m: print(m, file=sys.stderr))
-        if args.results:
-            write_json(args.results, summary)
+        if cfg.results:
+            write_json(cfg.results, summary)
     q, abx = summary["quality"], summary["abx"]
-    print(f"{summary['units']} units on {summary['assigned_utterances']} utterances in {args.out}")
+    print(f"{summary['units']} units on {summary['assigned_utterances']} utterances in {cfg.out}")
     if q:
         print(f"  PNMI {q['pnmi']:.3f}, purity {100 * q['purity']:.1f}%, unit purity {100 * q['unit_purity']:.1f}%, "
               f"entropy {q['entropy_bits']:.2f} bits, {q['used_units']} units used, largest unit {100 * q['max_unit_share']:.1f}% of frames")

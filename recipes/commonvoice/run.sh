@@ -139,10 +139,10 @@ if run_stage 3 "phone linear probe per locale with alignments"; then
     out=$exp_dir/results/phone_probe_$loc.json
     $first && out=$exp_dir/results/phone_probe.json
     first=false
-    eval "extra=($(conf_args "$conf_dir/probe.yaml" phone))"
+    extra=(--config "$conf_dir/probe.yaml:phone.$conf")
     redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" alignments=@"$ali" \
       phones=@"$transcripts_dir/$loc/phones.txt" train_split=@"$transcripts_dir/$loc/train_split.txt" \
-      test_split=@"$transcripts_dir/$loc/test_split.txt" args="${extra[*]}" -- \
+      test_split=@"$transcripts_dir/$loc/test_split.txt" args="${extra[*]}" settings=@"$conf_dir/probe.yaml" -- \
       logged "$logdir/stage3.log" cpc-speech probe phone --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
         --alignments "$ali" --phones "$transcripts_dir/$loc/phones.txt" \
         --train-split "$transcripts_dir/$loc/train_split.txt" --test-split "$transcripts_dir/$loc/test_split.txt" \
@@ -153,15 +153,15 @@ fi
 # ---------------------------------------------------------- stage 4: speaker probe (client_id)
 if run_stage 4 "speaker linear probe over client_id"; then
   out=$exp_dir/results/speaker_probe.json
-  eval "extra=($(conf_args "$conf_dir/probe.yaml" speaker))"
-  redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" holdout=0.2 args="${extra[*]}" -- \
+  extra=(--config "$conf_dir/probe.yaml:speaker.$conf")
+  redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" holdout=0.2 args="${extra[*]}" settings=@"$conf_dir/probe.yaml" -- \
     logged "$logdir/stage4.log" cpc-speech probe speaker --model "$exp_dir" --manifest "$data_dir/train.tsv" \
       --holdout 0.2 --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
 fi
 
 # ---------------------------- stage 5: CTC fine-tuning per locale in the cells of Riviere et al. (2020)
 if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h frozen, fine-tuned, from scratch, MFCC"; then
-  eval "extra=($(conf_args "$conf_dir/finetune.yaml" finetune))"
+  extra=(--config "$conf_dir/finetune.yaml:finetune.$conf")
   for loc in ${locales//,/ }; do
     tr=$transcripts_dir/$loc/phone_transcripts.txt
     if [ ! -f "$tr" ]; then
@@ -191,7 +191,7 @@ if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h 
       ckpt_dir=$exp_dir/finetune/${loc}_${h}h-$(sha256sum "$ids" | cut -c1-12)
       redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" \
         phones=@"$transcripts_dir/$loc/phones.txt" transcripts=@"$tr" train_split=@"$ids" \
-        dev_split=@"$data_dir/$loc/dev_ids.txt" test_split=@"$data_dir/$loc/test_ids.txt" conditions="$conditions" args="${extra[*]}" -- \
+        dev_split=@"$data_dir/$loc/dev_ids.txt" test_split=@"$data_dir/$loc/test_ids.txt" conditions="$conditions" args="${extra[*]}" settings=@"$conf_dir/finetune.yaml" -- \
         logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
           --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" \
           --train-split "$ids" --dev-split "$data_dir/$loc/dev_ids.txt" \

@@ -146,9 +146,9 @@ if run_stage 3 "phone linear probe"; then
   need alignments train_split test_split
   need_file alignments train_split test_split
   out=$exp_dir/results/phone_probe.json
-  eval "extra=($(conf_args "$conf_dir/probe.yaml" phone))"
+  extra=(--config "$conf_dir/probe.yaml:phone.$conf")
   redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" alignments=@"$alignments" \
-    train_split=@"$train_split" test_split=@"$test_split" phones=@"$phones" args="${extra[*]}" -- \
+    train_split=@"$train_split" test_split=@"$test_split" phones=@"$phones" args="${extra[*]}" settings=@"$conf_dir/probe.yaml" -- \
     logged "$logdir/stage3.log" cpc-speech probe phone --model "$exp_dir" --manifest "$data_dir/train.tsv" \
       --alignments "$alignments" --train-split "$train_split" --test-split "$test_split" "${label_args[@]}" \
       --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
@@ -161,9 +161,9 @@ if run_stage 4 "speaker linear probe"; then
   for protocol in utterance window; do
     suffix=$([ "$protocol" = window ] && echo _window || true)
     out=$exp_dir/results/speaker_probe$suffix.json
-    eval "extra=($(conf_args "$conf_dir/probe.yaml" speaker))"
+    extra=(--config "$conf_dir/probe.yaml:speaker.$conf")
     redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" train_split=@"$train_split" \
-      test_split=@"$test_split" protocol="$protocol" args="${extra[*]}" -- \
+      test_split=@"$test_split" protocol="$protocol" args="${extra[*]}" settings=@"$conf_dir/probe.yaml" -- \
       logged "$logdir/stage4.log" cpc-speech probe speaker --model "$exp_dir" --manifest "$data_dir/train.tsv" \
         "${split_args[@]}" --protocol "$protocol" --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
   done
@@ -222,13 +222,13 @@ fi
 if run_stage 7 "CTC phone recognition, $hours h of labels"; then
   need alignments test_split
   [ -f "$data_dir/finetune_dev.txt" ] || die "$data_dir/finetune_dev.txt is missing: run stage 0 with --train-split"
-  eval "extra=($(conf_args "$conf_dir/finetune.yaml" finetune))"
+  extra=(--config "$conf_dir/finetune.yaml:finetune.$conf")
   phone_args=()
   [ -n "$phones" ] && phone_args=(--phones "$phones")
   out=$exp_dir/results/finetune.json
   redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" alignments=@"$alignments" \
     train_split=@"$data_dir/finetune_train.txt" dev_split=@"$data_dir/finetune_dev.txt" test_split=@"$test_split" \
-    phones=@"$phones" hours="$hours" args="${extra[*]}" -- \
+    phones=@"$phones" hours="$hours" args="${extra[*]}" settings=@"$conf_dir/finetune.yaml" -- \
     logged "$logdir/stage7.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/train.tsv" \
       "${phone_args[@]}" --alignments "$alignments" --train-split "$data_dir/finetune_train.txt" \
       --dev-split "$data_dir/finetune_dev.txt" --test-split "$test_split" --hours "$hours" \

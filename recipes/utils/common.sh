@@ -67,8 +67,9 @@ extract_cmd() {
   logged "$logdir/stage2.log" cpc-speech extract --model "$exp_dir" --manifest "$1" --out "$exp_dir/features/model-context"
 }
 
-# conf_args FILE GROUP: options of GROUP for the current $conf from a recipe YAML file.
-conf_args() { "$PY" "$(dirname "${BASH_SOURCE[0]}")/yaml_to_args.py" "$1" "$2" "$conf"; }
+# Settings of a stage's command come from a section of a recipe YAML file, which the command reads
+# itself: `cpc-speech probe phone --config conf/probe.yaml:phone.$conf` reads the mapping at
+# phone -> $conf of the file (sections share settings with YAML merge keys, `<<: *phone_default`).
 
 # derived FILE[,FILE2...] KEY=VALUE... -- CMD...: run CMD (which writes the FILEs) unless they exist
 # and were made from the same inputs, as recorded in provenance.json beside them; then record the

@@ -1,0 +1,155 @@
+"""Every command's settings are one config dataclass: a settings file and the equivalent flags give
+the same config, unknown keys and bad values are refused naming them (cpc_speech.cli.config_args)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cpc_speech.cli import build_parser, main, parse_command_line
+from cpc_speech.cli.config_args import config_from_args
+from cpc_speech.cli.pretrain import settings_from_args
+from cpc_speech.corpora.prepare_config import FolderPrepareConfig, HfPrepareConfig, LibriSpeechPrepareConfig
+from cpc_speech.evaluation.config import AbxRunConfig, QuantizeConfig
+from cpc_speech.features.config import ExtractConfig
+from cpc_speech.settings import save_config, to_dict
+from cpc_speech.synth.config import SynthConfig
+
+# command words, flags, config class, settings that differ from the defaults (checked by value)
+CASES = {
+    "extract": (["extract"], ["--model", "mfcc", "--manifest", "m.tsv", "--out", "feats", "--layer", "encoder",
+                              "--precision", "fp32", "--workers", "0", "--processes", "2", "--float16",
+                              "--batch-seconds", "12.5", "--threads", "1"], ExtractConfig,
+                {"model": "mfcc", "workers": 0, "processes": 2, "float16": True, "batch_seconds": 12.5, "precision": "fp32"}),
+    "abx": (["abx"], ["--model", "run", "--manifest", "m.tsv", "--item", "a.item", "--out", "r.json", "--mode", "within",
+                      "--distance", "kl", "--max-size-group", "none", "--max-x-across", "3", "--kl-normalised",
+                      "--frame-rule", "centre", "--baselines", "none", "--frame-seconds", "0.02"], AbxRunConfig,
+            {"model": "run", "max_size_group": None, "max_x_across": 3, "kl_normalised": True, "frame_seconds": 0.02, "baselines": "none"}),
+    "quantize": (["quantize"], ["--features", "f", "--units", "7", "--out", "u", "--format", "text", "--run-length",
+                                "--max-fit-frames", "1000", "--seed", "3", "--item", "a.item"], QuantizeConfig,
+                 {"units": 7, "format": "text", "run_length": True, "max_fit_frames": 1000, "seed": 3}),
+    "synth": (["synth"], ["corpus", "--speakers", "3", "--utterances", "4", "--languages", "fr", "--layout", "commonvoice",
+                          "--test-fraction", "0.5", "--channel", "gsm", "--snr", "5:20", "--reverb", "0.25", "--overwrite"],
+              SynthConfig, {"out_dir": "corpus", "speakers": 3, "channel": "gsm", "snr": "5:20", "reverb": 0.25, "overwrite": True}),
+    "prepare folder": (["prepare", "folder"], ["wavs", "-o", "m.tsv", "--speaker-depth", "0", "--extensions", "wav",
+                                               "--min-seconds", "0.5", "--no-progress", "--absolute-paths", "--workers", "3"],
+                       FolderPrepareConfig, {"source": "wavs", "out": "m.tsv", "speaker_depth": 0, "progress": False, "workers": 3}),
+    "prepare librispeech": (["prepare", "librispeech"], ["LS", "--out", "m.tsv", "--subsets", "dev-clean", "--transcripts", "t.txt"],
+                            LibriSpeechPrepareConfig, {"source": "LS", "subsets": "dev-clean", "transcripts": "t.txt"}),
+    "prepare hf": (["prepare", "hf"], ["ds", "--out", "m.tsv", "--speaker-column", "spk", "--overwrite", "--splits", "train"],
+                   HfPrepareConfig, {"speaker_column": "spk", "overwrite": True, "splits": "train"}),
+}
+
+
+def count_key(cls):
+    """A whole-number setting >= 0 of ``cls`` to try overrides and bad values on."""
+    return next(k for k in ("threads", "workers", "seed") if k in to_dict(cls()))
+
+
+def config_of(words, argv, cls):
+    return config_from_args(cls, parse_command_line(build_parser(), [*words, *argv]))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_settings_file_equals_flags(name, tmp_path):
+    words, argv, cls, expected = CASES[name]
+    from_flags = config_of(words, argv, cls)
+    assert {k: to_dict(from_flags)[k] for k in expected} == expected
+    assert from_flags != cls()
+    settings = tmp_path / "settings.yaml"
+    save_config(from_flags, settings)
+    assert config_of(words, ["--config", str(settings)], cls) == from_flags
+    # a section of a bigger file, and key=value overrides over it
+    (tmp_path / "all.yaml").write_text(f"recipe:\n  mine:\n{''.join('    ' + line + chr(10) for line in settings.read_text().splitlines())}")
+    changed = count_key(cls)
+    again = config_of(words, ["--config", f"{tmp_path / 'all.yaml'}:recipe.mine", f"{changed}=5"], cls)
+    assert getattr(again, changed) == 5 and to_dict(again) == {**to_dict(from_flags), changed: 5}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_unknown_keys_and_bad_values_are_named(name, tmp_path):
+    words, argv, cls, _ = CASES[name]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bogus_key: 1\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown key\(s\) \['bogus_key'\]"):
+        config_of(words, [*argv, "--config", str(bad)], cls)
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['nope'\]"):
+        config_of(words, [*argv, "nope=3"], cls)
+    key = count_key(cls)
+    for value, message in ((-1, f"--{key} must be >= [01], got -1"), ("many", f"bad.yaml.{key}: expected int, got 'many'")):
+        save_config(config_of(words, argv, cls), bad)
+        bad.write_text(bad.read_text().replace(f"{key}: ", f"{key}: {value} #"))
+        with pytest.raises(ValueError, match=message):
+            config_of(words, ["--config", str(bad)], cls)
+
+
+def test_required_and_exclusive_settings_are_one_line_errors(tmp_path, capsys):
+    cases = [
+        (["abx", "--item", "a.item", "--out", "r.json"], "give exactly one of --features and --model"),
+        (["abx", "--features", "f", "--model", "m", "--item", "a.item", "--out", "r.json"], "(both given)"),
+        (["abx", "--model", "m", "--item", "a.item", "--out", "r.json"], "--model needs --manifest"),
+        (["abx", "--features", "f", "--out", "r.json"], "--item is required"),
+        (["extract", "--model", "mfcc", "--manifest", "m.tsv"], "--out is required"),
+        (["extract", "--model", "mfcc", "--manifest", "m.tsv", "--out", "o", "--processes", "0"], "--processes must be >= 1, got 0"),
+        (["quantize", "--features", "f", "--out", "u"], "--units is required"),
+        (["synth", "--speakers", "2"], "OUT_DIR is required"),
+        (["synth", "a", "b"], "unexpected argument 'b'"),
+        (["prepare", "folder", "--out", str(tmp_path / "m.tsv")], "SOURCE is required"),
+        (["prepare", "folder", "src"], "--out is required"),
+        (["prepare", "folder", "src", "-o", str(tmp_path / "m.tsv"), "--workers", "0"], "--workers must be >= 1, got 0"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and err.startswith(f"cpc-speech {argv[0]}: error:"), (argv, err)
+
+
+def test_key_value_after_flags_and_positional_anywhere():
+    cfg = config_of(["prepare", "folder"], ["-o", "m.tsv", "workers=3", "src"], FolderPrepareConfig)
+    assert (cfg.source, cfg.out, cfg.workers) == ("src", "m.tsv", 3)
+    cfg = config_of(["synth"], ["seed=4", "out"], SynthConfig)  # an override never becomes OUT_DIR
+    assert (cfg.out_dir, cfg.seed) == ("out", 4)
+    assert main(["prepare", "folder", "src", "-o", "/nonexistent-dir/m.tsv", "--speaker-depth", "0", "bogus=1"]) == 2
+
+
+PRETRAIN = ["pretrain", "--train-manifest", "m.tsv", "--output-dir", "run"]
+
+
+def pretrain_config(*argv):
+    return settings_from_args(parse_command_line(build_parser(), [*PRETRAIN, *argv]))
+
+
+def test_pretrain_dotted_flags_equal_the_settings_file(tmp_path):
+    cfg = pretrain_config("--preset", "tiny", "--train.lr", "1e-3", "--data.batch-size", "4", "--model.encoder.channels", "32",
+                          "--no-loss.shared-negatives", "--train.device", "cpu", "--train.compile", "--data.augment.apply-to", "both",
+                          "--model.predictor.steps", "3", "--loss.temperature", "0.1")
+    assert (cfg.train.lr, cfg.data.batch_size, cfg.model.encoder.channels, cfg.loss.shared_negatives) == (1e-3, 4, 32, False)
+    assert (cfg.train.device, cfg.train.compile, cfg.data.augment.apply_to, cfg.model.predictor.steps) == ("cpu", True, "both", 3)
+    assert cfg.model.context.hidden == 64 and cfg.model.encoder.norm == "batch"  # the rest of the tiny preset
+    assert cfg.loss.temperature == 0.1
+    save_config(cfg, tmp_path / "config.yaml")
+    assert pretrain_config("--config", str(tmp_path / "config.yaml")) == cfg
+
+
+def test_pretrain_precedence_and_errors(tmp_path):
+    f = tmp_path / "conf.yaml"
+    f.write_text("model: {preset: tiny}\ntrain: {lr: 0.5, max_steps: 7}\n")
+    assert pretrain_config("--config", str(f)).train.lr == 0.5
+    assert pretrain_config("--config", str(f), "train.lr=0.25").train.lr == 0.25
+    cfg = pretrain_config("--config", str(f), "train.lr=0.25", "--train.lr", "0.125")
+    assert (cfg.train.lr, cfg.train.max_steps) == (0.125, 7)  # flag > key=value > file; the rest stays
+    with pytest.raises(ValueError, match="train.max_steps must be >= 1, got -5"):
+        pretrain_config("--train.max-steps", "-5")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['bogus'\]"):
+        pretrain_config("train.bogus=1")
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        pretrain_config("--train.amp", "fp64")
+
+
+def test_pretrain_help_groups_flags_by_section(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    for text in ("train: optimisation, logging and checkpoints", "--train.lr X", "peak learning rate (Adam) (default: 0.0002)",
+                 "--data.batch-size N", "model.encoder: the strided CNN", "--model.encoder.norm {channel,batch,instance,none}"):
+        assert text in out, text
+    assert "--model.encoder.kernels" not in out  # lists stay key=value / file settings
