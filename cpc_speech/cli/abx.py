@@ -35,7 +35,8 @@ def run(args) -> int:
     from cpc_speech.evaluation.config import AbxRunConfig
     from cpc_speech.evaluation.items import read_item_file
     from cpc_speech.evaluation.sources import from_folder, from_model
-    from cpc_speech.probes.common import default_cache_dir, parse_baselines, write_json
+    from cpc_speech.probes.common import default_cache_dir, parse_baselines
+    from cpc_speech.results import AbxResult
 
     run_cfg = config_from_args(AbxRunConfig, args, where="abx settings")
     if run_cfg.threads:
@@ -53,7 +54,7 @@ def run(args) -> int:
                                  layer=run_cfg.layer, baselines=parse_baselines(run_cfg.baselines), device=run_cfg.device,
                                  workers=run_cfg.workers, progress=not args.no_progress, log=log)
         result = score_sources(items, sources, cfg, log=log)
-        write_json(run_cfg.out, result)
+        AbxResult.from_json(result, where="ABX result").write(run_cfg.out)  # checked, written atomically
     for name, r in result["results"].items():
         n = r["items"]
         if n["too_short"] or n["no_features"]:

@@ -32,7 +32,7 @@ def run(args) -> int:
     from cpc_speech.evaluation.config import QuantizeConfig
     from cpc_speech.evaluation.sources import from_folder
     from cpc_speech.evaluation.units import labels_for, quantize
-    from cpc_speech.probes.common import write_json
+    from cpc_speech.results import UnitsResult
 
     cfg = config_from_args(QuantizeConfig, args, where="quantize settings")
     if cfg.threads:
@@ -55,7 +55,7 @@ def run(args) -> int:
                            items=items, info={"name": src.name, "layer": src.layer, "features": src.where},
                            log=lambda m: print(m, file=sys.stderr))
         if cfg.results:
-            write_json(cfg.results, summary)
+            UnitsResult.from_json(summary, where="units result").write(cfg.results)
     q, abx = summary["quality"], summary["abx"]
     print(f"{summary['units']} units on {summary['assigned_utterances']} utterances in {cfg.out}")
     if q:
