@@ -1,9 +1,10 @@
-"""Fine-tuning's ``log.jsonl``: one record per epoch and condition, matching the result JSON, and
-exactly one record per epoch after an interrupted and resumed run (killed before or after
-``last.pt`` was written)."""
+"""Fine-tuning's logs: ``log.jsonl`` (one record per epoch and condition, matching the result JSON,
+exactly one record per epoch after an interrupted and resumed run, killed before or after
+``last.pt`` was written) and the one-line summary of the training data."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,19 @@ def test_resume_keeps_one_record_per_epoch(corpus, tmp_path, monkeypatch):  # no
         assert [r["dev_per"] for r in b] == [c["dev_per"] for c in straight["finetune"]["mfcc"]["curve"]]
         run_finetune(cfg, progress=False, resume=True)  # finished: nothing trained, nothing logged again
         assert [r["epoch"] for r in _epochs(tmp_path / folder)] == [1, 2, 3], folder
+
+
+@pytest.mark.parametrize("hours, budget", [(0.0, "budget all"), (None, "budget all"), (0.0025, "budget 0.0025 h")])
+def test_train_line_names_the_budget_and_the_real_hours(corpus, tmp_path, hours, budget):  # noqa: F811
+    """``--hours all`` (0.0) used to print ``budget 0.0 h``; the line says ``all`` and the pool's hours."""
+    from cpc_speech.corpora.manifest import read_manifest
+    from cpc_speech.finetune.run import Finetuner
+
+    lines = []
+    data = Finetuner(_cfg(corpus, tmp_path / "o", hours=hours), progress=False, log=lines.append).prepare()
+    pool_ids = set((Path(corpus["train_split"]).read_text()).split())
+    pool_hours = sum(u.duration for u in read_manifest(corpus["manifest"]) if u.id in pool_ids) / 3600.0
+    (line,) = [m for m in lines if m.startswith("train:")]
+    assert f"({budget}, pool {data.train_pool} utterances ({pool_hours:.3f} h))" in line, line
+    assert "0.0 h" not in line and pool_hours > 0.006
+    assert f"{data.subset.hours:.3f} h from" in line
