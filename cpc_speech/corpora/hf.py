@@ -10,8 +10,8 @@ Accepted sources:
   (Python API): its audio column is read undecoded (``Audio(decode=False)``) and decoded here.
 
 :func:`cpc_speech.features.datasets.extract_dataset` extracts features straight from such an object (also a streaming
-``IterableDataset``), without writing audio files: blocks of rows go through
-:func:`cpc_speech.features.extract_corpus` into one feature folder.
+``IterableDataset``), without writing audio files, in one pass into one feature folder (the layout
+of :func:`cpc_speech.features.extract_corpus`).
 
 The files are read with pyarrow directly (no ``datasets`` import, no torchcodec): the audio column
 is a struct ``{bytes, path}`` (encoded file bytes, decoded with soundfile) or
