@@ -2,7 +2,7 @@
 
 What a run folder holds is decided by its trainer (pretraining: ``config.yaml``,
 ``manifests.json``, ``log.jsonl``, ``checkpoints/``, ``tensorboard/``; fine-tuning:
-``finetune_config.yaml``, ``log.jsonl``, ``<condition>/{last,best}.pt``, ``result.json``); how it is written is
+``finetune_config.yaml``, ``log.jsonl``, ``tensorboard/``, ``<condition>/{last,best}.pt``, ``result.json``); how it is written is
 decided here, once:
 
 * one owner at a time (:mod:`cpc_speech.runlock`), and temporaries of a killed writer removed;
