@@ -94,8 +94,10 @@ class WindowBatchSampler:
         rank: int = 0,
         world_size: int = 1,
         shuffle: bool = True,
+        even: bool = True,
     ):
         self.cfg, self.seed, self.rank, self.world_size, self.shuffle = cfg, seed, rank, world_size, shuffle
+        self.even = even
         self.augment = False  # items carry an augmentation seed (set by make_loader)
         self.lengths = np.array([r.num_samples_16k for r in rows], dtype=np.int64)
         self.usable = np.nonzero(self.lengths >= cfg.window_samples)[0]
@@ -114,7 +116,7 @@ class WindowBatchSampler:
             per_speaker = np.bincount(self.speaker_ids[self.usable], minlength=len(speakers))
             if (per_speaker > 0).sum() < 1:
                 raise ValueError("same_speaker batches need at least one speaker")
-        if len(self) == 0:
+        if (len(self) if even else len(self.global_batches(0))) == 0:
             raise ValueError(
                 f"the corpus is too small for one batch of {cfg.batch_size} windows per rank "
                 f"({len(self.usable)} usable utterances, {world_size} rank(s))"
@@ -169,6 +171,8 @@ class WindowBatchSampler:
             groups = [groups[i] for i in order]
             g = bs // per
             batches = [sum(groups[i : i + g], []) for i in range(0, len(groups) - g + 1, g)]
+        if not self.even:
+            return batches
         usable = len(batches) - len(batches) % self.world_size
         return batches[:usable]
 
@@ -182,7 +186,8 @@ class WindowBatchSampler:
             yield [(row, offset, (self.seed, self.epoch, index, j)) for j, (row, offset) in enumerate(batches[i])]
 
     def __len__(self) -> int:
-        return len(self.global_batches(0)) // self.world_size
+        """Batches of this rank per epoch."""
+        return len(self.global_batches(0)[self.rank :: self.world_size])
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -315,10 +320,12 @@ def make_loader(
     pin_memory: bool = False,
     num_workers: Optional[int] = None,
     augment: bool = True,
+    even: bool = True,
 ) -> Tuple[torch.utils.data.DataLoader, WindowBatchSampler]:
     """A DataLoader of :class:`Batch` (of 0 windows when every window was unusable) and its sampler;
-    ``augment=False`` ignores ``cfg.augment`` (validation)."""
-    sampler = WindowBatchSampler(rows, cfg, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle)
+    ``augment=False`` ignores ``cfg.augment``, ``even=False`` lets ranks get unequal numbers of
+    batches, even none (both for validation)."""
+    sampler = WindowBatchSampler(rows, cfg, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle, even=even)
     augmenter = Augmenter(cfg.augment.transforms, cfg.window_samples) if augment else None
     sampler.augment = augmenter is not None and augmenter.enabled
     dataset = WindowDataset(rows, cfg.window_samples, cfg.cache_mb, augmenter, cfg.augment.apply_to)

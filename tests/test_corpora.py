@@ -460,7 +460,8 @@ def test_hf_save_to_disk(tmp_path):
 
 
 def test_hf_dataset_dict_parquet_and_columns(tmp_path):
-    from cpc_speech.corpora.hf import find_data_files, load_hf
+    from cpc_speech.corpora.hf import load_hf
+    from cpc_speech.corpora.hf_files import find_data_files
 
     datasets, ds = hf_dataset()
     datasets.DatasetDict({"train": ds, "test": ds.select([2])}).save_to_disk(str(tmp_path / "dd"))

@@ -90,3 +90,31 @@ def test_switch_is_restored_after_an_error():
         with kernels.disabled():
             raise RuntimeError("boom")
     assert kernels.enabled()
+
+
+@pytest.mark.parametrize("norm", ["none", "channel"])
+@pytest.mark.parametrize("kernels_, strides, paddings", [((4, 4), (4, 4), (0, 0)), ((10, 4), (5, 4), (3, 0)), ((10, 3, 4), (5, 4, 2), (3, 0, 1))])
+def test_encoder_with_kernel_not_above_stride_trains_like_plain_torch(norm, kernels_, strides, paddings):
+    """A layer with kernel <= stride (one partial output per block) used to return a view that the
+    next in-place ReLU could not modify: backward failed with norm none."""
+    from cpc_speech.model.encoder import Encoder
+
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(channels=8, kernels=kernels_, strides=strides, paddings=paddings, norm=norm)).double()
+    wav = torch.randn(2, 1600, dtype=torch.float64)
+    weights = torch.randn(2, enc.num_frames(1600), 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        x = wav.clone().requires_grad_(True)
+        z = enc(x)
+        grads = torch.autograd.grad((z * weights).sum(), [x, *enc.parameters()])
+        return z, grads
+
+    fast, fast_grads = run()
+    with kernels.disabled():
+        ref, ref_grads = run()
+    assert fast.shape == (2, enc.num_frames(1600), 8)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-10)
+    for name, a, b in zip(["wav"] + [n for n, _ in enc.named_parameters()], fast_grads, ref_grads):
+        assert b.abs().sum() > 0, name
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9, msg=name)

@@ -160,6 +160,50 @@ def test_distributed_two_gloo_processes(tone_corpus, tmp_path):
     assert info["world_size"] == 2
 
 
+def test_uneven_sampler_gives_ranks_unequal_shares_of_every_batch(tone_corpus):
+    """Validation batches (``even=False``) are not cut to a multiple of the ranks: 3 global batches
+    over 2 ranks are 2 + 1, and 1 batch over 2 ranks leaves rank 1 with none."""
+    rows = read_manifest(tone_corpus)
+    cfg = DataConfig(window_samples=4800, batch_size=4)
+    full = WindowBatchSampler(rows[:3], cfg, shuffle=False).global_batches(0)  # 15 windows: 3 batches
+    assert len(full) == 3
+    shares = [list(WindowBatchSampler(rows[:3], cfg, rank=r, world_size=2, shuffle=False, even=False)) for r in (0, 1)]
+    assert [len(s) for s in shares] == [2, 1] and shares[0] + shares[1] == [full[0], full[2], full[1]]
+    assert len(WindowBatchSampler(rows[:3], cfg, rank=1, world_size=2, shuffle=False, even=False)) == 1
+    assert len(WindowBatchSampler(rows[:3], cfg, rank=1, world_size=2, shuffle=False)) == 1  # training: even shares
+    lone = [WindowBatchSampler(rows[:1], cfg, rank=r, world_size=2, shuffle=False, even=False) for r in (0, 1)]
+    assert [len(s) for s in lone] == [1, 0] and list(lone[1]) == []
+    with pytest.raises(ValueError, match="too small for one batch"):
+        WindowBatchSampler(rows[:1], cfg, rank=1, world_size=2, shuffle=False)
+
+
+def test_distributed_validation_when_one_rank_has_no_batch(tone_corpus, tmp_path):
+    """A validation manifest of one batch: rank 1 holds none, yet both ranks validate together
+    (this used to hang, or refuse the manifest)."""
+    from cpc_speech.corpora.manifest import write_manifest
+
+    valid = write_manifest(read_manifest(tone_corpus)[:1], tmp_path / "valid.tsv")  # 5 windows: one batch of 4
+    run = tmp_path / "ddp"
+    script = tmp_path / "ddp_valid.py"
+    script.write_text(
+        "import sys\nfrom cpc_speech.config import PretrainConfig, config_from_dict\nfrom cpc_speech.train.trainer import pretrain\n"
+        "train, valid, run, *overrides = sys.argv[1:]\n"
+        "pretrain(config_from_dict(PretrainConfig, {}, overrides), train, run, valid_manifest=valid, progress=False)\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
+           str(script), str(tone_corpus), str(valid), str(run), *SMALL, "train.max_steps=4", "train.valid_every=2"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    valid_records = [r for r in records if r.get("split") == "valid"]
+    assert [r["step"] for r in valid_records] == [2, 4]
+    for r in valid_records:
+        assert math.isfinite(r["loss"]) and r["loss"] > 0 and len(r["accuracy"]) == 4
+        assert r["accuracy_mean"] == pytest.approx(sum(r["accuracy"]) / 4, abs=1e-6)
+    assert (run / "checkpoints" / "best.pt").exists()
+
+
 def test_old_configs_with_log_batches_still_load_and_resume(tone_corpus, tmp_path):
     """train.log_batches (an audit switch of earlier versions) is accepted in saved configs and ignored."""
     run = tmp_path / "old"

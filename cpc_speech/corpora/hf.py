@@ -10,153 +10,38 @@ Accepted sources:
   (Python API): its audio column is read undecoded (``Audio(decode=False)``) and decoded here.
 
 :func:`cpc_speech.features.datasets.extract_dataset` extracts features straight from such an object (also a streaming
-``IterableDataset``), without writing audio files: blocks of rows go through
-:func:`cpc_speech.features.extract_corpus` into one feature folder.
+``IterableDataset``), without writing audio files, in one pass into one feature folder (the layout
+of :func:`cpc_speech.features.extract_corpus`).
 
 The files are read with pyarrow directly (no ``datasets`` import, no torchcodec): the audio column
-is a struct ``{bytes, path}`` (encoded file bytes, decoded here with soundfile) or
+is a struct ``{bytes, path}`` (encoded file bytes, decoded with soundfile) or
 ``{array, sampling_rate}``. Every utterance is written as a 16 kHz mono FLAC into ``audio_dir``
 (one sub-folder per split), since a manifest row needs a file.
+
+This module picks the columns and gives every row a unique id; the files on disk are found and read
+in :mod:`cpc_speech.corpora.hf_files`, ``datasets`` objects handled in
+:mod:`cpc_speech.corpora.hf_objects`, audio cells decoded in :mod:`cpc_speech.corpora.hf_audio`.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import soundfile as sf
 
-from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, read_audio, resample, to_mono, validate, write_audio
+from cpc_speech.audio import SAMPLE_RATE, AudioError, audio_info, write_audio
+from cpc_speech.corpora.hf_audio import decode_audio_value
+from cpc_speech.corpora.hf_files import BATCH_ROWS, file_batches, file_schema, find_data_files, require_pyarrow
+from cpc_speech.corpora.hf_objects import dataset_schema, dataset_splits, is_hf_dataset, undecoded
 from cpc_speech.corpora.manifest import parse_name_list, Utterance
 from cpc_speech.types import Warn, warner
 
 SPEAKER_COLUMNS = ("speaker_id", "speaker", "client_id", "spk_id", "spk")
 ID_COLUMNS = ("id", "utterance_id", "utt_id", "segment_id")
 UNKNOWN_SPEAKER = "unknown"
-_SHARD_RE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}$")
-_CHUNK = 32
-
-
-class MissingDependencyError(ImportError, RuntimeError):
-    """An optional package is not installed (the message says which and how to get it)."""
-
-
-def _pyarrow():
-    try:
-        import pyarrow
-        import pyarrow.ipc  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError(
-            "reading Hugging Face datasets needs pyarrow: pip install datasets (or pip install 'cpc_speech[hf]')"
-        ) from None
-    return pyarrow
-
-
-# ---------------------------------------------------------------------------------------------
-# finding the data files
-
-
-def _saved_dataset_files(folder: Path) -> List[Path]:
-    """Arrow shards of one ``save_to_disk`` folder, in the order ``state.json`` lists them."""
-    state = folder / "state.json"
-    if state.is_file():
-        try:
-            names = [d["filename"] for d in json.loads(state.read_text(encoding="utf-8")).get("_data_files", [])]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{state}: cannot read the list of data files ({exc})") from None
-        files = [folder / n for n in names]
-        for f in files:
-            if not f.is_file():
-                raise FileNotFoundError(f"{state} lists {f.name}, which is missing")
-        if files:
-            return files
-    return sorted(folder.glob("*.arrow"))
-
-
-def _split_of(path: Path, source: Path) -> Optional[str]:
-    m = _SHARD_RE.match(path.stem)
-    if m:
-        return m.group("split")
-    if path.parent != source:
-        return path.parent.name
-    return None
-
-
-def find_data_files(source: Union[str, Path]) -> Dict[Optional[str], List[Path]]:
-    """``{split or None: [arrow or parquet files]}`` of a dataset on disk (see the module doc)."""
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise FileNotFoundError(f"Hugging Face dataset not found: {source}")
-    if source.is_file():
-        if source.suffix not in (".parquet", ".arrow"):
-            raise ValueError(f"{source}: expected a .parquet or .arrow file, or a dataset folder")
-        m = _SHARD_RE.match(source.stem)
-        return {m.group("split") if m else None: [source]}
-    dd = source / "dataset_dict.json"
-    if dd.is_file():
-        try:
-            names = json.loads(dd.read_text(encoding="utf-8"))["splits"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{dd}: cannot read the list of splits ({exc})") from None
-        out: Dict[Optional[str], List[Path]] = {}
-        for name in names:
-            if not (source / name).is_dir():
-                raise FileNotFoundError(f"{dd} lists split {name!r}, but {source / name} is missing")
-            out[name] = _saved_dataset_files(source / name)
-        return out
-    if (source / "state.json").is_file() or list(source.glob("*.arrow")):
-        return {None: _saved_dataset_files(source)}
-    out = {}
-    for kind in ("parquet", "arrow"):
-        files = sorted(p for p in source.rglob(f"*.{kind}") if not any(part.startswith(".") for part in p.relative_to(source).parts))
-        for f in files:
-            out.setdefault(_split_of(f, source), []).append(f)
-        if out:
-            return out
-    raise FileNotFoundError(
-        f"no Hugging Face dataset in {source}: expected a save_to_disk folder (state.json and .arrow files, "
-        f"or dataset_dict.json), or .parquet / .arrow files"
-    )
-
-
-def _schema(path: Path):
-    pa = _pyarrow()
-    if path.suffix == ".parquet":
-        return pa.parquet.ParquetFile(str(path)).schema_arrow
-    with pa.memory_map(str(path)) as src:
-        try:
-            return pa.ipc.open_stream(src).schema
-        except pa.ArrowInvalid:
-            return pa.ipc.open_file(src).schema
-
-
-def _batches(path: Path, columns: List[str]) -> Iterator:
-    """Record batches of ``columns`` of one parquet / arrow (stream or file format) file."""
-    pa = _pyarrow()
-    try:
-        if path.suffix == ".parquet":
-            yield from pa.parquet.ParquetFile(str(path)).iter_batches(batch_size=_CHUNK, columns=columns)
-            return
-        with pa.memory_map(str(path)) as src:
-            try:
-                reader = pa.ipc.open_stream(src)
-                batches = iter(reader)
-            except pa.ArrowInvalid:
-                src.seek(0)
-                reader = pa.ipc.open_file(src)
-                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-            for batch in batches:
-                batch = batch.select(columns)
-                for start in range(0, batch.num_rows, _CHUNK):
-                    yield batch.slice(start, _CHUNK)
-    except (OSError, pa.ArrowException) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +49,7 @@ def _batches(path: Path, columns: List[str]) -> Iterator:
 
 
 def _is_audio_type(t) -> bool:
-    pa = _pyarrow()
+    pa = require_pyarrow()
     if not pa.types.is_struct(t):
         return False
     names = {t.field(i).name for i in range(t.num_fields)}
@@ -193,50 +78,8 @@ def _pick_columns(schema, where: Path, audio_column, speaker_column, id_column, 
     return audio_column, speaker_column, id_column
 
 
-# ---------------------------------------------------------------------------------------------
-# datasets objects in memory
-
-
-_DATASET_TYPES = ("Dataset", "DatasetDict", "IterableDataset", "IterableDatasetDict")
-
-
-def is_hf_dataset(obj) -> bool:
-    """Whether ``obj`` is a ``datasets`` (IterableDataset)Dataset(Dict) object."""
-    return type(obj).__name__ in _DATASET_TYPES and type(obj).__module__.startswith("datasets")
-
-
-def dataset_splits(obj) -> Dict[Optional[str], object]:
-    """``{split or None: dataset}`` of a datasets object."""
-    if type(obj).__name__ in ("DatasetDict", "IterableDatasetDict"):
-        return {str(name): ds for name, ds in obj.items()}
-    return {None: obj}
-
-
 def _has_data(item) -> bool:
     return bool(item) if isinstance(item, list) else True
-
-
-def _dataset_schema(ds, where: str):
-    """The pyarrow schema of a dataset's features (the first row's when they are unknown, as for
-    some streaming datasets)."""
-    pa = _pyarrow()
-    if ds.features is not None:
-        return ds.features.arrow_schema
-    first = next(iter(_undecoded(ds, None)), None)
-    if first is None:
-        raise ValueError(f"{where}: the dataset has no rows")
-    return pa.schema([(k, pa.struct([("bytes", pa.binary()), ("path", pa.string())]) if isinstance(v, dict) and "bytes" in v else pa.string()) for k, v in first.items()])
-
-
-def _undecoded(ds, audio_column: Optional[str]):
-    """``ds`` with its Audio column(s) not decoded (datasets would decode with torchcodec)."""
-    features = getattr(ds, "features", None)
-    if not features:
-        return ds
-    for name, feature in features.items():
-        if type(feature).__name__ == "Audio" and getattr(feature, "decode", False) and (audio_column is None or name == audio_column):
-            ds = ds.cast_column(name, type(feature)(sampling_rate=getattr(feature, "sampling_rate", None), decode=False))
-    return ds
 
 
 def _column_batches(source, columns: List[str], audio_column: str) -> Iterator[Tuple[str, Dict[str, list]]]:
@@ -244,56 +87,16 @@ def _column_batches(source, columns: List[str], audio_column: str) -> Iterator[T
     datasets object."""
     if isinstance(source, list):
         for path in source:
-            schema_names = _schema(path).names
+            schema_names = file_schema(path).names
             for c in columns:
                 if c not in schema_names:
                     raise ValueError(f"{path}: no column {c!r} (columns: {', '.join(schema_names)})")
-            for batch in _batches(path, columns):
+            for batch in file_batches(path, columns):
                 yield path.name, {c: batch.column(c).to_pylist() for c in columns}
         return
-    ds = _undecoded(source, audio_column)
-    for batch in ds.iter(batch_size=_CHUNK):
+    ds = undecoded(source, audio_column)
+    for batch in ds.iter(batch_size=BATCH_ROWS):
         yield "dataset", {c: list(batch[c]) for c in columns}
-
-
-# ---------------------------------------------------------------------------------------------
-# decoding
-
-
-def decode_audio_value(value, name: str = "input", base_dir: Optional[Path] = None) -> np.ndarray:
-    """One audio cell (``{bytes, path}``, ``{array, sampling_rate}``, raw bytes or a path) as mono
-    float32 at 16 kHz. Raises AudioError naming ``name``."""
-    if value is None:
-        raise AudioError(f"{name}: no audio (empty cell)")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        value = {"bytes": bytes(value)}
-    elif isinstance(value, str):
-        value = {"path": value}
-    if not isinstance(value, dict):
-        raise AudioError(f"{name}: unsupported audio cell of type {type(value).__name__}")
-    if value.get("bytes") is not None:
-        try:
-            wav, rate = sf.read(io.BytesIO(value["bytes"]), dtype="float32", always_2d=True)
-        except Exception as exc:
-            raise AudioError(f"{name}: cannot decode audio bytes ({str(exc).strip() or type(exc).__name__})") from None
-        wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
-        if wav.size and not np.all(np.isfinite(wav)):
-            raise AudioError(f"{name}: audio contains NaN or infinite samples")
-        return validate(resample(wav, rate), name)
-    if value.get("array") is not None:
-        rate = value.get("sampling_rate")
-        if not rate:
-            raise AudioError(f"{name}: audio array without sampling_rate")
-        wav = to_mono(np.asarray(value["array"], dtype=np.float32), name)
-        if wav.size and not np.all(np.isfinite(wav)):
-            raise AudioError(f"{name}: audio contains NaN or infinite samples")
-        return validate(resample(wav, int(rate)), name)
-    if value.get("path"):
-        p = Path(value["path"]).expanduser()
-        if not p.is_absolute() and base_dir is not None:
-            p = base_dir / p
-        return read_audio(p)
-    raise AudioError(f"{name}: audio cell has neither bytes, array nor path")
 
 
 def _safe_name(uid: str) -> str:
@@ -324,7 +127,7 @@ def _cell_batches(files, source_name: str, audio_column, speaker_column, id_colu
             warn(f"{source_name}: split {split or '(unnamed)'} has no data files")
             continue
         first = paths[0] if isinstance(paths, list) else paths
-        schema_of = _schema(first) if isinstance(first, Path) else _dataset_schema(first, source_name)
+        schema_of = file_schema(first) if isinstance(first, Path) else dataset_schema(first, source_name)
         cols = _pick_columns(schema_of, first if isinstance(first, Path) else f"{source_name} split {split or '(unnamed)'}",
                              audio_column, speaker_column, id_column, warn)
         a_col, s_col, i_col = cols

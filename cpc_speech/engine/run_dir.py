@@ -2,7 +2,7 @@
 
 What a run folder holds is decided by its trainer (pretraining: ``config.yaml``,
 ``manifests.json``, ``log.jsonl``, ``checkpoints/``, ``tensorboard/``; fine-tuning:
-``finetune_config.yaml``, ``<condition>/{last,best}.pt``, ``result.json``); how it is written is
+``finetune_config.yaml``, ``log.jsonl``, ``tensorboard/``, ``<condition>/{last,best}.pt``, ``result.json``); how it is written is
 decided here, once:
 
 * one owner at a time (:mod:`cpc_speech.runlock`), and temporaries of a killed writer removed;
@@ -20,7 +20,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Type, Union
 
 from cpc_speech.atomic import atomic_write_text, remove_stale_temporaries
 from cpc_speech.settings import save_config
@@ -142,6 +142,32 @@ class RunDir:
             return json.loads((self.path / name).read_text())
         except (OSError, ValueError):
             return None
+
+    def read_log(self) -> List[Dict[str, Any]]:
+        """The records of ``log.jsonl`` in order (none when it is missing); a torn last line (a
+        writer killed mid-append) is left out."""
+        try:
+            lines = (self.path / "log.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def drop_log_records(self, unwanted: Callable[[Dict[str, Any]], bool]) -> int:
+        """Rewrite ``log.jsonl`` (atomically) without the records for which ``unwanted`` is true,
+        e.g. the epochs a resumed run will repeat; returns how many were dropped."""
+        if not self.is_main:
+            return 0
+        records = self.read_log()
+        kept = [r for r in records if not unwanted(r)]
+        if len(kept) != len(records):
+            atomic_write_text(self.path / "log.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        return len(records) - len(kept)
 
     def log(self, **fields: Any) -> None:
         """Append one event (with its ``time``) to ``log.jsonl``; ``loss``, ``accuracy_mean`` and

@@ -85,6 +85,16 @@ def _read_ahead(items: Sequence[Tuple[str, str]], min_samples: int, workers: int
         yield uid, wav
 
 
+def check_extract_settings(dtype: str, batch_seconds: float, chunk_seconds: Optional[float], processes: int) -> None:
+    """FeatureError naming the first extraction setting out of range."""
+    if dtype not in ("float32", "float16"):
+        raise FeatureError(f"dtype must be float32 or float16, got {dtype!r}")
+    if not (batch_seconds > 0 and (chunk_seconds is None or chunk_seconds > 0)):
+        raise FeatureError(f"batch_seconds and chunk_seconds must be > 0, got {batch_seconds} and {chunk_seconds}")
+    if processes < 1:
+        raise FeatureError(f"processes must be >= 1, got {processes}")
+
+
 def extract_corpus(
     model: Any,
     rows: Iterable[Any],
@@ -116,12 +126,7 @@ def extract_corpus(
     ``dtype``: ``"float32"`` or ``"float16"`` on disk; ``precision``: the model's arithmetic
     (``auto``, ``fp32``, ``bf16``; ignored when ``model`` is a :class:`Featurizer`).
     """
-    if dtype not in ("float32", "float16"):
-        raise FeatureError(f"dtype must be float32 or float16, got {dtype!r}")
-    if not (batch_seconds > 0 and (chunk_seconds is None or chunk_seconds > 0)):
-        raise FeatureError(f"batch_seconds and chunk_seconds must be > 0, got {batch_seconds} and {chunk_seconds}")
-    if processes < 1:
-        raise FeatureError(f"processes must be >= 1, got {processes}")
+    check_extract_settings(dtype, batch_seconds, chunk_seconds, processes)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FeatureError(f"{out_dir} is a file, not a folder for features")

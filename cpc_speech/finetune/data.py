@@ -7,7 +7,7 @@ import hashlib
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from cpc_speech.corpora.labels import read_id_list
 from cpc_speech.corpora.manifest import Utterance, read_manifest
@@ -131,6 +131,13 @@ def build_split(
 
 
 
+def budget_text(hours: Optional[float], pool: Sequence[Utterance]) -> str:
+    """The label budget and the pool it draws from, for the log: ``budget 1 h, pool 48 utterances
+    (0.007 h)``, or ``budget all`` when ``hours`` is None or <= 0 (no limit)."""
+    limit = "all" if hours is None or hours <= 0 else f"{hours:g} h"
+    return f"budget {limit}, pool {len(pool)} utterances ({sum(u.duration for u in pool) / 3600.0:.3f} h)"
+
+
 def prepare_data(cfg: FinetuneConfig, encoder, log: Callable[[str], None]) -> FinetuneData:
     """Read targets, manifest and splits; filter; choose the training subset. ``encoder``: the
     CPC encoder (:class:`cpc_speech.model.encoder.Encoder`) of the conditions' networks."""
@@ -167,7 +174,7 @@ def prepare_data(cfg: FinetuneConfig, encoder, log: Callable[[str], None]) -> Fi
     )
     log(
         f"train: {len(train.utterances)} utterances, {subset.hours:.3f} h from {subset.speakers} speakers "
-        f"(budget {cfg.hours} h, pool {len(train_all.utterances)}); dev {len(dev.utterances)}; "
+        f"({budget_text(cfg.hours, train_all.utterances)}); dev {len(dev.utterances)}; "
         f"test {len(test.utterances) if test else 0}; {len(inventory.class_names)} phone classes + blank"
     )
     return FinetuneData(inventory, train, dev, test, subset, len(train_all.utterances))

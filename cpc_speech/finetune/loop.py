@@ -10,6 +10,10 @@ selected on it). ``last.pt`` holds the state after each epoch and ``best.pt`` th
 (:class:`cpc_speech.engine.run_dir.CheckpointSlots`, kind ``cpc_speech.finetune``); shuffling,
 dropout and masks are seeded per epoch (:func:`cpc_speech.engine.seeding.epoch_seed`), so a
 resumed condition gives the numbers of an uninterrupted one.
+
+Each epoch appends one record to the run folder's ``log.jsonl`` (:meth:`ConditionTraining.log_epoch`),
+before ``last.pt`` is written; a condition that (re)starts first drops its records of epochs after
+its checkpoint, which it is about to repeat, so the log holds each epoch once.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 
 from cpc_speech.settings import to_dict
 from cpc_speech.engine.checkpoint import FINETUNE_KIND, FORMAT_VERSION
-from cpc_speech.engine.run_dir import CheckpointSlots
+from cpc_speech.engine.run_dir import CheckpointSlots, RunDir
 from cpc_speech.engine.schedule import lr_factor
 from cpc_speech.engine.seeding import epoch_seed
 from cpc_speech.finetune.batching import epoch_batches
@@ -50,12 +54,13 @@ class ConditionTraining:
     ``sources``: the run's inputs (architecture and precision of the CPC networks); ``start_head``:
     initial head weights (the frozen condition's best head for ``unfrozen``); ``resuming``: the
     state comes from :meth:`resume` (no normalisation statistics are computed); ``t_start``: this
-    process's time on the condition counts from here; ``progress``: tqdm bars."""
+    process's time on the condition counts from here; ``progress``: tqdm bars; ``run_dir``: the
+    run folder whose ``log.jsonl`` gets one record per epoch (None: no log)."""
 
     def __init__(self, cfg: FinetuneConfig, data: FinetuneData, name: str, source: FeatureSource, sources: ConditionSources,
                  slots: Optional[CheckpointSlots], start_head: Optional[Dict[str, torch.Tensor]], resuming: bool,
-                 t_start: float, progress: bool):
-        self.t_start, self.sources, self.progress = t_start, sources, progress
+                 t_start: float, progress: bool, run_dir: Optional[RunDir] = None):
+        self.t_start, self.sources, self.progress, self.run_dir = t_start, sources, progress, run_dir
         self.cfg, self.data, self.name, self.source, self.slots = cfg, data, name, source, slots
         self.fingerprint = data.fingerprint()
         torch.manual_seed(cfg.seed)
@@ -177,17 +182,33 @@ class ConditionTraining:
         state["bad_epochs"] = 0 if progress else state["bad_epochs"] + 1
         return record
 
+    def log_epoch(self, record: Dict[str, Any], seconds: float) -> None:
+        """Append the epoch's record to ``log.jsonl``: condition, epoch, train and dev CTC loss, dev
+        PER, the head's learning rate at the epoch's last step, the epoch's seconds (training and
+        dev evaluation) and the CPC networks' precision (None for ``mfcc``); ``step`` = epoch."""
+        if self.run_dir is None:
+            return
+        precision = None if self.name == "mfcc" else self.sources.precision().name
+        self.run_dir.log(split=f"finetune/{self.name}", step=record["epoch"], condition=self.name, epoch=record["epoch"],
+                         train_loss=record["train_loss"], dev_loss=record["dev_loss"], dev_per=record["dev_per"],
+                         lr=self.optimizer.param_groups[0]["lr"], seconds=round(seconds, 3), precision=precision)
+
     def fit(self, on_epoch_end: Optional[EpochCallback]) -> None:
         """Train epochs until ``epochs_for(condition)`` or ``patience`` epochs without progress."""
         cfg, state, name = self.cfg, self.state, self.name
+        if self.run_dir is not None:  # epochs after the checkpoint were logged by a killed process: they are redone
+            done = state["epoch"]
+            self.run_dir.drop_log_records(lambda r: r.get("condition") == name and isinstance(r.get("epoch"), int) and r["epoch"] > done)
         per_epoch = len(epoch_batches(self.data.train.utterances, cfg.batch_size, cfg.batching, torch.Generator(), cfg.batch_frames))
         epochs_max = cfg.epochs_for(name)
         epochs = self._bar(range(state["epoch"] + 1, epochs_max + 1), desc=name, unit="epoch", initial=state["epoch"], total=epochs_max)
         for epoch in epochs:
             if state["bad_epochs"] >= cfg.patience:
                 break
+            t_epoch = time.time()
             record = self.end_epoch(epoch, self.train_epoch(epoch, per_epoch, per_epoch * epochs_max))
             state["seconds"] = self.seconds_before + (time.time() - self.t_start)
+            self.log_epoch(record, time.time() - t_epoch)
             self.save_last()
             epochs.set_postfix(loss=f"{record['train_loss']:.3f}", dev_per=f"{record['dev_per']:.3f}", best=state["best_epoch"])
             if on_epoch_end is not None:

@@ -15,7 +15,8 @@ Conditions (each trains the same CTC head, :class:`cpc_speech.finetune.head.CTCH
 The epochs, early stopping and test decoding of one condition are in :mod:`cpc_speech.finetune.loop`.
 
 Every condition writes ``<output_dir>/<condition>/last.pt`` (training state after each epoch),
-``best.pt`` (the best weights) and, once finished, ``result.json``; rerunning with ``resume``
+``best.pt`` (the best weights) and, once finished, ``result.json``, and appends one record per
+epoch to ``<output_dir>/log.jsonl``; rerunning with ``resume``
 skips finished conditions and continues an interrupted one from its last epoch. Shuffling and
 dropout are seeded per epoch, so an interrupted and resumed run gives the same numbers as an
 uninterrupted one. All checkpoint files are written atomically and load with
@@ -174,7 +175,7 @@ class Finetuner:
             start_head = self.frozen_head()
         t_start = time.time()
         run = ConditionTraining(cfg, self.prepare(), name, self.sources.source(name), self.sources, slots, start_head, resuming,
-                                t_start, self.progress)
+                                t_start, self.progress, self.run_dir)
         if resuming:
             if not self.resume:
                 raise FinetuneError(f"{slots.last} exists; pass --resume to continue it")

@@ -85,8 +85,14 @@ def _blocked_product(x, w, bias_row, c_out: int, k: int, stride: int, padding: i
     b, frames, c_in = x.shape
     n_out, m, n_blocks = _geometry(frames, k, stride, padding)
     blocks = pad_frames(x, padding, n_blocks * stride - frames - padding).view(b * n_blocks, stride * c_in)
+    if m == 1:  # kernel <= stride: one partial per block, written straight into the output (n_blocks = n_out);
+        # a view of the product would be an output a following in-place ReLU may not modify
+        out = blocks.new_empty(b, n_out, c_out)
+        flat = out.view(b * n_out, c_out)
+        torch.addmm(bias_row, blocks, w, out=flat) if bias_row is not None else torch.mm(blocks, w, out=flat)
+        return out, blocks, (b, frames, c_in, c_out, k, stride, padding, n_out, m, n_blocks)
     y = (torch.addmm(bias_row, blocks, w) if bias_row is not None else blocks @ w).view(b, n_blocks, m, c_out)
-    out = torch.add(y[:, :n_out, 0], y[:, 1:1 + n_out, 1]) if m > 1 else y[:, :n_out, 0].contiguous()
+    out = torch.add(y[:, :n_out, 0], y[:, 1:1 + n_out, 1])
     for j in range(2, m):
         out += y[:, j:j + n_out, j]
     return out, blocks, (b, frames, c_in, c_out, k, stride, padding, n_out, m, n_blocks)

@@ -100,7 +100,8 @@ class Trainer:
         if self.valid_rows:  # checked now, not at the first validation hours later
             try:
                 self.valid_loader, _ = make_loader(self.valid_rows, cfg.data, seed=tc.seed + 1, rank=self.dist.rank,
-                                                   world_size=self.dist.world_size, shuffle=False, num_workers=0, augment=False)
+                                                   world_size=self.dist.world_size, shuffle=False, num_workers=0, augment=False,
+                                                   even=False)
             except ValueError as exc:
                 raise ValueError(f"validation manifest {valid_manifest}: {exc}") from None
         self.skipped_windows = 0  # unreadable windows left out of batches (this run)
@@ -177,13 +178,17 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> Optional[Dict[str, object]]:
+        """Loss and accuracy per step k, averaged over the validation batches of every rank (None
+        when no batch had a readable window). Ranks may hold different numbers of batches, even
+        none: each sums its own, then all meet in one ``all_reduce`` of (sums, count)."""
         if self.valid_loader is None:
             return None
         cfg = self.cfg
         loader = self.valid_loader
         model, loss_fn = self.pretrain_step.model, self.pretrain_step.loss_fn
         model.eval()
-        losses, accs = [], []
+        steps = self.cfg.model.predictor.steps
+        totals = torch.zeros(2 + steps, dtype=torch.float64)  # batches, loss sum, accuracy sums per step
         gen = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 12345)
         for i, batch in enumerate(loader):
             if i >= cfg.train.valid_batches:
@@ -195,17 +200,16 @@ class Trainer:
             with self.pretrain_step.autocast():
                 out = model(batch.wav)
                 r = loss_fn(out.z, out.predictions, batch.speaker, batch.utterance, generator=gen)
-            losses.append(r.loss.item())
-            accs.append(r.accuracy)
-        if not losses:
+            totals[0] += 1
+            totals[1] += r.loss.item()
+            totals[2:] += r.accuracy.detach().double().cpu()
+        if self.dist.enabled:  # every rank, also one without a batch
+            summed = totals.to(self.device)
+            torch.distributed.all_reduce(summed)
+            totals = summed.cpu()
+        if totals[0] == 0:
             return None
-        loss = sum(losses) / len(losses)
-        acc = torch.stack(accs).mean(0)
-        if self.dist.enabled:
-            t = torch.tensor([loss] + acc.tolist(), device=self.device)
-            torch.distributed.all_reduce(t)
-            t /= self.dist.world_size
-            loss, acc = t[0].item(), t[1:].cpu()
+        loss, acc = float(totals[1] / totals[0]), (totals[2:] / totals[0]).float()
         return {"loss": loss, "accuracy": acc.tolist(), "accuracy_mean": float(acc.mean())}
 
     # ------------------------------------------------------------------------------ loop
