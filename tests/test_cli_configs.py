@@ -153,3 +153,58 @@ def test_pretrain_help_groups_flags_by_section(capsys):
                  "--data.batch-size N", "model.encoder: the strided CNN", "--model.encoder.norm {channel,batch,instance,none}"):
         assert text in out, text
     assert "--model.encoder.kernels" not in out  # lists stay key=value / file settings
+
+
+# the commands without a numeric count setting: report, export, import, info
+SMALL_CASES = {
+    "report": (["report"], ["run", "--results", "res", "--phone-probe", "p.json", "--no-plots", "--print",
+                            "--finetune", "a.json", "b.json"], "ReportConfig",
+               {"run_dir": "run", "results": "res", "plots": False, "print_headline": True, "finetune": ["a.json", "b.json"]}),
+    "export": (["export"], ["run", "--format", "onnx", "-o", "m.onnx", "--layer", "encoder", "--streaming", "--opset", "17"],
+               "ExportConfig", {"run": "run", "format": "onnx", "out": "m.onnx", "layer": "encoder", "streaming": True, "opset": 17}),
+    "import": (["import"], ["cpc_audio", "ckpt.pt", "--out", "r", "--state", "best", "--context-layers", "2", "--overwrite"],
+               "ImportConfig", {"format": "cpc_audio", "checkpoint": "ckpt.pt", "state": "best", "context_layers": 2, "overwrite": True}),
+    "info": (["info"], ["--preset", "tiny"], "InfoConfig", {"preset": "tiny"}),
+}
+
+
+def small_class(name):
+    import importlib
+
+    module = {"ReportConfig": "cpc_speech.report.config", "ExportConfig": "cpc_speech.interop_config",
+              "ImportConfig": "cpc_speech.interop_config", "InfoConfig": "cpc_speech.cli.info"}[name]
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_CASES))
+def test_small_commands_settings_file_equals_flags(name, tmp_path):
+    words, argv, cls_name, expected = SMALL_CASES[name]
+    cls = small_class(cls_name)
+    from_flags = config_of(words, argv, cls)
+    assert {k: to_dict(from_flags)[k] for k in expected} == expected
+    settings = tmp_path / "settings.yaml"
+    save_config(from_flags, settings)
+    positional = [a for a in argv[:2] if not a.startswith("-")] if name in ("report", "export", "import") else []
+    assert config_of(words, ["--config", str(settings)], cls) == from_flags
+    # the file with the positional arguments given again on the command line
+    assert config_of(words, [*positional, "--config", str(settings)], cls) == from_flags
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bogus_key: 1\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown key\(s\) \['bogus_key'\]"):
+        config_of(words, [*argv, "--config", str(bad)], cls)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "run", "--out", "x"], "--format is required"),
+    (["export", "--format", "bundle", "--out", "x"], "RUN is required"),
+    (["export", "run", "--format", "bundle", "--out", "x", "--opset", "0"], "--opset must be >= 1, got 0"),
+    (["import", "--out", "x"], "FORMAT and CKPT are required"),
+    (["import", "tf", "c.pt", "--out", "x"], "FORMAT must be one of cpc_audio, got 'tf'"),
+    (["import", "cpc_audio", "c.pt", "--out", "x", "state=worst"], "--state must be one of last, best, got 'worst'"),
+    (["report"], "RUN_DIR is required"),
+    (["info", "preset=huge"], "--preset must be one of paper, default, tiny, got 'huge'"),
+])
+def test_small_commands_refuse_bad_settings_in_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

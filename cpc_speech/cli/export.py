@@ -3,12 +3,18 @@
     cpc-speech export runs/cpc --format bundle --out dist/cpc-model
     cpc-speech export runs/cpc --format onnx --out dist/cpc.onnx [--layer encoder]
     cpc-speech export runs/cpc --format onnx --streaming --out dist/cpc-stream   # folder of 2 graphs
+
+The options are the fields of :class:`~cpc_speech.interop_config.ExportConfig` (generated flags,
+``--config FILE``, ``key=value``).
 """
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
+    from cpc_speech.cli.config_args import add_config_arguments
+    from cpc_speech.interop_config import ExportConfig
+
     p = sub.add_parser(
         "export",
         help="export a model as a bundle (config.json + model.safetensors + model card) or ONNX",
@@ -18,27 +24,25 @@ def register(sub) -> None:
         "with --streaming OUT is a folder: encoder_stream.onnx and context_step.onnx with explicit state inputs/outputs "
         "(cpc_speech.onnx_export).",
     )
-    p.add_argument("run", metavar="RUN", help="run folder, checkpoint file, bundle folder or CPC_audio checkpoint")
-    p.add_argument("--format", choices=("bundle", "onnx"), required=True, help="what to write")
-    p.add_argument("--out", "-o", required=True, help="bundle folder, or .onnx file")
-    p.add_argument("--name", help="bundle: model name in the card (default: the run folder name)")
-    p.add_argument("--layer", choices=("context", "encoder"), default="context", help="onnx: output c_t or z_t (default %(default)s)")
-    p.add_argument("--streaming", action="store_true", help="onnx: write the streaming graphs (encoder padding and context state as inputs/outputs) into the folder OUT")
-    p.add_argument("--opset", type=int, default=None, help="onnx: opset version (default: cpc_speech.onnx_export.OPSET)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    add_config_arguments(p, ExportConfig)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if args.format == "bundle":
+    from cpc_speech.cli.config_args import config_from_args
+    from cpc_speech.interop_config import ExportConfig
+
+    cfg = config_from_args(ExportConfig, args, where="export settings")
+    if cfg.format == "bundle":
         from cpc_speech.bundle import export_bundle
 
-        out = export_bundle(args.run, args.out, name=args.name, overwrite=args.overwrite)
+        out = export_bundle(cfg.run, cfg.out, name=cfg.name, overwrite=cfg.overwrite)
         print(f"wrote bundle {out} (config.json, model.safetensors, README.md)")
         return 0
     from cpc_speech.onnx_export import OPSET, export_onnx
 
-    out = export_onnx(args.run, args.out, layer=args.layer, streaming=args.streaming, opset=args.opset or OPSET, overwrite=args.overwrite)
-    print(f"wrote {out} (opset {args.opset or OPSET}, layer {args.layer}{', streaming graphs' if args.streaming else ''})")
+    opset = cfg.opset or OPSET
+    out = export_onnx(cfg.run, cfg.out, layer=cfg.layer, streaming=cfg.streaming, opset=opset, overwrite=cfg.overwrite)
+    print(f"wrote {out} (opset {opset}, layer {cfg.layer}{', streaming graphs' if cfg.streaming else ''})")
     return 0

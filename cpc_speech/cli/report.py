@@ -1,10 +1,16 @@
 """``cpc-speech report RUN_DIR``: report.json, report.md and plots from a run folder's logs and results.
-Layout of the inputs and of report.json: see :mod:`cpc_speech.report`."""
+Layout of the inputs and of report.json: see :mod:`cpc_speech.report`. The options are the fields of
+:class:`~cpc_speech.report.config.ReportConfig` (generated flags, ``--config FILE``, ``key=value``)."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
+    import argparse
+
+    from cpc_speech.cli.config_args import add_config_arguments
+    from cpc_speech.report.config import ReportConfig
+
     p = sub.add_parser(
         "report",
         help="summarise a run folder (pretraining log, probe and fine-tuning results) as report.json, report.md and plots",
@@ -14,17 +20,10 @@ def register(sub) -> None:
             "RUN_DIR/report.json, RUN_DIR/report.md and RUN_DIR/plots/*.png. A missing result file omits its section."
         ),
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="pretraining run folder (the --output-dir of cpc-speech pretrain)")
-    p.add_argument("--results", metavar="DIR", help="folder of the result files (default: RUN_DIR/results)")
-    p.add_argument("--phone-probe", metavar="FILE", help="phone probe result JSON (default: <results>/phone_probe.json)")
-    p.add_argument("--speaker-probe", metavar="FILE", help="speaker probe result JSON (default: <results>/speaker_probe.json)")
-    p.add_argument("--speaker-probe-window", metavar="FILE",
-                   help="window-protocol speaker probe result JSON (default: <results>/speaker_probe_window.json)")
-    p.add_argument("--finetune", metavar="FILE", nargs="+", action="extend",
-                   help="fine-tuning result JSON(s); several: one PER table per file, named after "
-                        "finetune_<name>.json (default: <results>/finetune.json and finetune_*.json); give RUN_DIR first")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--print", dest="print_headline", action="store_true", help="also print the headline table (Markdown) to stdout")
+    add_config_arguments(p, ReportConfig, skip=("finetune",))
+    # several files after one flag, as the command always took them
+    p.add_argument("--finetune", metavar="FILE", nargs="+", action="extend", default=argparse.SUPPRESS,
+                   help=ReportConfig.__dataclass_fields__["finetune"].metadata["help"])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
@@ -33,15 +32,17 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
+    from cpc_speech.cli.config_args import config_from_args
     from cpc_speech.report import headline_markdown, write_report
+    from cpc_speech.report.config import ReportConfig
 
+    cfg = config_from_args(ReportConfig, args, where="report settings")
     report = write_report(
-        args.run_dir, plots=not args.no_plots,
-        results=args.results, phone_probe=args.phone_probe, speaker_probe=args.speaker_probe,
-        speaker_probe_window=args.speaker_probe_window, finetune=args.finetune,
+        cfg.run_dir, plots=cfg.plots, results=cfg.results, phone_probe=cfg.phone_probe, speaker_probe=cfg.speaker_probe,
+        speaker_probe_window=cfg.speaker_probe_window, finetune=cfg.finetune or None,
     )
-    run_dir = Path(args.run_dir)
-    if args.print_headline:
+    run_dir = Path(cfg.run_dir)
+    if cfg.print_headline:
         print(headline_markdown(report))
         print()
     missing = report.get("missing") or {}
