@@ -11,6 +11,7 @@ File format (TSV, UTF-8, with a header line)::
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -199,6 +200,34 @@ def check_headers(rows: Sequence[Utterance], manifest: Union[str, Path], sample:
     if len(unreadable) == len(picks):
         raise ManifestError(f"{manifest}: none of the {len(picks)} audio file(s) checked is readable (first: {unreadable[0]})")
     return len(picks)
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """Hex SHA-256 of a file's bytes (the identity of a manifest a run was trained on)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class TrainingManifest:
+    """A manifest read for training: its rows, its resolved path and the SHA-256 of its bytes
+    (a resumed run checks it is still the same file)."""
+
+    rows: List[Utterance]
+    path: str
+    sha256: str
+
+
+def open_training_manifest(path: Union[str, Path], check: bool = True) -> TrainingManifest:
+    """Read ``path`` (:func:`read_manifest`) and, with ``check``, compare a sample of its rows with
+    their audio headers (:func:`check_headers`)."""
+    rows = read_manifest(path)
+    if check:
+        check_headers(rows, path)
+    return TrainingManifest(rows, str(Path(path).resolve()), file_sha256(path))
 
 
 def parse_name_list(names: Union[None, str, Iterable[str]], strip_suffix: str = "") -> Optional[List[str]]:

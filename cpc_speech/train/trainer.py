@@ -19,12 +19,10 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
@@ -33,7 +31,7 @@ from cpc_speech import __version__
 from cpc_speech.batching import make_loader
 from cpc_speech.config import PretrainConfig, config_from_dict
 from cpc_speech.settings import to_dict
-from cpc_speech.corpora.manifest import check_headers, read_manifest
+from cpc_speech.corpora.manifest import open_training_manifest
 from cpc_speech.engine.checkpoint import CheckpointError, checkpoint_state, read_checkpoint, upgrade_saved_config
 from cpc_speech.engine.device import pick_device, set_threads
 from cpc_speech.engine.distributed import DistInfo, cleanup, init_distributed, is_main_process
@@ -78,14 +76,12 @@ class Trainer:
         self.out = self.run_dir.path
         self.checkpoints = self.run_dir.slots("checkpoints")
         self.ckpt_dir = self.checkpoints.folder
-        self.train_rows = read_manifest(train_manifest)
-        self.valid_rows = read_manifest(valid_manifest) if valid_manifest else None
-        self.manifests = {"train": str(Path(train_manifest).resolve()), "valid": str(Path(valid_manifest).resolve()) if valid_manifest else None,
-                          "train_sha256": file_sha256(train_manifest), "valid_sha256": file_sha256(valid_manifest) if valid_manifest else None}
-        if not trust_manifest and self.dist.is_main:  # cheap: headers of a sample of rows
-            check_headers(self.train_rows, train_manifest)
-            if self.valid_rows:
-                check_headers(self.valid_rows, valid_manifest)
+        check = not trust_manifest and self.dist.is_main  # cheap: headers of a sample of rows
+        train = open_training_manifest(train_manifest, check)
+        valid = open_training_manifest(valid_manifest, check) if valid_manifest else None
+        self.train_rows, self.valid_rows = train.rows, valid.rows if valid else None
+        self.manifests = {"train": train.path, "valid": valid.path if valid else None,
+                          "train_sha256": train.sha256, "valid_sha256": valid.sha256 if valid else None}
 
         self.pretrain_step = PretrainStep(cfg, self.device, self.dist)
         self.precision = self.pretrain_step.precision
@@ -381,10 +377,3 @@ def pretrain(cfg: PretrainConfig, train_manifest: str, output_dir: str, valid_ma
         finally:
             cleanup(finished)
 
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
