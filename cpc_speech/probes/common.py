@@ -122,6 +122,13 @@ def without_short(train: Sequence[str], test: Sequence[str], feats: Dict[str, np
     return kept[0], kept[1], short
 
 
+def majority_baseline(train_labels: np.ndarray, test_labels: np.ndarray, names: Sequence[str]) -> Dict[str, Any]:
+    """The always-the-most-frequent-train-class baseline: ``{"label": name, "accuracy": test
+    accuracy}`` for integer class labels ``train_labels`` / ``test_labels`` (n,) into ``names``."""
+    top = int(np.bincount(train_labels, minlength=len(names)).argmax())
+    return {"label": names[top], "accuracy": float((test_labels == top).mean())}
+
+
 def manifest_rows(manifest: Union[PathLike, Sequence[Utterance]]) -> Tuple[List[Utterance], str]:
     """(rows, name for messages) of a manifest file or of rows given directly."""
     if isinstance(manifest, (str, Path)):

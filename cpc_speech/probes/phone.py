@@ -29,6 +29,7 @@ from cpc_speech.probes.common import (
     cached_features,
     default_cache_dir,
     featurizers,
+    majority_baseline,
     manifest_rows,
     model_path,
     stderr_log,
@@ -169,9 +170,7 @@ def run_phone_probe(
         if not dev_ids_first:
             dev_ids_first = list(dev_ids)
         if majority is None:
-            counts = np.bincount(np.concatenate([fit_d.y, dev_d.y]), minlength=n_classes)
-            top = int(counts.argmax())
-            majority = {"label": names[top], "accuracy": float((test_d.y == top).mean())}
+            majority = majority_baseline(np.concatenate([fit_d.y, dev_d.y]), test_d.y, names)
     model_feat = feats_list[0]
     record = ProbeResult(
         task="phone",

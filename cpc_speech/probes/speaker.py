@@ -31,8 +31,8 @@ import numpy as np
 from cpc_speech.settings import to_dict
 from cpc_speech.corpora.labels import LabelFileError
 from cpc_speech.corpora.manifest import Utterance
-from cpc_speech.probes.common import (BASELINES, cached_features, default_cache_dir, featurizers, manifest_rows, model_path, stderr_log, warn,
-                                      without_short)
+from cpc_speech.probes.common import (BASELINES, cached_features, default_cache_dir, featurizers, majority_baseline,
+                                      manifest_rows, model_path, stderr_log, warn, without_short)
 from cpc_speech.probes.linear import FitConfig, ProbeData, select_and_fit
 from cpc_speech.probes.phone import result_entry
 from cpc_speech.probes.splits import IdList, as_split, carve_dev, check_disjoint, holdout_per_group, known_ids, with_features
@@ -177,9 +177,7 @@ def run_speaker_probe(
         if not dev_ids_first:
             dev_ids_first = list(dev_ids)
         if majority is None:
-            counts = np.bincount(np.concatenate([fit_d.y, dev_d.y]), minlength=len(cls))
-            top = int(counts.argmax())
-            majority = {"label": names[top], "accuracy": float((test_d.y == top).mean())}
+            majority = majority_baseline(np.concatenate([fit_d.y, dev_d.y]), test_d.y, names)
     record = ProbeResult(
         task="speaker",
         protocol=protocol,
