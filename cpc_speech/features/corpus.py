@@ -197,10 +197,10 @@ def _extract_corpus(model, rows, out_dir: Path, layer, workers, progress, dtype,
     audio_seconds = 0.0
     try:
         if processes > 1 and len(todo) > 1:
-            audio_seconds = _extract_in_processes(feat, todo, out_dir, np_dtype, processes, workers, batch_seconds,
+            audio_seconds = extract_in_processes(feat, todo, out_dir, np_dtype, processes, workers, batch_seconds,
                                                   chunk_seconds, done)
         else:
-            audio_seconds = _extract_items(feat, todo, out_dir, np_dtype, workers, batch_seconds, chunk_seconds, done)
+            audio_seconds = extract_items(feat, todo, out_dir, np_dtype, workers, batch_seconds, chunk_seconds, done)
     finally:
         if bar is not None:
             bar.close()
@@ -223,7 +223,7 @@ def _readable(feat: Featurizer, todo: Sequence[Tuple[str, str]], workers: int, d
         yield uid, wav
 
 
-def _extract_items(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: Path, np_dtype, workers: int,
+def extract_items(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: Path, np_dtype, workers: int,
                    batch_seconds: float, chunk_seconds: float, done) -> float:
     """Compute and save the features of ``todo`` ((id, path) pairs) into ``out_dir``; ``done(rows,
     skipped, files)`` is called as files finish. Returns the seconds of audio read.
@@ -315,13 +315,13 @@ def _worker_shard(todo: List[Tuple[str, str]], out_dir: str, np_dtype, workers: 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the parent warns once per skipped file
-        audio = _extract_items(_WORKER["feat"], todo, Path(out_dir), np_dtype, workers, batch_seconds, chunk_seconds, done)
+        audio = extract_items(_WORKER["feat"], todo, Path(out_dir), np_dtype, workers, batch_seconds, chunk_seconds, done)
     return rows, skips, audio
 
 
-def _extract_in_processes(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: Path, np_dtype, processes: int,
+def extract_in_processes(feat: Featurizer, todo: Sequence[Tuple[str, str]], out_dir: Path, np_dtype, processes: int,
                           workers: int, batch_seconds: float, chunk_seconds: float, done) -> float:
-    """:func:`_extract_items` over ``processes`` worker processes (spawned), each with
+    """:func:`extract_items` over ``processes`` worker processes (spawned), each with
     ``threads // processes`` torch threads, on shards of the file list; finished shards are
     reported to ``done`` as they come."""
     import multiprocessing

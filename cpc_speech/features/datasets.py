@@ -15,7 +15,7 @@ import numpy as np
 from cpc_speech.atomic import remove_stale_temporaries
 from cpc_speech.corpora.hf import dataset_audio
 from cpc_speech.features import store
-from cpc_speech.features.corpus import (INDEX_EVERY_SECONDS, CorpusFeatures, _extract_in_processes, _extract_items,
+from cpc_speech.features.corpus import (INDEX_EVERY_SECONDS, CorpusFeatures, extract_in_processes, extract_items,
                                         check_extract_settings)
 from cpc_speech.features.featurizer import Featurizer, make_featurizer
 from cpc_speech.features.models import FeatureError
@@ -57,10 +57,10 @@ def extract_dataset(model, source, out_dir, *, layer: str = "context", block_row
             todo = run.to_compute(rows, warn)
             if processes > 1:
                 for block in _blocks(todo, block_rows):
-                    audio_seconds += _extract_in_processes(feat, block, out_dir, np_dtype, processes, workers, batch_seconds,
+                    audio_seconds += extract_in_processes(feat, block, out_dir, np_dtype, processes, workers, batch_seconds,
                                                            chunk_seconds, run.done)
             else:
-                audio_seconds = _extract_items(feat, todo, out_dir, np_dtype, workers, batch_seconds, chunk_seconds, run.done)
+                audio_seconds = extract_items(feat, todo, out_dir, np_dtype, workers, batch_seconds, chunk_seconds, run.done)
         finally:
             run.close()
     if not run.ids and not run.skipped:
