@@ -7,7 +7,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from cpc_speech.settings import check_limits, setting
+from cpc_speech.settings import check_flag_limits, require, setting
 from cpc_speech.probes.common import BASELINES, parse_baselines
 
 LABEL_FILES = {  # looked for next to the manifest when not given
@@ -61,14 +61,8 @@ class ProbeConfig:
     LIMITS = {"dev_fraction": "[0, 1)", "workers": ">= 0", "threads": ">= 0", "seed": ">= 0", "epochs": "null or >= 1"}
 
     def validate(self) -> "ProbeConfig":
-        for name in ("model", "manifest", "out"):
-            if not getattr(self, name):
-                raise ValueError(f"--{name} is required")
-        try:
-            check_limits(self, self.LIMITS)
-        except ValueError as exc:  # name the flag: "--dev-fraction must be in [0, 1), got 1.5"
-            key, rest = str(exc).split(" ", 1)
-            raise ValueError(f"--{key.replace('_', '-')} {rest}") from None
+        require(self, ("model", "manifest", "out"))
+        check_flag_limits(self, self.LIMITS)  # "--dev-fraction must be in [0, 1), got 1.5"
         if self.weight_decays is not None and not self.weight_decays:
             raise ValueError("--weight-decays: give at least one number")
         return self
