@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -127,6 +128,15 @@ def majority_baseline(train_labels: np.ndarray, test_labels: np.ndarray, names: 
     accuracy}`` for integer class labels ``train_labels`` / ``test_labels`` (n,) into ``names``."""
     top = int(np.bincount(train_labels, minlength=len(names)).argmax())
     return {"label": names[top], "accuracy": float((test_labels == top).mean())}
+
+
+def run_details(dev_fraction: float, dev_ids: Sequence[str], fit: Any, cache: Path, t0: float) -> Dict[str, Any]:
+    """The entries every probe result file ends with: the dev carving, the fit settings, the
+    feature cache and the seconds since ``t0`` (``time.time()``)."""
+    from cpc_speech.settings import to_dict
+
+    return {"dev_fraction": dev_fraction, "dev_ids": list(dev_ids), "fit_config": to_dict(fit), "cache_dir": str(cache),
+            "seconds": round(time.time() - t0, 3)}
 
 
 def manifest_rows(manifest: Union[PathLike, Sequence[Utterance]]) -> Tuple[List[Utterance], str]:

@@ -30,6 +30,7 @@ from cpc_speech.probes.common import (
     default_cache_dir,
     featurizers,
     majority_baseline,
+    run_details,
     manifest_rows,
     model_path,
     stderr_log,
@@ -47,7 +48,6 @@ from cpc_speech.probes.linear import (
 from cpc_speech.probes.splits import IdList, as_split, carve_dev, check_disjoint, known_ids, with_features
 from cpc_speech.results import ProbeEntry, ProbeResult
 from cpc_speech.runlock import locks_output
-from cpc_speech.settings import to_dict
 
 PathLike = Union[str, Path]
 
@@ -187,11 +187,7 @@ def run_phone_probe(
             "alignments": str(ali.path),
             "train_split": str(train.path),
             "test_split": str(test.path),
-            "dev_fraction": dev_fraction,
-            "dev_ids": dev_ids_first,
-            "fit_config": to_dict(fit),
-            "cache_dir": str(cache),
-            "seconds": round(time.time() - t0, 3),
+            **run_details(dev_fraction, dev_ids_first, fit, cache, t0),
         },
     )
     if out is not None:

@@ -28,11 +28,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cpc_speech.settings import to_dict
 from cpc_speech.corpora.labels import LabelFileError
 from cpc_speech.corpora.manifest import Utterance
 from cpc_speech.probes.common import (BASELINES, cached_features, default_cache_dir, featurizers, majority_baseline,
-                                      manifest_rows, model_path, stderr_log, warn, without_short)
+                                      manifest_rows, model_path, run_details, stderr_log, warn, without_short)
 from cpc_speech.probes.linear import FitConfig, ProbeData, select_and_fit
 from cpc_speech.probes.phone import result_entry
 from cpc_speech.probes.splits import IdList, as_split, carve_dev, check_disjoint, holdout_per_group, known_ids, with_features
@@ -192,11 +191,7 @@ def run_speaker_probe(
             "test_dropped_unseen_speakers": dropped_unseen,
             "manifest": manifest_name,
             **split_desc,
-            "dev_fraction": dev_fraction,
-            "dev_ids": dev_ids_first,
-            "fit_config": to_dict(fit),
-            "cache_dir": str(cache),
-            "seconds": round(time.time() - t0, 3),
+            **run_details(dev_fraction, dev_ids_first, fit, cache, t0),
         },
     )
     if out is not None:
