@@ -30,7 +30,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from cpc_speech.audio import AudioError, SegmentPastEndError, read_audio
+from cpc_speech.audio import SAMPLE_RATE, AudioError, SegmentPastEndError, read_audio
 from cpc_speech.augment import Augmenter
 from cpc_speech.config import DataConfig
 from cpc_speech.corpora.manifest import Utterance
@@ -105,7 +105,7 @@ class WindowBatchSampler:
         if len(self.usable) == 0:
             raise ValueError(
                 f"no utterance is at least one window long ({cfg.window_samples} samples = "
-                f"{cfg.window_samples / 16000:.2f} s); lower data.window_samples"
+                f"{cfg.window_samples / SAMPLE_RATE:.2f} s); lower data.window_samples"
             )
         speakers = sorted({r.speaker for r in rows})
         self.speaker_index = {s: i for i, s in enumerate(speakers)}
@@ -214,7 +214,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def _read(self, row: int, offset: int, length: Optional[int] = None) -> np.ndarray:
         r = self.rows[row]
         length = length or self.window
-        if self.cache_bytes and r.sample_rate != 16000:  # whole-file decode + resample: keep it
+        if self.cache_bytes and r.sample_rate != SAMPLE_RATE:  # whole-file decode + resample: keep it
             wav = self._cache.get(row)
             if wav is None:
                 wav = read_audio(r.path)

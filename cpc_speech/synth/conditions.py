@@ -151,19 +151,20 @@ def apply_channel(x: np.ndarray, rate: int, cond: SynthConditions, speech: np.nd
                   rng: np.random.Generator) -> Tuple[np.ndarray, dict]:
     """``x`` (float, at ``rate`` Hz) through reverberation, the channel and noise; ``speech``
     marks its speech samples (for the SNR). Returns the signal and what was applied."""
+    from cpc_speech.audio import SAMPLE_RATE
     from cpc_speech.augment import coloured_noise, reverberate
 
     info: dict = {}
     y = x.astype(np.float32)
     if cond.reverb and rng.random() < cond.reverb:
         rt60 = float(rng.uniform(0.2, 0.8))
-        if rate == 16000:
+        if rate == SAMPLE_RATE:
             y = reverberate(y, rt60, rng)
         else:  # the RIR generator works at 16 kHz
             from cpc_speech.audio import resample
 
-            low = resample(y, rate, 16000)
-            y = _fit(resample(reverberate(low, rt60, rng), 16000, rate), y.shape[0]).astype(np.float32)
+            low = resample(y, rate, SAMPLE_RATE)
+            y = _fit(resample(reverberate(low, rt60, rng), SAMPLE_RATE, rate), y.shape[0]).astype(np.float32)
         info["rt60"] = round(rt60, 3)
     if cond.channel == "telephone":
         y = telephone(y, rate).astype(np.float32)

@@ -28,6 +28,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from cpc_speech import __version__
+from cpc_speech.audio import SAMPLE_RATE
 from cpc_speech.batching import make_loader
 from cpc_speech.config import PretrainConfig, config_from_dict
 from cpc_speech.settings import to_dict
@@ -289,7 +290,7 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=tc.max_steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
-        window_seconds = self.cfg.data.window_samples / 16000
+        window_seconds = self.cfg.data.window_samples / SAMPLE_RATE
         t_last, audio_since, running = time.time(), 0.0, []
         skipped_since_log, in_a_row, trained = 0, 0, 0
         stopped_early = False
