@@ -20,9 +20,9 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from cpc_speech.report.inputs import PROBE_SECTIONS, Inputs, ReportError, shown_path, split_run_name
+from cpc_speech.report.inputs import PROBE_SECTIONS, Inputs, ReportError, read_json, shown_path, split_run_name
 from cpc_speech.report.pretraining import checkpoint_config, log_series, pretraining_section, read_log
-from cpc_speech.report.result_sections import finetune_section, probe_section, read_json
+from cpc_speech.report.result_sections import finetune_section, probe_section
 
 
 def data_section(manifests: Path, run_dir: Path) -> Dict[str, Any]:
@@ -152,7 +152,7 @@ def collect(inputs: Inputs) -> Collected:
 
     from cpc_speech.report.evaluations import evaluation_sections
 
-    ev_report, ev_details, ev_sources = evaluation_sections(inputs.evaluations, read_json, ReportError)
+    ev_report, ev_details, ev_sources = evaluation_sections(inputs.evaluations)
     report.update(ev_report)
     details.update(ev_details)
     sources.update(ev_sources)
@@ -179,7 +179,7 @@ def collect(inputs: Inputs) -> Collected:
     if inputs.label_budgets:
         from cpc_speech.report.paper_table import paper_table_section
 
-        report["commonvoice_table"] = paper_table_section(inputs.label_budgets, report | {"details": details}, read_json, ReportError)
+        report["commonvoice_table"] = paper_table_section(inputs.label_budgets, report | {"details": details})
         sources["label_budgets"] = {loc: str(p) for loc, p in inputs.label_budgets.items()}
 
     if inputs.manifests is not None:

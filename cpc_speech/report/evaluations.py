@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from cpc_speech.report.inputs import ReportError, read_json
 from cpc_speech.report.markdown import BASELINE_NAMES, integer, pct
 from cpc_speech.results import ABX_MODES, PROBE_NAMES, UNIT_QUALITY_KEYS, AbxResult, ResultError, UnitsResult, finite, ordered
 
@@ -32,7 +33,7 @@ def find_evaluation_files(res_dir: Path) -> Dict[str, Any]:
     return {"abx": abx if abx.is_file() else None, "units": units}
 
 
-def evaluation_sections(files: Dict[str, Any], read_json, error_cls) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+def evaluation_sections(files: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
     """(report entries, details, sources) of the ABX and unit result files, read through
     :class:`~cpc_speech.results.AbxResult` and :class:`~cpc_speech.results.UnitsResult`."""
     report: Dict[str, Any] = {}
@@ -43,7 +44,7 @@ def evaluation_sections(files: Dict[str, Any], read_json, error_cls) -> Tuple[Di
         try:
             abx = AbxResult.from_json(read_json(path), str(path))
         except ResultError as exc:
-            raise error_cls(str(exc)) from None
+            raise ReportError(str(exc)) from None
         report["abx"] = {name: {m: finite(getattr(s, m)) for m in ABX_MODES} for name, s in abx.results.items()}
         first = abx.headline().items
         details["abx"] = {"file": str(path), **{k: getattr(abx, k) for k in AbxResult.SETTINGS},
@@ -56,7 +57,7 @@ def evaluation_sections(files: Dict[str, Any], read_json, error_cls) -> Tuple[Di
             try:
                 rec = UnitsResult.from_json(read_json(units[name]), str(units[name]))
             except ResultError as exc:
-                raise error_cls(str(exc)) from None
+                raise ReportError(str(exc)) from None
             q, abx_units = rec.quality or {}, rec.abx or {}
             report["units"][name] = {**{k: finite(q.get(k)) for k in UNIT_QUALITY_KEYS}, "units": rec.units,
                                      **{f"abx_{m}": finite(abx_units.get(m)) for m in ABX_MODES}}

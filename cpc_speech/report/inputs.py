@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from cpc_speech.audio import missing_file
+from cpc_speech.results import ResultError, read_result_json
 from cpc_speech.types import PathLike
 
 PROBE_SECTIONS = ("phone_probe", "speaker_probe", "speaker_probe_window")  # also their file stems
@@ -18,6 +19,14 @@ _BUDGET = re.compile(r"^(\d+(?:\.\d+)?)(h|min|m|s)$|^allh?$", re.IGNORECASE)
 
 class ReportError(ValueError):
     """A run folder or result file that cannot be reported on; the message names the file."""
+
+
+def read_json(path: Path) -> Dict[str, Any]:
+    """A result file as a dict; a :class:`ReportError` naming the file otherwise."""
+    try:
+        return read_result_json(path)
+    except ResultError as exc:
+        raise ReportError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------ inputs

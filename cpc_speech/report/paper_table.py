@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+from cpc_speech.report.inputs import ReportError, read_json
 
 KIND = "cpc_speech.label_budgets"
 FORMAT_VERSION = 1
@@ -58,19 +60,19 @@ def find_plans(res_dir: Path) -> Dict[str, Path]:
     return {p.stem[len(prefix):]: p for p in sorted(res_dir.glob(f"{prefix}*.json")) if len(p.stem) > len(prefix)}
 
 
-def _plan_budgets(plan: Dict[str, Any], path: Path, error) -> Dict[float, Dict[str, Any]]:
+def _plan_budgets(plan: Dict[str, Any], path: Path) -> Dict[float, Dict[str, Any]]:
     if plan.get("kind") != KIND or plan.get("format_version") != FORMAT_VERSION:
-        raise error(f"{path}: not a label-budget plan of format {FORMAT_VERSION} (kind {KIND!r}; written by recipes/utils/label_budgets.py?)")
+        raise ReportError(f"{path}: not a label-budget plan of format {FORMAT_VERSION} (kind {KIND!r}; written by recipes/utils/label_budgets.py?)")
     entries = plan.get("budgets")
     out: Dict[float, Dict[str, Any]] = {}
     for e in entries if isinstance(entries, list) else []:
         hours = e.get("hours") if isinstance(e, dict) else None
         if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not math.isfinite(hours) or hours <= 0 \
                 or e.get("status") not in ("drawn", "refused"):
-            raise error(f"{path}: every budget needs positive 'hours' and a 'status' of drawn or refused")
+            raise ReportError(f"{path}: every budget needs positive 'hours' and a 'status' of drawn or refused")
         out[float(hours)] = e
     if len(out) != 2:
-        raise error(f"{path}: the table needs exactly two label budgets (the paper's 1 h and 5 h), found {len(out)}")
+        raise ReportError(f"{path}: the table needs exactly two label budgets (the paper's 1 h and 5 h), found {len(out)}")
     return out
 
 
@@ -92,8 +94,7 @@ def _runs_by_cell(report: Dict[str, Any]) -> Dict[Tuple[str, float], Tuple[str, 
     return out
 
 
-def paper_table_section(plans: Dict[str, Path], report: Dict[str, Any], read_json: Callable[[Path], Dict[str, Any]],
-                        error) -> Dict[str, Any]:
+def paper_table_section(plans: Dict[str, Path], report: Dict[str, Any]) -> Dict[str, Any]:
     """The ``commonvoice_table`` dict (layout above) from the plans and the report's fine-tuning runs."""
     runs = _runs_by_cell(report)
     budgets: Optional[Tuple[float, float]] = None
@@ -101,12 +102,12 @@ def paper_table_section(plans: Dict[str, Path], report: Dict[str, Any], read_jso
     rows: Dict[str, Any] = {}
     for locale, path in plans.items():
         plan = read_json(path)
-        by_hours = _plan_budgets(plan, path, error)
+        by_hours = _plan_budgets(plan, path)
         these = tuple(sorted(by_hours))
         if budgets is None:
             budgets, first = these, path
         elif these != budgets:
-            raise error(f"{path}: budgets {these[0]:g} h / {these[1]:g} h differ from {budgets[0]:g} h / {budgets[1]:g} h in {first}")
+            raise ReportError(f"{path}: budgets {these[0]:g} h / {these[1]:g} h differ from {budgets[0]:g} h / {budgets[1]:g} h in {first}")
         hours_of = {"small": budgets[0], "large": budgets[1]}
         cells = {}
         for key, which, cond, _, _ in COLUMNS:

@@ -8,17 +8,9 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 from cpc_speech.report.inputs import ReportError
-from cpc_speech.results import BEST_KEYS, SPLITS, ConditionResult, FinetuneResult, ProbeResult, ResultError, finite, read_result_json
+from cpc_speech.results import BEST_KEYS, SPLITS, ConditionResult, FinetuneResult, ProbeResult, ResultError, finite
 
 PROBE_TASK = {"phone_probe": "phone", "speaker_probe": "speaker", "speaker_probe_window": "speaker"}
-
-
-def read_json(path: Path) -> Dict[str, Any]:
-    """A result file as a dict; a clear error naming the file otherwise."""
-    try:
-        return read_result_json(path)
-    except ResultError as exc:
-        raise ReportError(str(exc)) from None
 
 
 def probe_section(data: Dict[str, Any], path: Path, section: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
