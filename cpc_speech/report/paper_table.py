@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from cpc_speech.report.inputs import ReportError, read_json
+from cpc_speech.report.markdown import pct
 
 KIND = "cpc_speech.label_budgets"
 FORMAT_VERSION = 1
@@ -162,10 +163,6 @@ def _title(key: str, budgets: Tuple[float, float]) -> str:
 # ------------------------------------------------------------------------------------ Markdown
 
 
-def _pct(x: Optional[float]) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
 def paper_table_markdown(report: Dict[str, Any]) -> List[str]:
     """The "Common Voice: the paper's table" section of report.md (empty without plans)."""
     t = report.get("commonvoice_table")
@@ -185,16 +182,16 @@ def paper_table_markdown(report: Dict[str, Any]) -> List[str]:
         cells = []
         for c in cols:
             cell = r["cells"][c["key"]]
-            cells.append(_pct(cell["per_test"]) if cell["status"] == "measured" else f"_{cell['note']}_")
+            cells.append(pct(cell["per_test"]) if cell["status"] == "measured" else f"_{cell['note']}_")
         pool = r.get("available_hours")
         out.append(f"| {loc} | {'–' if pool is None else f'{pool:.3f}'} | " + " | ".join(cells) + " |")
     over = t["average_over"]
     label = f"**average** ({len(over)} of {len(t['rows'])} locales)" if over else "**average**"
-    out.append(f"| {label} | | " + " | ".join(_pct(t["average"][c["key"]]) for c in cols) + " |")
+    out.append(f"| {label} | | " + " | ".join(pct(t["average"][c["key"]]) for c in cols) + " |")
     pub = t["published"]
     b = pub["budgets"]
     out.append(f"| _published, not measured here: {pub['source'].split(',')[0]}, mean of {', '.join(pub['languages'])}, "
-               f"{b['small']:g} h / {b['large']:g} h_ | | " + " | ".join(_pct(pub.get(c["key"])) for c in cols) + " |")
+               f"{b['small']:g} h / {b['large']:g} h_ | | " + " | ".join(pct(pub.get(c["key"])) for c in cols) + " |")
     out.append("")
     notes = []
     if over:
