@@ -5,7 +5,7 @@ stage 7 writes it, e.g. ``exp/demo/finetune``), then trains the head-only condit
 and ``mfcc``; ``--conditions`` may add ``unfrozen``/``scratch``) once per variant: a variant is a
 JSON object of :class:`cpc_speech.finetune.config.FinetuneConfig` fields merged over those
 settings (``--variants '{"head_layers": 3}' '{"head_layers": 3, "head_norm": true}'``, or
-``--variants @file`` with one object per line). Features are computed once and shared by the
+``--variants @file`` with one object per line). Features are computed once per (model, layer, precision) and shared by the
 variants. Prints, per variant and condition, dev/test PER, the best epoch, the dev-PER curve and the
 seconds, and writes JSON (``benchmarks/results/finetune-recipe-<machine>-<date>.json``).
 Nothing is written into DIR.
@@ -59,11 +59,13 @@ def main(argv=None) -> int:
         for cond in [c.strip() for c in args.conditions.split(",") if c.strip()]:
             cfg = config_from_dict({**base, **variant, "conditions": [cond]})
             ft = Finetuner(cfg, progress=False)
-            ft.sources.frozen_cache, ft.sources.mfcc_cache = shared.get("frozen"), shared.get("mfcc")
+            # the pretrained features depend on the model, the layer and the precision; MFCCs on nothing
+            key = (cfg.model, cfg.features, cfg.precision)
+            ft.sources.frozen_cache, ft.sources.mfcc_cache = shared.get(key), shared.get("mfcc")
             t0 = time.time()
             record = ft.train_condition(cond).record
             seconds = time.time() - t0
-            shared["frozen"], shared["mfcc"] = ft.sources.frozen_cache, ft.sources.mfcc_cache
+            shared[key], shared["mfcc"] = ft.sources.frozen_cache, ft.sources.mfcc_cache
             row = {"variant": variant, "condition": cond, "per_dev": record["per_dev"], "per_test": record["per_test"],
                    "initial_dev_per": record["initial_dev_per"], "best_epoch": record["best_epoch"],
                    "epochs_run": record["epochs_run"], "dev_curve": [c["dev_per"] for c in record["curve"]],

@@ -79,8 +79,18 @@ def test_commonvoice_recipe_end_to_end(tmp_path):
         values = [by_locale[f"{loc}_{budget}"][cond]["per_test"] for loc in ("en", "fr")]
         assert table["average"][key] == pytest.approx(sum(values) / 2)
     assert (tmp_path / "data" / "corpus" / "fr" / "clips").is_dir()
+    # ABX and units per locale: the first locale in results/ (the report's), the other in results/fr/
+    for name in ("model", "mfcc", "random_init"):
+        assert fraction(report["abx"][name]["within"]) and fraction(report["abx"][name]["across"]), name
+    for name in ("model", "mfcc"):
+        assert 0 < report["units"][name]["pnmi"] <= 1 and report["units"][name]["used_units"] > 1, name
+        fr = json.loads((exp / "results" / "fr" / f"units_{name}.json").read_text())
+        en = json.loads((exp / "results" / f"units_{name}.json").read_text())
+        assert fr["units"] == en["units"] and fr["quality"]["pnmi"] != en["quality"]["pnmi"]
+    assert fraction(json.loads((exp / "results" / "fr" / "abx.json").read_text())["results"]["model"]["within"])
+    assert all((exp / "log" / f"stage{i}.log").is_file() for i in range(9))
     # a budget the train split cannot supply: not trained, and the report says why
-    out = run("commonvoice", tmp_path, *args, "--label-hours", "0.001,5", "--stage", "5")
+    out = run("commonvoice", tmp_path, *args, "--label-hours", "0.001,5", "--stage", "7")
     assert (out.stdout + out.stderr).count("5 h budget not trained: not enough labelled audio") == 2
     report = json.loads((exp / "report.json").read_text())
     assert not (exp / "results" / "finetune_en_5h.json").exists()

@@ -12,7 +12,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/../utils/common.sh"
 
 stage=0
-stop_stage=6
+stop_stage=8
 cv_root=
 locales=
 transcripts_dir=
@@ -28,6 +28,7 @@ demo_languages=en-us,fr,es
 demo_speakers=8
 demo_utterances=20
 seed=0
+units=50
 force=false
 
 usage() {
@@ -41,14 +42,17 @@ Usage: $0 [options]
                            $demo_label_hours): SMALL frozen, LARGE frozen / fine-tuned / from scratch / MFCC;
                            SMALL is drawn inside LARGE, and a budget a locale's train split cannot
                            supply is not trained (the report says so)
-  --conf NAME              fast | default | paper | demo (conf/NAME.yaml; default: pretrain.yaml)
+  --units K                k-means units of the discrete-unit stage (default: $units)
+  --conf NAME              fast | default | paper | demo | demo_aug | cpu1h (conf/NAME.yaml; default: pretrain.yaml)
   --exp-dir DIR            run folder (default: exp/commonvoice-<conf>)
   --data-dir DIR           manifests and id lists, with their provenance.json (default: EXP_DIR/data;
                            --demo: data/demo-commonvoice, holding the generated corpus)
   --nproc N                pretraining processes through torchrun (default: 1)
   --stage N --stop-stage M run stages N..M (default: $stage..$stop_stage):
-                           0 prepare, 1 pretrain, 2 extract, 3 phone probe (locales with alignments),
-                           4 speaker probe, 5 fine-tune per locale and budget, 6 report
+                           0 prepare, 1 pretrain, 2 extract, 3 phone probe, 5 ABX and 6 discrete units
+                           (locales with alignments), 4 speaker probe, 7 fine-tune per locale and budget,
+                           8 report. Per-locale results: the first locale with alignments in
+                           EXP_DIR/results (what the report shows), the others in EXP_DIR/results/LOCALE
   --demo                   generate a Common Voice-layout corpus (MP3, 48 kHz) with eSpeak NG and run on it
                            (--demo-languages $demo_languages --demo-speakers $demo_speakers --demo-utterances $demo_utterances --seed $seed)
   --seed N                 seeds the demo corpus and the draw of the label budgets' clips (default: $seed)
@@ -57,7 +61,7 @@ Usage: $0 [options]
 USAGE
 }
 
-parse_options "stage stop_stage cv_root locales transcripts_dir conf exp_dir data_dir nproc label_hours demo_languages demo_speakers demo_utterances seed" "$@"
+parse_options "stage stop_stage cv_root locales transcripts_dir conf exp_dir data_dir nproc label_hours units demo_languages demo_speakers demo_utterances seed" "$@"
 
 require_cli
 if $demo; then
@@ -76,7 +80,7 @@ conf_dir=$here/../librispeech/conf   # the configs are shared with the LibriSpee
 [ -d "$here/conf" ] && [ -n "$(ls "$here/conf" 2>/dev/null)" ] && conf_dir=$here/conf
 conf_file=$conf_dir/$conf.yaml
 [ "$conf" = default ] && conf_file=$conf_dir/pretrain.yaml
-[ -f "$conf_file" ] || die "no pretraining config $conf_file (choose fast, default, paper or demo)"
+[ -f "$conf_file" ] || die "no pretraining config $conf_file (choose fast, default, paper, demo, demo_aug or cpu1h)"
 mkdir -p "$data_dir" "$exp_dir/log" "$exp_dir/results"
 logdir=$exp_dir/log
 log "run folder $exp_dir (config $conf), data $data_dir"
@@ -159,8 +163,66 @@ if run_stage 4 "speaker linear probe over client_id"; then
       --holdout 0.2 --cache-dir "$exp_dir/features" --out "$out" "${extra[@]}"
 fi
 
-# ---------------------------- stage 5: CTC fine-tuning per locale in the cells of Riviere et al. (2020)
-if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h frozen, fine-tuned, from scratch, MFCC"; then
+# ABX and units per locale with frame alignments: LOCALE_ITEM (the corpus's abx.item, else built from
+# the alignments of the test split) and LOCALE_RESULTS (the first such locale: results/, which the
+# report reads; the others: results/LOCALE/)
+aligned_locales=()
+for loc in ${locales//,/ }; do
+  [ -f "$transcripts_dir/$loc/converted_aligned_phones.txt" ] && [ -f "$transcripts_dir/$loc/test_split.txt" ] && aligned_locales+=("$loc")
+done
+locale_item() {  # locale_item LOCALE: the item file, built once from the alignments when the corpus has none
+  local dir=$transcripts_dir/$1
+  if [ -f "$dir/abx.item" ]; then echo "$dir/abx.item"; return; fi
+  local names=()
+  [ -f "$dir/phones.txt" ] && names=("$dir/phones.txt")
+  derived "$data_dir/$1/abx.item" alignments=@"$dir/converted_aligned_phones.txt" manifest=@"$data_dir/$1/manifest.tsv" \
+    test_split=@"$dir/test_split.txt" phones=@"$dir/phones.txt" -- \
+    "$PY" "$here/../utils/make_abx_item.py" "$dir/converted_aligned_phones.txt" "$data_dir/$1/manifest.tsv" \
+      "$dir/test_split.txt" "$data_dir/$1/abx.item" "${names[@]}" >&2
+  echo "$data_dir/$1/abx.item"
+}
+locale_results() {  # locale_results LOCALE
+  if [ "$1" = "${aligned_locales[0]}" ]; then echo "$exp_dir/results"; else mkdir -p "$exp_dir/results/$1"; echo "$exp_dir/results/$1"; fi
+}
+
+# --------------------------------------------------------- stage 5: ABX (locales with alignments)
+if run_stage 5 "ABX phone discriminability per locale (within / across speakers)"; then
+  [ ${#aligned_locales[@]} -gt 0 ] || log "  no locale has frame alignments and a test split: ABX skipped"
+  for loc in "${aligned_locales[@]}"; do
+    item=$(locale_item "$loc")
+    out=$(locale_results "$loc")/abx.json
+    redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" item=@"$item" -- \
+      logged "$logdir/stage5.log" cpc-speech abx --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" --item "$item" \
+        --cache-dir "$exp_dir/features" --out "$out"
+  done
+fi
+
+# ------------------------------------------ stage 6: discrete units (k-means on every locale's clips)
+if run_stage 6 "discrete units ($units k-means units of the model and of MFCC, scored per locale)"; then
+  [ ${#aligned_locales[@]} -gt 0 ] || log "  no locale has frame alignments: units are fitted but not scored"
+  for name in model mfcc; do
+    feats=$exp_dir/features/$([ "$name" = model ] && echo model-context || echo mfcc)
+    fitted=$exp_dir/units/$name
+    for loc in "${aligned_locales[@]:-}"; do
+      unit_args=()
+      if [ -n "$loc" ]; then
+        unit_args=(--alignments "$transcripts_dir/$loc/converted_aligned_phones.txt" --item "$(locale_item "$loc")")
+        out=$(locale_results "$loc")/units_$name.json
+      else
+        out=$exp_dir/results/units_$name.json
+      fi
+      # the first pass fits the centroids on the clips of all locales; the others assign with them
+      units_dir=$fitted
+      [ "$loc" = "${aligned_locales[0]:-}" ] || { unit_args+=(--centroids "$fitted"); units_dir=$exp_dir/units/${name}_$loc; }
+      redo=$force derived "$out" model="$([ "$name" = model ] && echo "@$model_ckpt" || echo mfcc)" \
+        manifest=@"$data_dir/train.tsv" locale="$loc" alignments=@"${unit_args[1]:-}" item=@"${unit_args[3]:-}" units="$units" -- \
+        units_of "$name" "$data_dir/train.tsv" "$feats" "$units_dir" "$out" "${unit_args[@]}"
+    done
+  done
+fi
+
+# ---------------------------- stage 7: CTC fine-tuning per locale in the cells of Riviere et al. (2020)
+if run_stage 7 "CTC phone recognition per locale: $small_h h frozen; $large_h h frozen, fine-tuned, from scratch, MFCC"; then
   extra=(--config "$conf_dir/finetune.yaml:finetune.$conf")
   for loc in ${locales//,/ }; do
     tr=$transcripts_dir/$loc/phone_transcripts.txt
@@ -171,7 +233,7 @@ if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h 
     plan=$exp_dir/results/label_budgets_$loc.json
     derived "$plan" manifest=@"$data_dir/$loc/manifest.tsv" phones=@"$transcripts_dir/$loc/phones.txt" transcripts=@"$tr" \
       train_split=@"$data_dir/$loc/train_ids.txt" hours="$small_h,$large_h" seed="$seed" -- \
-      logged "$logdir/stage5.log" "$PY" "$here/../utils/label_budgets.py" --manifest "$data_dir/$loc/manifest.tsv" \
+      logged "$logdir/stage7.log" "$PY" "$here/../utils/label_budgets.py" --manifest "$data_dir/$loc/manifest.tsv" \
         --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" --train-ids "$data_dir/$loc/train_ids.txt" \
         --hours "$small_h,$large_h" --seed "$seed" --locale "$loc" --out-dir "$data_dir/$loc" --plan "$plan"
     for h in "$small_h" "$large_h"; do
@@ -192,7 +254,7 @@ if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h 
       redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" \
         phones=@"$transcripts_dir/$loc/phones.txt" transcripts=@"$tr" train_split=@"$ids" \
         dev_split=@"$data_dir/$loc/dev_ids.txt" test_split=@"$data_dir/$loc/test_ids.txt" conditions="$conditions" args="${extra[*]}" settings=@"$conf_dir/finetune.yaml" -- \
-        logged "$logdir/stage5.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
+        logged "$logdir/stage7.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \
           --phones "$transcripts_dir/$loc/phones.txt" --transcripts "$tr" \
           --train-split "$ids" --dev-split "$data_dir/$loc/dev_ids.txt" \
           --test-split "$data_dir/$loc/test_ids.txt" --hours all --conditions "$conditions" \
@@ -201,8 +263,8 @@ if run_stage 5 "CTC phone recognition per locale: $small_h h frozen; $large_h h 
   done
 fi
 
-# ---------------------------------------------------------------------------- stage 6: report
-if run_stage 6 "report"; then
-  logged "$logdir/stage6.log" cpc-speech report "$exp_dir" --print
+# ---------------------------------------------------------------------------- stage 8: report
+if run_stage 8 "report"; then
+  logged "$logdir/stage8.log" cpc-speech report "$exp_dir" --print
 fi
 log "done: stages $stage..$stop_stage in $exp_dir"

@@ -48,7 +48,7 @@ Usage: $0 [options]
   --abx-item FILE          ABX item file (default: built from the alignments of the test split;
                            --demo: the corpus's abx.item)
   --units K                k-means units of the discrete-unit stage (default: $units)
-  --conf NAME              fast | default | paper | demo | demo_aug: conf/NAME.yaml for pretraining
+  --conf NAME              fast | default | paper | demo | demo_aug | cpu1h: conf/NAME.yaml for pretraining
                            (default: pretrain.yaml) and the NAME sections of probe.yaml/finetune.yaml
   --exp-dir DIR            run folder (default: exp/librispeech-<conf>)
   --data-dir DIR           manifests and split files, with their provenance.json (default: EXP_DIR/data;
@@ -86,7 +86,7 @@ data_dir=${data_dir:-$exp_dir/data}   # per run: another run never picks up thes
 conf_dir=$here/conf
 conf_file=$conf_dir/$conf.yaml
 [ "$conf" = default ] && conf_file=$here/conf/pretrain.yaml
-[ -f "$conf_file" ] || die "no pretraining config $conf_file (choose fast, default, paper, demo or demo_aug)"
+[ -f "$conf_file" ] || die "no pretraining config $conf_file (choose fast, default, paper, demo, demo_aug or cpu1h)"
 mkdir -p "$data_dir" "$exp_dir/log" "$exp_dir/results"
 logdir=$exp_dir/log
 log "run folder $exp_dir (config $conf), data $data_dir"
@@ -198,12 +198,6 @@ if run_stage 5 "ABX phone discriminability (within / across speakers)"; then
 fi
 
 # -------------------------------------------------------------------- stage 6: discrete units
-units_of() {  # units_of NAME FEATURES_DIR RESULT_JSON: extract (cached), fit k-means, score
-  logged "$logdir/stage6.log" cpc-speech extract --model "$([ "$1" = model ] && echo "$exp_dir" || echo mfcc)" \
-    --manifest "$data_dir/train.tsv" --out "$2" --no-progress
-  logged "$logdir/stage6.log" cpc-speech quantize --features "$2" --units "$units" --out "$exp_dir/units/$1" \
-    --results "$3" "${unit_args[@]}"
-}
 if run_stage 6 "discrete units ($units k-means units of the model and of MFCC)"; then
   [ -n "$abx_item" ] && make_abx_item
   unit_args=()
@@ -214,7 +208,7 @@ if run_stage 6 "discrete units ($units k-means units of the model and of MFCC)";
     feats=$exp_dir/features/$([ "$name" = model ] && echo model-context || echo mfcc)
     redo=$force derived "$out" model="$([ "$name" = model ] && echo "@$model_ckpt" || echo mfcc)" \
       manifest=@"$data_dir/train.tsv" alignments=@"$alignments" item=@"$abx_item" units="$units" -- \
-      units_of "$name" "$feats" "$out"
+      units_of "$name" "$data_dir/train.tsv" "$feats" "$exp_dir/units/$name" "$out" "${unit_args[@]}"
   done
 fi
 

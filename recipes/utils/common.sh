@@ -67,6 +67,18 @@ extract_cmd() {
   logged "$logdir/stage2.log" cpc-speech extract --model "$exp_dir" --manifest "$1" --out "$exp_dir/features/model-context"
 }
 
+# units_of NAME MANIFEST FEATURES_DIR UNITS_DIR RESULT_JSON [quantize args]: stage 6 for NAME (model or
+# mfcc): features of MANIFEST's utterances (extraction keeps what FEATURES_DIR has), then $units k-means
+# units fitted (or assigned with --centroids DIR) and scored into RESULT_JSON.
+units_of() {
+  local name=$1 manifest=$2 feats=$3 units_dir=$4 result=$5
+  shift 5
+  logged "$logdir/stage6.log" cpc-speech extract --model "$([ "$name" = model ] && echo "$exp_dir" || echo mfcc)" \
+    --manifest "$manifest" --out "$feats" --no-progress
+  logged "$logdir/stage6.log" cpc-speech quantize --features "$feats" --units "$units" --out "$units_dir" \
+    --results "$result" "$@"
+}
+
 # Settings of a stage's command come from a section of a recipe YAML file, which the command reads
 # itself: `cpc-speech probe phone --config conf/probe.yaml:phone.$conf` reads the mapping at
 # phone -> $conf of the file (sections share settings with YAML merge keys, `<<: *phone_default`).
