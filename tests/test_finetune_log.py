@@ -104,3 +104,16 @@ def test_train_line_names_the_budget_and_the_real_hours(corpus, tmp_path, hours,
     assert f"({budget}, pool {data.train_pool} utterances ({pool_hours:.3f} h))" in line, line
     assert "0.0 h" not in line and pool_hours > 0.006
     assert f"{data.subset.hours:.3f} h from" in line
+
+
+def test_tensorboard_has_the_fine_tuning_curves(corpus, tmp_path):  # noqa: F811
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_finetune(_cfg(corpus, tmp_path / "o", conditions=["mfcc"]), progress=False)
+    records = _epochs(tmp_path / "o")
+    events = EventAccumulator(str(tmp_path / "o" / "tensorboard"))
+    events.Reload()
+    for key in ("train_loss", "dev_loss", "dev_per", "lr"):
+        scalars = events.Scalars(f"finetune/mfcc/{key}")
+        assert [(s.step, round(s.value, 5)) for s in scalars] == [(r["epoch"], round(r[key], 5)) for r in records], key

@@ -59,6 +59,10 @@ def check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any], resumable:
         raise error(f"{where} holds a run with a different config ({detail}); {advice}")
 
 
+# log fields mirrored to TensorBoard: pretraining's loss, accuracy and rate, fine-tuning's curves
+TENSORBOARD_SCALARS = ("loss", "accuracy_mean", "lr", "train_loss", "dev_loss", "dev_per")
+
+
 class CheckpointSlots:
     """The checkpoints of one folder: ``last.pt`` (the newest state), ``best.pt`` (the best
     weights) and, for runs that number them, ``step-<N>.pt`` files of which the newest few are kept
@@ -170,8 +174,8 @@ class RunDir:
         return len(records) - len(kept)
 
     def log(self, **fields: Any) -> None:
-        """Append one event (with its ``time``) to ``log.jsonl``; ``loss``, ``accuracy_mean`` and
-        ``lr`` also go to TensorBoard as ``<split>/<key>`` at ``step``."""
+        """Append one event (with its ``time``) to ``log.jsonl``; the numbers named in
+        :data:`TENSORBOARD_SCALARS` also go to TensorBoard as ``<split>/<key>`` at ``step``."""
         if not self.is_main:
             return
         fields = {"time": round(time.time(), 3), **fields}
@@ -190,6 +194,6 @@ class RunDir:
                 self._tensorboard = False
         if self._tensorboard:
             split = fields.get("split", "train")
-            for key in ("loss", "accuracy_mean", "lr"):
-                if key in fields:
+            for key in TENSORBOARD_SCALARS:
+                if isinstance(fields.get(key), (int, float)):
                     self._tensorboard.add_scalar(f"{split}/{key}", fields[key], fields["step"])
