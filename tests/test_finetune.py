@@ -334,6 +334,14 @@ def test_resume_after_interruption_gives_the_same_result(corpus, tmp_path):
     changed = _cfg(corpus, output_dir=str(tmp_path / "b"), **dict(kw, lr=1e-3))
     with pytest.raises(FinetuneError, match="lr"):
         run_finetune(changed, progress=False, resume=True)
+    # a damaged finished result is refused in one message naming it, not a KeyError
+    finished = tmp_path / "b" / "mfcc" / "result.json"
+    good = finished.read_text()
+    for damage in ("{", json.dumps({k: v for k, v in json.loads(good).items() if k != "per_dev"})):
+        finished.write_text(damage)
+        with pytest.raises(FinetuneError, match=r"mfcc/result.json: not a finished condition result .*delete it"):
+            run_finetune(cfg, progress=False, resume=True)
+    finished.write_text(good)
     # a run saved before `batching` existed was trained with random batches: resuming it with
     # length-sorted batches is refused, with random ones allowed
     import yaml

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from cpc_speech.results import FinetuneResult
+from cpc_speech.results import ConditionResult, FinetuneResult
 from cpc_speech.settings import save_config, to_dict
 from cpc_speech.engine.checkpoint import FINETUNE_KIND, read_checkpoint
 from cpc_speech.engine.device import pick_device, set_threads
@@ -49,7 +49,7 @@ from cpc_speech.runlock import hold_output
 
 
 @dataclass
-class ConditionResult:
+class TrainedCondition:
     """One trained condition: its result record and (when trained in this process) the networks."""
 
     name: str
@@ -82,7 +82,7 @@ class Finetuner:
         self.sources = ConditionSources(self.cfg, self.device, lambda: all_utterances(self.prepare()), progress)
         self.run_dir = RunDir(cfg.output_dir) if cfg.output_dir else None
         self._frozen_head: Optional[Dict[str, torch.Tensor]] = None  # the frozen condition's best head
-        self._done: Dict[str, ConditionResult] = {}  # conditions finished (or found finished) in this run
+        self._done: Dict[str, TrainedCondition] = {}  # conditions finished (or found finished) in this run
 
     def pretrained(self):
         """The pretrained model (loaded once, eval mode, never modified)."""
@@ -146,20 +146,25 @@ class Finetuner:
             "seconds": seconds,
         }
 
-    def _finished(self, name: str) -> Optional[ConditionResult]:
+    def _finished(self, name: str) -> Optional[TrainedCondition]:
         """The result of condition ``name`` that an earlier run of this folder finished, if any."""
         cdir = self._condition_dir(name)
         if cdir is None or not (cdir / "result.json").is_file():
             return None
         if not self.resume:
             raise FinetuneError(f"{cdir} already holds a finished result; pass --resume to reuse it")
-        record = json.loads((cdir / "result.json").read_text())
+        path = cdir / "result.json"
+        try:
+            record = json.loads(path.read_text())
+            ConditionResult.from_dict(record, name)
+        except (OSError, ValueError) as exc:  # a ResultError or a JSON error
+            raise FinetuneError(f"{path}: not a finished condition result ({exc}); delete it to train {name} again") from None
         if record.get("data_fingerprint") != self.prepare().fingerprint():
             raise FinetuneError(f"{cdir / 'result.json'}: was computed on different data; use a new --output-dir")
         self.log(f"{name}: finished earlier (dev PER {record['per_dev']:.4f}), skipping")
-        return ConditionResult(name, record)
+        return TrainedCondition(name, record)
 
-    def train_condition(self, name: str, on_epoch_end: Optional[EpochCallback] = None) -> ConditionResult:
+    def train_condition(self, name: str, on_epoch_end: Optional[EpochCallback] = None) -> TrainedCondition:
         """Train (or resume, or load the finished result of) one condition."""
         if name in self._done:
             return self._done[name]
@@ -186,6 +191,7 @@ class Finetuner:
             run.start()
         run.fit(on_epoch_end)
         record = run.result()
+        ConditionResult.from_dict(record, f"fine-tuning result of {name}")  # what _finished will accept
         if self.run_dir is not None:
             self.run_dir.write_json(Path(name) / "result.json", record)
         if name == "frozen":
@@ -195,7 +201,7 @@ class Finetuner:
             + (f", test PER {record['per_test']:.4f}" if record["per_test"] is not None else "")
             + f" (best epoch {record['best_epoch']} of {record['epochs_run']}, {record['seconds']:.1f} s)"
         )
-        result = ConditionResult(name, record, run.head, run.source.backbone if name != "frozen" else self.sources.pretrained())
+        result = TrainedCondition(name, record, run.head, run.source.backbone if name != "frozen" else self.sources.pretrained())
         self._done[name] = result
         return result
 
