@@ -71,7 +71,8 @@ class FinetuneConfig:
                                     help=f"comma list of {', '.join(CONDITIONS)}")
     hours: Optional[float] = setting(1.0, group="data", parse=parse_hours,
                                      help="training label budget in hours, or 'all' (<= 0 = the whole train split)")
-    features: str = setting("context", group="head", help="pretrained layer to read: context (c_t), encoder (z_t), context.N, encoder+context")
+    features: str = setting("encoder+context", group="head",
+                            help="pretrained layer to read: encoder+context (z_t and c_t concatenated), context (c_t), encoder (z_t), context.N")
     head: str = setting("conv", group="head", choices=HEAD_KINDS, help="CTC head")
     head_hidden: int = setting(256, group="head", help="conv channels / RNN size")
     head_kernel: int = setting(5, group="head", help="conv width in frames, odd")
