@@ -18,22 +18,26 @@ from cpc_speech.settings import to_dict
 
 CONF = Path(__file__).resolve().parents[1] / "recipes" / "librispeech" / "conf"
 # `yaml_to_args.py FILE GROUP CONF` of the recipes before the change, for every config name they accept
+# (cpu1h, added later, has the options the old tool would have made of its section)
 OLD_OPTIONS = {
     ("probe.yaml", "phone", "default"): "--epochs 30 --context-frames 0 --workers 2",
     ("probe.yaml", "phone", "fast"): "--epochs 5 --context-frames 0 --workers 2 --baselines mfcc,random_init",
     ("probe.yaml", "phone", "paper"): "--epochs 30 --context-frames 0 --workers 2",
     ("probe.yaml", "phone", "demo"): "--epochs 25 --context-frames 0 --workers 2 --weight-decays 0",
     ("probe.yaml", "phone", "demo_aug"): "--epochs 25 --context-frames 0 --workers 2 --weight-decays 0",
+    ("probe.yaml", "phone", "cpu1h"): "--epochs 25 --context-frames 0 --workers 2 --weight-decays 0",
     ("probe.yaml", "speaker", "default"): "--epochs 100 --workers 2",
     ("probe.yaml", "speaker", "fast"): "--epochs 20 --workers 2",
     ("probe.yaml", "speaker", "paper"): "--epochs 100 --workers 2",
     ("probe.yaml", "speaker", "demo"): "--epochs 100 --workers 2",
     ("probe.yaml", "speaker", "demo_aug"): "--epochs 100 --workers 2",
+    ("probe.yaml", "speaker", "cpu1h"): "--epochs 100 --workers 2",
     ("finetune.yaml", "finetune", "default"): "--epochs 30 --patience 8",
     ("finetune.yaml", "finetune", "fast"): "--epochs 2 --patience 2",
     ("finetune.yaml", "finetune", "paper"): "--epochs 30 --patience 8",
     ("finetune.yaml", "finetune", "demo"): "--epochs 30 --patience 8 --end-to-end-epochs 5",
     ("finetune.yaml", "finetune", "demo_aug"): "--epochs 30 --patience 8 --end-to-end-epochs 5",
+    ("finetune.yaml", "finetune", "cpu1h"): "--epochs 30 --patience 8 --end-to-end-epochs 5",
 }
 # what the recipes pass besides the settings of the file
 COMMANDS = {
@@ -77,7 +81,7 @@ def test_missing_section_is_one_line_naming_file_and_section(tmp_path, capsys):
                  "--config", f"{CONF / 'probe.yaml'}:phone.nope"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "probe.yaml: no section 'phone.nope' (section 'phone' has: default, fast, paper, demo, demo_aug)" in err
+    assert "probe.yaml: no section 'phone.nope' (section 'phone' has: default, fast, paper, demo, demo_aug, cpu1h)" in err
 
 
 def test_recipes_read_the_sections_themselves():
@@ -88,3 +92,18 @@ def test_recipes_read_the_sections_themselves():
         assert "yaml_to_args" not in text and "conf_args" not in text
         for group, name in (("phone", "probe"), ("speaker", "probe"), ("finetune", "finetune")):
             assert f'extra=(--config "$conf_dir/{name}.yaml:{group}.$conf")' in text, (script, group)
+
+
+def test_every_pretraining_config_loads_and_cpu1h_is_demo_aug_for_longer():
+    from cpc_speech.config import PretrainConfig, load_config
+
+    names = sorted(p.stem for p in CONF.glob("*.yaml") if p.stem not in ("probe", "finetune"))
+    assert {"pretrain", "fast", "paper", "demo", "demo_aug", "cpu1h"} <= set(names)
+    configs = {name: to_dict(load_config(PretrainConfig, CONF / f"{name}.yaml").validate()) for name in names}
+    # every pretraining config name (except pretrain.yaml = 'default') has its probe and fine-tuning sections
+    assert {section for (_, _, section) in OLD_OPTIONS} == (set(names) - {"pretrain"}) | {"default"}
+    aug, hour = configs["demo_aug"], configs["cpu1h"]
+    assert hour["train"]["max_steps"] == 19500 and aug["train"]["max_steps"] == 1000
+    periodic = ("max_steps", "log_every", "valid_every", "checkpoint_every")
+    assert {k: v for k, v in hour["train"].items() if k not in periodic} == {k: v for k, v in aug["train"].items() if k not in periodic}
+    assert {k: v for k, v in hour.items() if k != "train"} == {k: v for k, v in aug.items() if k != "train"}
