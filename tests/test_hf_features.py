@@ -98,3 +98,28 @@ def test_foreign_feature_files_are_refused_not_overwritten(tmp_path):
     with pytest.raises(Exception, match="already holds u1.npy"):
         extract_dataset(_model(), tmp_path / "clips.parquet", tmp_path / "taken", precision="fp32", on_warning=lambda m: None)
     assert np.load(tmp_path / "taken" / store.feature_file_name("u1")).shape == (2, 2)  # never overwritten
+
+
+def test_two_processes_write_the_same_folder_as_one(tmp_path, monkeypatch):
+    """``processes=2``: blocks of rows go to two worker processes; files, index and skips equal the
+    single-process folder exactly, in dataset order."""
+    from cpc_speech.features import datasets
+
+    _parquet(tmp_path / "clips.parquet")
+    model = _model()
+    one = extract_dataset(model, tmp_path / "clips.parquet", tmp_path / "one", block_rows=2, precision="fp32", on_warning=lambda m: None)
+    blocks = []
+    real = datasets.extract_in_processes
+    monkeypatch.setattr(datasets, "extract_in_processes", lambda feat, block, *a, **k: blocks.append(len(block)) or real(feat, block, *a, **k))
+    two = extract_dataset(model, tmp_path / "clips.parquet", tmp_path / "two", block_rows=2, processes=2, precision="fp32",
+                          on_warning=lambda m: None)
+    assert two.ids == one.ids == ["u0", "u1", "u2", "u3", "u4", "u5"]
+    assert (two.computed, two.cached, two.empty) == (one.computed, one.cached, one.empty) == (6, 0, ["u2"])
+    assert [u for u, _ in two.skipped] == ["bad"]
+    mine, theirs = store.load_feature_dir(tmp_path / "two"), store.load_feature_dir(tmp_path / "one")
+    assert sorted(mine) == sorted(theirs)
+    for uid in theirs:
+        assert np.array_equal(mine[uid], theirs[uid]), uid
+    assert _index(tmp_path / "two") == _index(tmp_path / "one")
+    assert [r[0] for r in store.read_index(tmp_path / "two")] == one.ids
+    assert blocks and sum(blocks) == 6  # the decodable rows went through the worker processes
