@@ -204,9 +204,11 @@ if run_stage 6 "discrete units ($units k-means units of the model and of MFCC, s
     feats=$exp_dir/features/$([ "$name" = model ] && echo model-context || echo mfcc)
     fitted=$exp_dir/units/$name
     for loc in "${aligned_locales[@]:-}"; do
-      unit_args=()
+      unit_args=() ali= item=
       if [ -n "$loc" ]; then
-        unit_args=(--alignments "$transcripts_dir/$loc/converted_aligned_phones.txt" --item "$(locale_item "$loc")")
+        ali=$transcripts_dir/$loc/converted_aligned_phones.txt
+        item=$(locale_item "$loc")
+        unit_args=(--alignments "$ali" --item "$item")
         out=$(locale_results "$loc")/units_$name.json
       else
         out=$exp_dir/results/units_$name.json
@@ -215,7 +217,7 @@ if run_stage 6 "discrete units ($units k-means units of the model and of MFCC, s
       units_dir=$fitted
       [ "$loc" = "${aligned_locales[0]:-}" ] || { unit_args+=(--centroids "$fitted"); units_dir=$exp_dir/units/${name}_$loc; }
       redo=$force derived "$out" model="$([ "$name" = model ] && echo "@$model_ckpt" || echo mfcc)" \
-        manifest=@"$data_dir/train.tsv" locale="$loc" alignments=@"${unit_args[1]:-}" item=@"${unit_args[3]:-}" units="$units" -- \
+        manifest=@"$data_dir/train.tsv" locale="$loc" alignments=@"$ali" item=@"$item" units="$units" -- \
         units_of "$name" "$data_dir/train.tsv" "$feats" "$units_dir" "$out" "${unit_args[@]}"
     done
   done
