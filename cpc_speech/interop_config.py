@@ -6,17 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from cpc_speech.settings import check_flag_limits, require, setting
+from cpc_speech.settings import check_choices, check_flag_limits, require, setting
 
 EXPORT_FORMATS = ("bundle", "onnx")
 ONNX_LAYERS = ("context", "encoder")
 IMPORT_FORMATS = ("cpc_audio",)
 IMPORT_STATES = ("last", "best")
-
-
-def _one_of(value: str, choices, what: str) -> None:
-    if value not in choices:
-        raise ValueError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
 
 
 @dataclass
@@ -38,8 +33,7 @@ class ExportConfig:
         if not self.run:
             raise ValueError("RUN is required")
         require(self, ("format", "out"))
-        _one_of(self.format, EXPORT_FORMATS, "--format")
-        _one_of(self.layer, ONNX_LAYERS, "--layer")
+        check_choices(self, flags=True)
         if self.opset is not None:
             check_flag_limits(self, {"opset": ">= 1"})
         return self
@@ -63,9 +57,10 @@ class ImportConfig:
     def validate(self) -> "ImportConfig":
         if not self.format or not self.checkpoint:
             raise ValueError("FORMAT and CKPT are required (e.g. cpc-speech import cpc_audio checkpoint_32.pt --out DIR)")
-        _one_of(self.format, IMPORT_FORMATS, "FORMAT")
+        if self.format not in IMPORT_FORMATS:  # a positional without argparse choices: its own message
+            raise ValueError(f"FORMAT must be one of {', '.join(IMPORT_FORMATS)}, got {self.format!r}")
         require(self, ("out",))
-        _one_of(self.state, IMPORT_STATES, "--state")
+        check_choices(self, flags=True)
         if self.context_layers is not None:
             check_flag_limits(self, {"context_layers": ">= 1"})
         return self

@@ -91,6 +91,21 @@ def check_flag_limits(cfg, limits) -> None:
         raise ValueError(f"--{key.replace('_', '-')} {rest}") from None
 
 
+def check_choices(cfg: Any, flags: bool = False) -> None:
+    """``ValueError("batching must be one of random, length, got 'x'")`` for the first field of the
+    dataclass ``cfg`` whose value is outside the ``choices`` of its :func:`setting` (argparse checks
+    them only on the command line; this also covers config files and ``key=value``). With ``flags``
+    the field is named as on the command line: ``--state``, or the metavar of a positional."""
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices and value is not None and value not in choices:
+            name = f.name
+            if flags:
+                name = (f.metadata.get("metavar") or f.name.upper()) if f.metadata.get("positional") else f"--{f.name.replace('_', '-')}"
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def to_dict(cfg: Any) -> Dict[str, Any]:
     """A plain, JSON/YAML-safe dict (tuples become lists)."""
 

@@ -208,3 +208,20 @@ def test_small_commands_refuse_bad_settings_in_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_check_choices_covers_values_that_bypass_argparse():
+    """Choices from a config file or ``key=value`` never pass through argparse: the settings check
+    them, naming the field as the message's reader would type it."""
+    from cpc_speech.finetune.config import FinetuneConfig, FinetuneError
+    from cpc_speech.interop_config import ExportConfig
+    from cpc_speech.settings import check_choices
+
+    check_choices(ExportConfig(run="r", format="onnx", out="o"), flags=True)  # valid: no error
+    with pytest.raises(ValueError, match=r"^--layer must be one of context, encoder, got 'middle'$"):
+        ExportConfig(run="r", format="onnx", out="o", layer="middle").validate()
+    with pytest.raises(ValueError, match=r"^format must be one of bundle, onnx, got 'zip'$"):
+        check_choices(ExportConfig(run="r", format="zip", out="o"))
+    cfg = FinetuneConfig(model="m", manifest="m.tsv", alignments="a.txt", train_split="t", dev_split="d", decode="viterbi")
+    with pytest.raises(FinetuneError, match=r"^decode must be one of greedy, beam, got 'viterbi'$"):
+        cfg.validate()

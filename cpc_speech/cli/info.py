@@ -5,20 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cpc_speech.settings import setting
-
-PRESET_NAMES = ("paper", "default", "tiny")  # cpc_speech.config.PRESETS, kept import-free for --help
+from cpc_speech.config import PRESETS
+from cpc_speech.settings import check_choices, setting
 
 
 @dataclass
 class InfoConfig:
     """``cpc-speech info``: what to describe."""
 
-    preset: str = setting("default", choices=PRESET_NAMES, help="model preset whose sizes are printed")
+    preset: str = setting("default", choices=PRESETS, help="model preset whose sizes are printed")
 
     def validate(self) -> "InfoConfig":
-        if self.preset not in PRESET_NAMES:
-            raise ValueError(f"--preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
+        check_choices(self, flags=True)
         return self
 
 

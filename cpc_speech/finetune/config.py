@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from cpc_speech.settings import check_limits, from_dict, read_settings_file, setting
+from cpc_speech.settings import check_choices, check_limits, from_dict, read_settings_file, setting
 from cpc_speech.engine.schedule import FINETUNE_SCHEDULES
 from cpc_speech.finetune.batching import BATCHING
 from cpc_speech.finetune.head import HEAD_KINDS, HeadConfig
@@ -151,15 +151,12 @@ class FinetuneConfig:
             check_layer(self.features)
         except ValueError as exc:
             raise FinetuneError(f"features: {exc}") from None
-        choices = {"batching": BATCHING, "lr_schedule": FINETUNE_SCHEDULES, "unfrozen_init": ("frozen", "random"),
-                   "decode": ("greedy", "beam"), "precision": ("auto", "fp32", "bf16")}
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise FinetuneError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise FinetuneError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        if self.head not in HEAD_KINDS:
-            raise FinetuneError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
+        try:
+            check_choices(self)  # batching, lr_schedule, unfrozen_init, decode, precision, head
+        except ValueError as exc:
+            raise FinetuneError(str(exc)) from None
         self.head_config().validate()
         return self
 
