@@ -355,6 +355,27 @@ def test_resume_after_interruption_gives_the_same_result(corpus, tmp_path):
     run_finetune(_cfg(corpus, output_dir=str(tmp_path / "b"), **dict(kw, batching="random")), progress=False, resume=True)
 
 
+def test_resume_refuses_a_folder_of_another_pretrained_model(corpus, tmp_path):
+    model = tmp_path / "model.pt"
+    cfg_model = preset("tiny")
+    torch.manual_seed(1)
+    save_checkpoint(model, CPCModel(cfg_model), cfg_model)
+    cfg = _cfg(corpus, model=str(model), conditions=["frozen"], epochs=1, head="conv", head_hidden=16, output_dir=str(tmp_path / "o"))
+    first = run_finetune(cfg, progress=False)
+    inputs = json.loads((tmp_path / "o" / "inputs.json").read_text())
+    assert inputs["format_version"] == 1 and len(inputs["model"]) == 40 and len(inputs["data"]) == 40
+    again = run_finetune(cfg, progress=False, resume=True)  # same weights: the finished condition is reused
+    assert again["finetune"]["frozen"]["curve"] == first["finetune"]["frozen"]["curve"]
+    # the same path, re-pretrained: its old fine-tuning must not be reported as the new model's
+    torch.manual_seed(2)
+    save_checkpoint(model, CPCModel(cfg_model), cfg_model)
+    with pytest.raises(FinetuneError, match=r"holds fine-tuning of other pretrained weights \(.*inputs.json differs\); use a new --output-dir"):
+        run_finetune(cfg, progress=False, resume=True)
+    (tmp_path / "o" / "inputs.json").write_text("[]")
+    with pytest.raises(FinetuneError, match=r"inputs.json: not a fine-tuning inputs record"):
+        run_finetune(cfg, progress=False, resume=True)
+
+
 def test_length_batches_cover_every_utterance_once_and_group_similar_lengths():
     lengths = [16000 * (1 + (i * 37) % 23) // 4 for i in range(50)]
     utts = [Utterance(f"u{i:02d}", f"u{i}.flac", "s", n, 16000) for i, n in enumerate(lengths)]

@@ -53,6 +53,13 @@ def test_librispeech_recipe_end_to_end(tmp_path):
     again = run("librispeech", tmp_path, "--demo-speakers", "3", "--demo-utterances", "5", "--hours", "0.05", "--stage", "1", "--stop-stage", "7")
     assert "already trained" in again.stdout + again.stderr and "up to date" in again.stdout + again.stderr
     assert {p.name: p.stat().st_mtime for p in (exp / "results").iterdir()} == before
+    # other fine-tuning inputs: the old checkpoints are moved aside (kept), not resumed into
+    changed = run("librispeech", tmp_path, "--demo-speakers", "3", "--demo-utterances", "5", "--hours", "0.04", "--stage", "7", "--stop-stage", "7")
+    aside = list(exp.glob("finetune.replaced-*"))
+    assert len(aside) == 1 and (aside[0] / "frozen" / "result.json").is_file(), changed.stdout[-2000:]
+    assert "moved to" in changed.stdout + changed.stderr
+    assert json.loads((exp / "results" / "finetune.json").read_text())["config"]["hours"] == 0.04
+    assert (exp / "finetune" / "inputs.json").is_file()
 
 
 def test_commonvoice_recipe_end_to_end(tmp_path):

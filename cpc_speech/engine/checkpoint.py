@@ -12,6 +12,7 @@ A checkpoint file is a ``torch.save`` of a dict holding only tensors and plain P
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import re
@@ -56,6 +57,19 @@ def checkpoint_state(model: torch.nn.Module, config: Any, **extra: Any) -> Dict[
     }
     state.update(extra)
     return state
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-1 of a module's state dict (names, dtypes, shapes and bytes): the same weights give the
+    same digest whatever file or device they came from."""
+    h = hashlib.sha1()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Any, **extra: Any) -> Path:

@@ -4,7 +4,6 @@ fixed-length window), with the fingerprint and description that a feature folder
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from cpc_speech.features.mfcc import DIM as MFCC_DIM
 from cpc_speech.features.mfcc import HOP, mfcc_features
 from cpc_speech.features.models import EvalMode, FeatureError, model_device, resolve_model, validate_layer
 from cpc_speech.model.layers import layer_dim
+from cpc_speech.engine.checkpoint import weights_fingerprint
 from cpc_speech.engine.precision import Precision
 from cpc_speech.engine.precision import resolve as resolve_precision
 
@@ -122,14 +122,7 @@ class Featurizer:
             if self.is_mfcc:
                 self._fingerprint = "mfcc-v1"
             else:
-                h = hashlib.sha1()
-                for k, v in sorted(self.model.state_dict().items()):
-                    h.update(k.encode())
-                    t = v.detach().cpu().contiguous()
-                    h.update(str(t.dtype).encode())
-                    h.update(str(tuple(t.shape)).encode())
-                    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-                self._fingerprint = h.hexdigest()
+                self._fingerprint = weights_fingerprint(self.model)
         return self._fingerprint
 
     def meta(self, dtype: str) -> Dict[str, Any]:

@@ -16,8 +16,9 @@ The epochs, early stopping and test decoding of one condition are in :mod:`cpc_s
 
 Every condition writes ``<output_dir>/<condition>/last.pt`` (training state after each epoch),
 ``best.pt`` (the best weights) and, once finished, ``result.json``, and appends one record per
-epoch to ``<output_dir>/log.jsonl``; rerunning with ``resume``
-skips finished conditions and continues an interrupted one from its last epoch. Shuffling and
+epoch to ``<output_dir>/log.jsonl``. ``<output_dir>/inputs.json`` records the labelled data and the
+pretrained weights (hashes) the folder was computed from; rerunning with ``resume`` refuses a folder
+of other inputs, skips finished conditions and continues an interrupted one from its last epoch. Shuffling and
 dropout are seeded per epoch, so an interrupted and resumed run gives the same numbers as an
 uninterrupted one. All checkpoint files are written atomically and load with
 ``torch.load(weights_only=True)``.
@@ -37,7 +38,7 @@ import torch
 
 from cpc_speech.results import ConditionResult, FinetuneResult
 from cpc_speech.settings import save_config, to_dict
-from cpc_speech.engine.checkpoint import FINETUNE_KIND, read_checkpoint
+from cpc_speech.engine.checkpoint import FINETUNE_KIND, read_checkpoint, weights_fingerprint
 from cpc_speech.engine.device import pick_device, set_threads
 from cpc_speech.engine.run_dir import RunDir, check_resumable
 from cpc_speech.finetune.conditions import ConditionSources
@@ -46,6 +47,10 @@ from cpc_speech.finetune.data import FinetuneData, all_utterances, prepare_data
 from cpc_speech.finetune.head import CTCHead
 from cpc_speech.finetune.loop import ConditionTraining, EpochCallback, clone_state
 from cpc_speech.runlock import hold_output
+
+
+INPUTS_NAME = "inputs.json"  # what the conditions of an output folder are computed from
+INPUTS_VERSION = 1
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Finetuner:
         self.run_dir = RunDir(cfg.output_dir) if cfg.output_dir else None
         self._frozen_head: Optional[Dict[str, torch.Tensor]] = None  # the frozen condition's best head
         self._done: Dict[str, TrainedCondition] = {}  # conditions finished (or found finished) in this run
+        self._inputs_checked = False
 
     def pretrained(self):
         """The pretrained model (loaded once, eval mode, never modified)."""
@@ -146,6 +152,27 @@ class Finetuner:
             "seconds": seconds,
         }
 
+    def _check_inputs(self) -> None:
+        """Record (or, resuming, compare) in ``output_dir/inputs.json`` what every condition is
+        computed from: the labelled data and the pretrained weights. A folder of another model or
+        data is refused, so a resumed run never reuses stale conditions."""
+        if self._inputs_checked or self.run_dir is None:
+            return
+        model = weights_fingerprint(self.pretrained()) if self.cfg.model else None
+        inputs = {"format_version": INPUTS_VERSION, "data": self.prepare().fingerprint(), "model": model}
+        path = self.run_dir.path / INPUTS_NAME
+        if path.is_file():
+            old = self.run_dir.read_json(INPUTS_NAME)
+            if not isinstance(old, dict) or old.get("format_version") != INPUTS_VERSION:
+                raise FinetuneError(f"{path}: not a fine-tuning inputs record of format {INPUTS_VERSION}; use a new --output-dir")
+            changed = [k for k in ("model", "data") if old.get(k) != inputs[k]]
+            if changed:
+                what = " and ".join({"model": "pretrained weights", "data": "labelled data"}[k] for k in changed)
+                raise FinetuneError(f"{self.run_dir.path} holds fine-tuning of other {what} ({path} differs); use a new --output-dir")
+        else:
+            self.run_dir.write_json(INPUTS_NAME, inputs)
+        self._inputs_checked = True
+
     def _finished(self, name: str) -> Optional[TrainedCondition]:
         """The result of condition ``name`` that an earlier run of this folder finished, if any."""
         cdir = self._condition_dir(name)
@@ -169,6 +196,7 @@ class Finetuner:
         if name in self._done:
             return self._done[name]
         cfg = self.cfg
+        self._check_inputs()
         finished = self._finished(name)
         if finished is not None:
             self._done[name] = finished

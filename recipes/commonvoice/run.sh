@@ -251,9 +251,10 @@ if run_stage 7 "CTC phone recognition per locale: $small_h h frozen; $large_h h 
       conditions=frozen
       [ "$h" = "$large_h" ] && conditions=frozen,unfrozen,scratch,mfcc
       ids=$data_dir/$loc/train_${h}h_ids.txt
-      # checkpoints per clip list: a redrawn list (other budgets, seed or data) starts afresh, the same one resumes
+      # checkpoints per clip list: a redrawn list (other budgets, seed or data) starts afresh, the same one
+      # resumes; a folder of another model or settings is moved aside (derived's workdir)
       ckpt_dir=$exp_dir/finetune/${loc}_${h}h-$(sha256sum "$ids" | cut -c1-12)
-      redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" \
+      redo=$force workdir=$ckpt_dir derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/$loc/manifest.tsv" \
         phones=@"$transcripts_dir/$loc/phones.txt" transcripts=@"$tr" train_split=@"$ids" \
         dev_split=@"$data_dir/$loc/dev_ids.txt" test_split=@"$data_dir/$loc/test_ids.txt" conditions="$conditions" args="${extra[*]}" settings=@"$conf_dir/finetune.yaml" -- \
         logged "$logdir/stage7.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/$loc/manifest.tsv" \

@@ -220,7 +220,7 @@ if run_stage 7 "CTC phone recognition, $hours h of labels"; then
   phone_args=()
   [ -n "$phones" ] && phone_args=(--phones "$phones")
   out=$exp_dir/results/finetune.json
-  redo=$force derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" alignments=@"$alignments" \
+  redo=$force workdir=$exp_dir/finetune derived "$out" model=@"$model_ckpt" manifest=@"$data_dir/train.tsv" alignments=@"$alignments" \
     train_split=@"$data_dir/finetune_train.txt" dev_split=@"$data_dir/finetune_dev.txt" test_split=@"$test_split" \
     phones=@"$phones" hours="$hours" args="${extra[*]}" settings=@"$conf_dir/finetune.yaml" -- \
     logged "$logdir/stage7.log" cpc-speech finetune --model "$exp_dir" --manifest "$data_dir/train.tsv" \

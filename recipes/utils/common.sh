@@ -87,7 +87,9 @@ units_of() {
 # and were made from the same inputs, as recorded in provenance.json beside them; then record the
 # inputs. Values: text, %PATH (resolved path) or @FILE (path + SHA-256 of its content). A change of
 # source root, subsets, split file or config redoes the step instead of reusing the old file;
-# redo=true (e.g. redo=$force derived ...) redoes it anyway.
+# redo=true (e.g. redo=$force derived ...) redoes it anyway. workdir=DIR names the resumable folder
+# CMD works in (fine-tuning checkpoints): it is resumed when it was started from the same inputs, and
+# moved aside to DIR.replaced-<time> (never deleted) when they changed or redo=true.
 derived() {
   local files=$1; shift
   local inputs=()
@@ -96,6 +98,16 @@ derived() {
   if ! ${redo:-false} && "$PY" "$utils_dir/provenance.py" check "$files" "${inputs[@]}"; then
     log "  ${files%%,*} is up to date (use --force to redo)"
     return 0
+  fi
+  if [ -n "${workdir:-}" ]; then
+    if [ -d "$workdir" ] && { ${redo:-false} || ! "$PY" "$utils_dir/provenance.py" check "$workdir" "${inputs[@]}" 2>/dev/null; }; then
+      local aside
+      aside="$workdir.replaced-$(date -u +%Y%m%dT%H%M%S)"
+      mv "$workdir" "$aside"
+      log "  $workdir was started from other inputs (or --force): moved to $aside"
+    fi
+    mkdir -p "$workdir"
+    "$PY" "$utils_dir/provenance.py" record "$workdir" "${inputs[@]}"
   fi
   "$@"
   "$PY" "$utils_dir/provenance.py" record "$files" "${inputs[@]}"
