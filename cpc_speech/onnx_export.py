@@ -107,8 +107,7 @@ class _Features(nn.Module):
     def __init__(self, model, layer: str):
         super().__init__()
         norm = model.cfg.encoder.norm
-        layers = list(model.encoder.layers)
-        self.stages = nn.ModuleList(_Stage(layers[i], layers[i + 1], norm) for i in range(0, len(layers), 3))
+        self.stages = nn.ModuleList(_Stage(conv, layer_norm, norm) for conv, layer_norm, _ in model.encoder.blocks())
         self.layer = layer
         self.context = model.context
 

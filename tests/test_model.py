@@ -82,22 +82,35 @@ def test_context_is_causal(kind):
     assert (c1[:, t + 2 :] - c2[:, t + 2 :]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("kind", ["linear", "transformer"])
-def test_prediction_heads_any_window_length(kind):
-    model = CPCModel(tiny(predictor={"kind": kind, "steps": 5})).eval()
+@pytest.mark.parametrize("kind,shared", [("linear", False), ("transformer", False), ("transformer", True)])
+def test_prediction_heads_any_window_length(kind, shared):
+    model = CPCModel(tiny(predictor={"kind": kind, "steps": 5, "shared": shared})).eval()
     for samples in (3200, 20480, 40960):
         out = model(torch.randn(2, samples))
         assert out.predictions.shape == (2, samples // 160, 5, 64)
 
 
-def test_transformer_heads_are_causal():
-    model = CPCModel(tiny(predictor={"kind": "transformer", "steps": 3})).eval()
+@pytest.mark.parametrize("shared", [False, True])
+def test_transformer_heads_are_causal(shared):
+    model = CPCModel(tiny(predictor={"kind": "transformer", "steps": 3, "shared": shared})).eval()
     c = torch.randn(1, 50, 64)
     c2 = c.clone()
     c2[:, 30:] += 1.0
     with torch.no_grad():
         p1, p2 = model.heads(c), model.heads(c2)
     assert torch.equal(p1[:, :30], p2[:, :30])
+    assert (p1[:, 30:] - p2[:, 30:]).abs().max() > 1e-3
+    # steps differ from each other: a shared block still has one output map per step
+    assert (p1[:, :, 0] - p1[:, :, 1]).abs().max() > 1e-3
+
+
+def test_shared_transformer_heads_hold_one_block():
+    per_step = CPCModel(tiny(predictor={"kind": "transformer", "steps": 4})).heads
+    shared = CPCModel(tiny(predictor={"kind": "transformer", "steps": 4, "shared": True})).heads
+    assert len(per_step.blocks) == 4 and len(shared.blocks) == 1
+    block = sum(p.numel() for p in shared.blocks[0].parameters())
+    assert sum(p.numel() for p in per_step.parameters()) == 4 * block + 4 * (64 * 64 + 64)
+    assert sum(p.numel() for p in shared.parameters()) == block + 64 * 4 * 64 + 4 * 64
 
 
 def test_transformer_block_projects_once_and_streams_exactly():

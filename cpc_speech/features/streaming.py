@@ -99,8 +99,7 @@ class StreamingExtractor:
                 "an encoder with instance norm cannot be streamed: it normalises each channel over the whole "
                 "input (use extract_features on the complete signal)"
             )
-        layers = list(enc.layers)
-        self.stages = [_StreamingConv(layers[i], layers[i + 1]) for i in range(0, len(layers), 3)]
+        self.stages = [_StreamingConv(conv, norm) for conv, norm, _ in enc.blocks()]
         self.dim = self.model.cfg.context.hidden if layer == "context" else enc.dim
         ctx = self.model.context
         # GRU/LSTM: the torch module itself (the context wrapper's training-path checks cost more

@@ -28,15 +28,22 @@ class LinearHeads(nn.Module):
 class TransformerHeads(nn.Module):
     """One single-layer causal Transformer per step, then a linear map to the encoder dimension
     (the "modified CPC" predictor of Riviere et al. 2020, with relative positions so any window
-    length works)."""
+    length works). ``cfg.shared``: one block for every step, then one (hidden -> K * enc_dim) map."""
 
     def __init__(self, hidden: int, enc_dim: int, cfg: PredictorConfig):
         super().__init__()
-        self.steps = cfg.steps
-        self.blocks = nn.ModuleList(CausalTransformerBlock(hidden, cfg.heads, cfg.window, cfg.dropout) for _ in range(cfg.steps))
-        self.out = nn.ModuleList(nn.Linear(hidden, enc_dim) for _ in range(cfg.steps))
+        self.steps, self.enc_dim, self.shared = cfg.steps, enc_dim, cfg.shared
+        n = 1 if cfg.shared else cfg.steps
+        self.blocks = nn.ModuleList(CausalTransformerBlock(hidden, cfg.heads, cfg.window, cfg.dropout) for _ in range(n))
+        if cfg.shared:
+            self.proj = nn.Linear(hidden, cfg.steps * enc_dim)
+        else:
+            self.out = nn.ModuleList(nn.Linear(hidden, enc_dim) for _ in range(cfg.steps))
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
+        if self.shared:
+            b, t, _ = c.shape
+            return self.proj(self.blocks[0](c)).view(b, t, self.steps, self.enc_dim)
         return torch.stack([out(block(c)) for block, out in zip(self.blocks, self.out)], dim=2)
 
 
