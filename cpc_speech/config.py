@@ -81,7 +81,7 @@ class PredictorConfig:
     heads: int = setting(4, help="transformer only: attention heads")
     window: int = setting(128, help="transformer only: attention span in frames")
     dropout: float = setting(0.0, help="dropout of the predictor")
-    shared: bool = setting(False, help="transformer only: one block for all steps, then a linear map per step (about 1/steps of the cost)")
+    shared: bool = setting(False, help="transformer only: one block for all steps, then a linear map per step, instead of a block per step")
 
     def validate(self) -> None:
         if self.kind not in PREDICTOR_KINDS:

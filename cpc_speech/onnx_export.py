@@ -107,7 +107,7 @@ class _Features(nn.Module):
     def __init__(self, model, layer: str):
         super().__init__()
         norm = model.cfg.encoder.norm
-        self.stages = nn.ModuleList(_Stage(conv, layer_norm, norm) for conv, layer_norm, _ in model.encoder.blocks())
+        self.stages = nn.ModuleList(_Stage(conv, norm_layer, norm) for conv, norm_layer, _ in model.encoder.blocks())
         self.layer = layer
         self.context = model.context
 
