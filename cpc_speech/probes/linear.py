@@ -153,10 +153,12 @@ class LinearProbe:
     def parameters(self) -> List[torch.Tensor]:
         return [self.weight, self.bias]
 
-    def inputs(self, Xs: torch.Tensor, data: ProbeData, idx: torch.Tensor, nbr: Optional[torch.Tensor]) -> torch.Tensor:
+    def inputs(self, Xs: torch.Tensor, data: ProbeData, idx, nbr: Optional[torch.Tensor]) -> torch.Tensor:
+        """The examples ``idx`` (a row slice: a view without neighbours, or an index tensor)."""
         if nbr is None:
             return Xs[idx]
-        return Xs[nbr[idx]].reshape(idx.shape[0], -1)
+        rows = nbr[idx]
+        return Xs[rows].reshape(rows.shape[0], -1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -169,7 +171,7 @@ class LinearProbe:
         Xs = self.standardised(data) if Xs is None else Xs
         nbr = None if data.neighbors is None else torch.from_numpy(data.neighbors)
         for s in range(0, len(data), EVAL_ROWS):
-            idx = torch.arange(s, min(len(data), s + EVAL_ROWS))
+            idx = slice(s, min(len(data), s + EVAL_ROWS))
             yield idx, self.logits(self.inputs(Xs, data, idx, nbr))
 
     def predict(self, data: ProbeData, Xs: Optional[torch.Tensor] = None) -> np.ndarray:
@@ -280,7 +282,7 @@ def train_probe(
             opt.zero_grad(set_to_none=True)
             total = 0.0
             for s in range(0, n, EVAL_ROWS):
-                idx = torch.arange(s, min(n, s + EVAL_ROWS))
+                idx = slice(s, min(n, s + EVAL_ROWS))
                 part = F.cross_entropy(probe.logits(probe.inputs(Xs, train, idx, nbr)), y[idx], reduction="sum") / n
                 part.backward()
                 total += float(part.detach())
