@@ -161,19 +161,33 @@ def test_bad_recipe_settings_are_named():
             cfg.validate()
 
 
+def test_epoch_budgets_per_condition():
+    def budgets(**kw):
+        cfg = FinetuneConfig(manifest="m", train_split="t", dev_split="d", transcripts="x", conditions=["mfcc"], epochs=30, **kw)
+        return [cfg.validate().epochs_for(c) for c in ("frozen", "mfcc", "unfrozen", "scratch")]
+
+    assert budgets() == [30, 30, 30, 30]
+    assert budgets(end_to_end_epochs=5) == [30, 30, 5, 5]
+    assert budgets(end_to_end_epochs=5, scratch_epochs=10) == [30, 30, 5, 10]
+    assert budgets(scratch_epochs=12) == [30, 30, 30, 12]
+    with pytest.raises(FinetuneError, match="scratch_epochs"):
+        FinetuneConfig(manifest="m", train_split="t", dev_split="d", transcripts="x", scratch_epochs=-1).validate()
+
+
 def test_the_default_recipe_learns_mfcc(tmp_path):
-    # the command's default head and schedule (3 conv layers, layer norm, stride 2, masks, cosine)
+    # the command's default head and schedule (3 residual conv layers, layer norm, stride 2, masks, cosine)
     c = make_corpus(tmp_path, sizes=(("train", 36), ("dev", 9), ("test", 9)), seed=1)
     cfg = FinetuneConfig(**c, hours=None, conditions=["mfcc"], epochs=25, head_hidden=64, batch_frames=300, warmup_steps=10)
     r = Finetuner(cfg, progress=False).train_condition("mfcc").record
-    assert r["initial_dev_per"] > 0.9 and r["per_dev"] < 0.3 and r["per_test"] < 0.35, r["curve"]
+    assert r["initial_dev_per"] > 0.7 and r["per_dev"] < 0.3 and r["per_test"] < 0.35, r["curve"]
 
 
-def test_strided_head_is_padding_invariant_and_shortens_the_output():
+@pytest.mark.parametrize("residual", [False, True])
+def test_strided_head_is_padding_invariant_and_shortens_the_output(residual):
     from cpc_speech.finetune.head import CTCHead, HeadConfig
 
     torch.manual_seed(0)
-    head = CTCHead(6, 5, HeadConfig(kind="conv", hidden=8, kernel=5, layers=3, stride=2, norm=True)).eval()
+    head = CTCHead(6, 5, HeadConfig(kind="conv", hidden=8, kernel=5, layers=3, stride=2, norm=True, residual=residual)).eval()
     x = torch.randn(2, 13, 6)
     lengths = torch.tensor([13, 7])
     y = head(x, lengths)
@@ -182,6 +196,24 @@ def test_strided_head_is_padding_invariant_and_shortens_the_output():
     torch.testing.assert_close(y[1, :4], alone[0], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="stride"):
         HeadConfig(kind="linear", stride=2).validate()
+
+
+def test_residual_head_with_silent_inner_convs_is_the_one_layer_head():
+    from cpc_speech.finetune.head import CTCHead, HeadConfig
+
+    torch.manual_seed(0)
+    deep = CTCHead(6, 5, HeadConfig(kind="conv", hidden=8, kernel=5, layers=3, stride=2, norm=True, residual=True)).eval()
+    shallow = CTCHead(6, 5, HeadConfig(kind="conv", hidden=8, kernel=5, layers=1, stride=2, norm=True)).eval()
+    shallow.conv.load_state_dict(deep.conv.state_dict())
+    shallow.norms[0].load_state_dict(deep.norms[0].state_dict())
+    shallow.out.load_state_dict(deep.out.state_dict())
+    x, lengths = torch.randn(2, 13, 6), torch.tensor([13, 7])
+    assert (deep(x, lengths) - shallow(x, lengths)).abs().max() > 1e-2  # the inner convs contribute
+    with torch.no_grad():
+        for conv in deep.more_convs:
+            conv.weight.zero_()
+            conv.bias.zero_()
+    torch.testing.assert_close(deep(x, lengths), shallow(x, lengths), rtol=0, atol=1e-6)
 
 
 def test_frozen_features_are_the_extraction_codes(corpus):  # noqa: F811

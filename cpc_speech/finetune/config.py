@@ -22,7 +22,7 @@ CONFIG_NAME = "finetune_config.yaml"
 RESUMABLE = ("conditions", "threads", "output_dir", "eval_batch_size", "device")
 # settings of runs saved before the field existed (a resumed run must keep them)
 LEGACY_DEFAULTS = {
-    "batching": "random", "head_layers": 1, "head_stride": 1, "head_norm": False, "end_to_end_epochs": 0, "batch_frames": 0,
+    "batching": "random", "head_layers": 1, "head_stride": 1, "head_norm": False, "head_residual": False, "end_to_end_epochs": 0, "scratch_epochs": 0, "batch_frames": 0,
     "lr_schedule": "constant", "warmup_steps": 0, "time_masks_per_second": 0.0, "time_mask_frames": 10,
     "channel_masks": 0, "channel_mask_fraction": 0.1, "unfrozen_init": "random", "decode": "greedy", "beam_size": 8,
     "lm_order": 0, "lm_weight": 0.5, "insertion_bonus": 0.0, "precision": "fp32", "device": "auto",
@@ -78,11 +78,13 @@ class FinetuneConfig:
     head_kernel: int = setting(5, group="head", help="conv width in frames, odd")
     head_layers: int = setting(3, group="head", help="conv layers of the conv heads")
     head_norm: bool = setting(True, group="head", help="layer norm after each conv layer of the head")
+    head_residual: bool = setting(True, group="head", help="conv heads: a skip connection around every conv layer after the first")
     head_stride: int = setting(2, group="head", help="conv heads: one output frame per this many feature frames (CTC time reduction)")
     head_dropout: float = setting(0.1, group="head", help="dropout in the head")
     bidirectional: bool = setting(False, group="head", help="bidirectional RNN in conv-lstm / conv-gru heads")
     epochs: int = setting(30, group="train", help="maximum epochs")
     end_to_end_epochs: int = setting(0, group="train", help="maximum epochs of the unfrozen and scratch conditions (0 = --epochs)")
+    scratch_epochs: int = setting(0, group="train", help="maximum epochs of the scratch condition (0 = as --end-to-end-epochs)")
     patience: int = setting(8, group="train", help="stop after this many epochs without a better dev PER or dev loss")
     batch_size: int = setting(8, group="train", help="utterances per step when --batch-frames is 0")
     batch_frames: int = setting(1500, group="train", help="batches of at most this many padded 10 ms frames, 0 = --batch-size utterances")
@@ -118,11 +120,13 @@ class FinetuneConfig:
                                         help="per-condition checkpoints, settings and result.json (needed for --resume)")
 
     def head_config(self) -> HeadConfig:
-        return HeadConfig(kind=self.head, hidden=self.head_hidden, kernel=self.head_kernel, layers=self.head_layers, norm=self.head_norm, stride=self.head_stride,
-                          dropout=self.head_dropout, bidirectional=self.bidirectional)
+        return HeadConfig(kind=self.head, hidden=self.head_hidden, kernel=self.head_kernel, layers=self.head_layers, norm=self.head_norm,
+                          residual=self.head_residual, stride=self.head_stride, dropout=self.head_dropout, bidirectional=self.bidirectional)
 
     def epochs_for(self, condition: str) -> int:
         """Maximum epochs of ``condition``."""
+        if condition == "scratch" and self.scratch_epochs > 0:
+            return self.scratch_epochs
         return self.end_to_end_epochs if condition in END_TO_END and self.end_to_end_epochs > 0 else self.epochs
 
     def masking(self, dim: int) -> MaskingConfig:
@@ -164,7 +168,7 @@ class FinetuneConfig:
 # ranges of every numeric field (see cpc_speech.settings.check_limits); hours: null or <= 0 = all
 FINETUNE_LIMITS = {
     "hours": "null or finite", "head_hidden": ">= 1", "head_kernel": ">= 1", "head_layers": ">= 1", "head_stride": ">= 1", "head_dropout": "[0, 1)",
-    "epochs": ">= 0", "end_to_end_epochs": ">= 0", "patience": ">= 1", "batch_size": ">= 1", "lr": "> 0", "backbone_lr_scale": ">= 0",
+    "epochs": ">= 0", "end_to_end_epochs": ">= 0", "scratch_epochs": ">= 0", "patience": ">= 1", "batch_size": ">= 1", "lr": "> 0", "backbone_lr_scale": ">= 0",
     "scratch_lr_scale": "> 0", "weight_decay": ">= 0", "grad_clip": ">= 0", "seed": ">= 0",
     "eval_batch_size": ">= 1", "threads": ">= 0", "batch_frames": ">= 0", "warmup_steps": ">= 0",
     "time_masks_per_second": ">= 0", "time_mask_frames": ">= 0", "channel_masks": ">= 0", "channel_mask_fraction": "[0, 1]",

@@ -5,7 +5,8 @@ Kinds:
 * ``linear``: one linear layer per frame;
 * ``conv``: ``layers`` 1-D convolutions over frames (``hidden`` channels, ``kernel`` frames,
   centred), each followed by ReLU, then a linear layer (receptive field ``layers * (kernel - 1) + 1``
-  frames);
+  frames); with ``residual`` every conv after the first adds its output to its input, so the
+  head starts as (and trains like) a one-layer head and grows into the deep one;
 * ``conv-lstm`` / ``conv-gru``: the convolutions followed by a single-layer LSTM/GRU
   (optionally bidirectional), then a linear layer.
 
@@ -35,6 +36,7 @@ class HeadConfig:
     kernel: int = 5  # conv width in frames (odd)
     layers: int = 1  # conv layers (conv kinds)
     norm: bool = False  # layer norm over channels after each conv (before its ReLU)
+    residual: bool = False  # convs after the first: x + conv_block(x)
     stride: int = 1  # the first conv's stride (conv kinds): the head outputs one frame per ``stride`` input frames
     dropout: float = 0.0
     bidirectional: bool = False  # RNN heads only
@@ -112,13 +114,14 @@ class CTCHead(nn.Module):
         x = self.drop(x)
         if self.conv is not None:
             for i, conv in enumerate([self.conv, *self.more_convs]):
+                skip = x
                 x = conv(x.transpose(1, 2)).transpose(1, 2)
                 if i == 0 and self.cfg.stride > 1:
                     lengths = self.output_lengths(lengths)
                     mask = frame_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1).to(x.dtype)
                 if self.norms:
                     x = self.norms[i](x)
-                x = self.drop(torch.relu(x) * mask)
+                x = self.drop(torch.relu(x) * mask) + (skip if i > 0 and self.cfg.residual else 0)
         if self.rnn is not None:
             packed = pack_padded_sequence(x, lengths.cpu().clamp_min(1), batch_first=True, enforce_sorted=False)
             y, _ = self.rnn(packed)
