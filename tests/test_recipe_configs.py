@@ -18,7 +18,8 @@ from cpc_speech.settings import to_dict
 
 CONF = Path(__file__).resolve().parents[1] / "recipes" / "librispeech" / "conf"
 # `yaml_to_args.py FILE GROUP CONF` of the recipes before the change, for every config name they accept
-# (cpu1h, added later, has the options the old tool would have made of its section)
+# (cpu1h, added later, has the options the old tool would have made of its section; the demo sections
+# have since changed, session 11)
 OLD_OPTIONS = {
     ("probe.yaml", "phone", "default"): "--epochs 30 --context-frames 0 --workers 2",
     ("probe.yaml", "phone", "fast"): "--epochs 5 --context-frames 0 --workers 2 --baselines mfcc,random_init",
@@ -35,9 +36,9 @@ OLD_OPTIONS = {
     ("finetune.yaml", "finetune", "default"): "--epochs 30 --patience 8",
     ("finetune.yaml", "finetune", "fast"): "--epochs 2 --patience 2",
     ("finetune.yaml", "finetune", "paper"): "--epochs 30 --patience 8",
-    ("finetune.yaml", "finetune", "demo"): "--epochs 30 --patience 8 --end-to-end-epochs 5",
-    ("finetune.yaml", "finetune", "demo_aug"): "--epochs 30 --patience 8 --end-to-end-epochs 5",
-    ("finetune.yaml", "finetune", "cpu1h"): "--epochs 30 --patience 8 --end-to-end-epochs 5",
+    ("finetune.yaml", "finetune", "demo"): "--epochs 20 --patience 8 --end-to-end-epochs 3 --scratch-epochs 10",
+    ("finetune.yaml", "finetune", "demo_aug"): "--epochs 30 --patience 8 --end-to-end-epochs 5 --scratch-epochs 10",
+    ("finetune.yaml", "finetune", "cpu1h"): "--epochs 30 --patience 8 --end-to-end-epochs 5 --scratch-epochs 10",
 }
 # what the recipes pass besides the settings of the file
 COMMANDS = {
@@ -73,7 +74,8 @@ def test_demo_sections_by_value():
     phone = resolved("phone", ["--config", f"{CONF / 'probe.yaml'}:phone.demo"])
     assert (phone["epochs"], phone["weight_decays"], phone["workers"], phone["baselines"]) == (25, [0.0], 2, ["mfcc", "random_init"])
     ft = resolved("finetune", ["--config", f"{CONF / 'finetune.yaml'}:finetune.demo"])
-    assert (ft["epochs"], ft["patience"], ft["end_to_end_epochs"], ft["hours"]) == (30, 8, 5, 0.1)
+    assert (ft["epochs"], ft["patience"], ft["end_to_end_epochs"], ft["scratch_epochs"], ft["hours"]) == (20, 8, 3, 10, 0.1)
+    assert ft["head_residual"] is True
 
 
 def test_missing_section_is_one_line_naming_file_and_section(tmp_path, capsys):
