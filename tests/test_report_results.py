@@ -114,3 +114,15 @@ def test_a_mistyped_key_in_a_result_file_is_a_report_error_naming_file_and_key(r
     bad.write_text(json.dumps(data))
     with pytest.raises(ReportError, match=f"{bad}: data.dev.skipped must be an object or null"):
         write_report(run, plots=False)
+
+
+@pytest.mark.parametrize("residual, words", [(True, "3-layer residual conv CTC head"), (False, "3-layer conv CTC head"),
+                                             (None, "3-layer conv CTC head")])
+def test_the_fine_tuning_section_names_the_head(run, residual, words):
+    config = dict(FINETUNE["config"], head="conv", head_layers=3)
+    if residual is not None:  # None: a result written before the setting existed
+        config["head_residual"] = residual
+    (run / "results" / "finetune.json").write_text(json.dumps(dict(FINETUNE, config=config)))
+    write_report(run, plots=False)
+    section = (run / "report.md").read_text().split("## Phone recognition", 1)[1]
+    assert f"; {words} on context features;" in section

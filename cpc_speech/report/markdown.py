@@ -141,6 +141,7 @@ def _finetune_caption(det: Dict[str, Any]) -> str:
         bits.append("hours limit " + ("none" if not det["hours_limit"] or det["hours_limit"] <= 0 else f"{det['hours_limit']:g} h"))
     if det.get("head"):
         layers = f"{det['head_layers']}-layer " if det.get("head_layers") and det["head"] != "linear" else ""
+        layers += "residual " if det.get("head_residual") and (det.get("head_layers") or 1) > 1 and det["head"] != "linear" else ""
         bits.append(f"{layers}{det['head']} CTC head on {det.get('features') or 'context'} features")
     if det.get("decode") == "beam":
         bits.append("prefix beam search" + (f" with a phone {det['lm_order']}-gram LM" if det.get("lm_order") else ""))
