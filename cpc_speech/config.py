@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from cpc_speech.settings import apply_overrides, check_limits, deep_merge, from_dict, read_settings_file, setting, to_dict
+from cpc_speech.settings import apply_overrides, check_choices, check_limits, deep_merge, from_dict, read_settings_file, setting, to_dict
 
 ENCODER_NORMS = ("channel", "batch", "instance", "none")
 CONTEXT_KINDS = ("gru", "lstm", "transformer")
@@ -44,8 +44,7 @@ class EncoderConfig:
     def validate(self) -> None:
         if not (len(self.kernels) == len(self.strides) == len(self.paddings)) or not self.kernels:
             raise ValueError("encoder.kernels, encoder.strides and encoder.paddings need equal, non-zero lengths")
-        if self.norm not in ENCODER_NORMS:
-            raise ValueError(f"encoder.norm must be one of {ENCODER_NORMS}, got {self.norm!r}")
+        check_choices(self, prefix="encoder.")
         if self.channels < 1:
             raise ValueError("encoder.channels must be positive")
         if not self.norm_eps > 0:
@@ -64,8 +63,7 @@ class ContextConfig:
     dropout: float = setting(0.0, help="dropout between layers")
 
     def validate(self) -> None:
-        if self.kind not in CONTEXT_KINDS:
-            raise ValueError(f"context.kind must be one of {CONTEXT_KINDS}, got {self.kind!r}")
+        check_choices(self, prefix="context.")
         if self.kind == "transformer" and self.hidden % self.heads:
             raise ValueError("context.hidden must be divisible by context.heads")
         if self.layers < 1 or self.hidden < 1 or self.window < 1:
@@ -84,8 +82,7 @@ class PredictorConfig:
     shared: bool = setting(False, help="transformer only: one block for all steps, then a linear map per step, instead of a block per step")
 
     def validate(self) -> None:
-        if self.kind not in PREDICTOR_KINDS:
-            raise ValueError(f"predictor.kind must be one of {PREDICTOR_KINDS}, got {self.kind!r}")
+        check_choices(self, prefix="predictor.")
         if self.steps < 1:
             raise ValueError("predictor.steps must be at least 1")
 
@@ -129,6 +126,7 @@ class LossConfig:
 
 AUGMENT_KINDS = ("pitch", "speed", "tempo", "noise", "mix", "reverb", "band_reject", "time_drop")
 AUGMENT_TARGETS = ("past", "future", "both")
+NOISE_COLORS = ("white", "pink", "brown", "random")
 
 
 @dataclass
@@ -141,13 +139,12 @@ class AugmentStep:
     p: float = setting(0.5, help="probability of applying it to a window")
     low: Optional[float] = setting(None, help="lower end of its parameter range (default: the transform's)")
     high: Optional[float] = setting(None, help="upper end of its parameter range (default: the transform's)")
-    color: str = setting("random", help="noise: white | pink | brown | random")
+    color: str = setting("random", choices=NOISE_COLORS, help="noise: white, pink, brown or random")
     width: float = setting(0.5, help="band_reject: width in octaves")
     count: int = setting(1, help="time_drop: segments dropped")
 
     def validate(self, where: str) -> None:
-        if self.kind not in AUGMENT_KINDS:
-            raise ValueError(f"{where}.kind must be one of {AUGMENT_KINDS}, got {self.kind!r}")
+        check_choices(self, prefix=f"{where}.")  # kind, color
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"{where}.p must be in [0, 1], got {self.p}")
         if self.low is not None and self.high is not None and self.low > self.high:
@@ -157,8 +154,6 @@ class AugmentStep:
             v = getattr(self, name)
             if v is not None and self.kind in positive and v <= 0:
                 raise ValueError(f"{where}.{name} must be > 0 for {self.kind}, got {v}")
-        if self.color not in ("white", "pink", "brown", "random"):
-            raise ValueError(f"{where}.color must be white, pink, brown or random, got {self.color!r}")
         if self.width <= 0 or self.count < 1:
             raise ValueError(f"{where}: width must be > 0 and count >= 1")
 
@@ -174,8 +169,7 @@ class AugmentConfig:
     apply_to: str = setting("past", choices=AUGMENT_TARGETS, help="which side sees the augmented window: past, future or both")
 
     def validate(self) -> None:
-        if self.apply_to not in AUGMENT_TARGETS:
-            raise ValueError(f"data.augment.apply_to must be one of {AUGMENT_TARGETS}, got {self.apply_to!r}")
+        check_choices(self, prefix="data.augment.")
         for i, t in enumerate(self.transforms):
             t.validate(f"data.augment.transforms[{i}]")
 
@@ -197,7 +191,9 @@ class DataConfig:
 class TrainConfig:
     """Optimisation, schedule, logging and checkpointing."""
 
-    max_steps: int = setting(1000, help="optimiser steps of the run")
+    max_steps: int = setting(1000, help="optimiser steps of the run (with max_minutes: at most this many)")
+    max_minutes: Optional[float] = setting(None, help="a time budget: train for the steps this many minutes buy at the "
+                                           "step rate measured over steps 10-40 (cpc_speech.train.budget), at most max_steps")
     lr: float = setting(2e-4, help="peak learning rate (Adam)")
     warmup_steps: int = setting(100, help="linear warm-up steps")
     schedule: str = setting("cosine", choices=("cosine", "step", "constant"), help="learning-rate schedule after warm-up")
@@ -231,6 +227,8 @@ class PretrainConfig:
     def validate(self) -> "PretrainConfig":
         self.model.validate()
         check_limits(self, PRETRAIN_LIMITS)
+        check_choices(self.data, prefix="data.")  # sampler
+        check_choices(self.train, prefix="train.")  # schedule, amp
         if self.data.sampler == "same_speaker" and self.data.windows_per_group < 2:
             raise ValueError(f"data.windows_per_group must be >= 2 with data.sampler=same_speaker "
                              f"(a window needs a same-speaker partner), got {self.data.windows_per_group}")
@@ -249,15 +247,9 @@ class PretrainConfig:
         modes = {m for m, _ in parse_sampling(self.loss.sampling, self.loss.negatives)}
         if "same_speaker" in modes and self.data.sampler != "same_speaker":
             raise ValueError("loss.sampling uses same_speaker negatives: set data.sampler=same_speaker so batches hold several windows per speaker")
-        if self.data.sampler not in ("uniform", "same_speaker", "same_utterance"):
-            raise ValueError(f"data.sampler must be uniform, same_speaker or same_utterance, got {self.data.sampler!r}")
         if self.data.sampler != "uniform" and self.data.batch_size % self.data.windows_per_group:
             raise ValueError("data.batch_size must be a multiple of data.windows_per_group")
-        if self.train.amp not in ("auto", "none", "bf16", "fp16"):
-            raise ValueError(f"train.amp must be auto, none, bf16 or fp16, got {self.train.amp!r}")
         self.data.augment.validate()
-        if self.train.schedule not in ("cosine", "step", "constant"):
-            raise ValueError("train.schedule must be cosine, step or constant")
         return self
 
 
@@ -277,7 +269,7 @@ PRETRAIN_LIMITS = {
     "loss.negatives": ">= 1", "loss.temperature": "null or > 0",
     "data.window_samples": ">= 1", "data.batch_size": ">= 1", "data.windows_per_group": ">= 1",
     "data.num_workers": ">= 0", "data.cache_mb": ">= 0",
-    "train.max_steps": ">= 1", "train.lr": "> 0", "train.warmup_steps": ">= 0", "train.min_lr_ratio": "[0, 1]",
+    "train.max_steps": ">= 1", "train.max_minutes": "null or > 0", "train.lr": "> 0", "train.warmup_steps": ">= 0", "train.min_lr_ratio": "[0, 1]",
     "train.weight_decay": ">= 0", "train.grad_clip": ">= 0", "train.seed": ">= 0", "train.log_every": ">= 1",
     "train.valid_every": ">= 1", "train.valid_batches": ">= 1", "train.checkpoint_every": ">= 1",
     "train.keep_last": ">= 1", "train.threads": ">= 0",

@@ -91,16 +91,18 @@ def check_flag_limits(cfg, limits) -> None:
         raise ValueError(f"--{key.replace('_', '-')} {rest}") from None
 
 
-def check_choices(cfg: Any, flags: bool = False) -> None:
+def check_choices(cfg: Any, flags: bool = False, prefix: str = "") -> None:
     """``ValueError("batching must be one of random, length, got 'x'")`` for the first field of the
-    dataclass ``cfg`` whose value is outside the ``choices`` of its :func:`setting` (argparse checks
-    them only on the command line; this also covers config files and ``key=value``). With ``flags``
-    the field is named as on the command line: ``--state``, or the metavar of a positional."""
+    dataclass ``cfg`` whose value is set (not None or "") and outside the ``choices`` of its
+    :func:`setting`. argparse checks choices only for flags; every config's ``validate()`` calls this
+    for the values of config files, ``key=value`` and Python. The field is named ``prefix + name``
+    (``prefix="encoder."``), or with ``flags`` as on the command line: ``--state``, or the metavar of
+    a positional."""
     for f in dataclasses.fields(cfg):
         choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
-        if choices and value is not None and value not in choices:
-            name = f.name
+        if choices and value not in (None, "") and value not in choices:
+            name = prefix + f.name
             if flags:
                 name = (f.metadata.get("metavar") or f.name.upper()) if f.metadata.get("positional") else f"--{f.name.replace('_', '-')}"
             raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -127,10 +129,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list, got {value!r}")
         (item_tp, *_rest) = typing.get_args(tp)
-        return tuple(_coerce(item_tp, v, where) for v in value)
+        return tuple(_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
         (item_tp,) = typing.get_args(tp)
-        return [_coerce(item_tp, v, where) for v in value]
+        return [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is typing.Union:  # Optional[X]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _coerce(args[0], value, where)
@@ -151,7 +155,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 def from_dict(cls: Any, data: Optional[Dict[str, Any]], where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are an error."""
+    """Build dataclass ``cls`` from a (possibly partial) dict; unknown keys are an error. Values
+    outside a field's ``choices`` are left to ``validate()`` (:func:`check_choices`), which names
+    them as the user types them."""
     data = data or {}
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {data!r}")

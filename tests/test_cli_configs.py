@@ -225,3 +225,44 @@ def test_check_choices_covers_values_that_bypass_argparse():
     cfg = FinetuneConfig(model="m", manifest="m.tsv", alignments="a.txt", train_split="t", dev_split="d", decode="viterbi")
     with pytest.raises(FinetuneError, match=r"^decode must be one of greedy, beam, got 'viterbi'$"):
         cfg.validate()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["quantize", "--features", "f", "--units", "5", "--out", "u", "format=csv"],
+     "--format must be one of npy, text, got 'csv'"),
+    (["extract", "--model", "m", "--manifest", "m.tsv", "--out", "o", "precision=fast"], "--precision must be one of"),
+    (["synth", "out", "layout=kaldi"], "--layout must be one of librispeech, commonvoice, got 'kaldi'"),
+    (["probe", "phone", "--model", "m", "--manifest", "m.tsv", "--out", "o", "optimizer=sgd"],
+     "--optimizer must be one of lbfgs, adam, got 'sgd'"),
+    (["probe", "speaker", "--model", "m", "--manifest", "m.tsv", "--out", "o", "protocol=frame"],
+     "--protocol must be one of"),
+    (["abx", "--features", "f", "--item", "a.item", "--out", "r.json", "distance=euclid"], "--distance must be one of"),
+])
+def test_a_choice_given_as_key_value_is_refused_before_any_work(argv, message, capsys):
+    """``key=value`` bypasses argparse's choices: ``validate()`` refuses the value in one line naming
+    the flag, before any file is read (the inputs named here do not exist)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_a_choice_in_a_pretraining_file_is_refused_naming_file_and_key(tmp_path):
+    from cpc_speech.config import PretrainConfig, load_config
+
+    bad = tmp_path / "bad.yaml"
+    for text, message in (
+        ("model:\n  encoder: {norm: group}\n", r"^encoder\.norm must be one of channel, batch, instance, none, got 'group'"),
+        ("data:\n  augment:\n    transforms:\n      - {kind: speed}\n      - {kind: noise, color: purple}\n",
+         r"^data\.augment\.transforms\[1\]\.color must be one of white, pink, brown, random, got 'purple'"),
+        ("train: {schedule: linear}\n", r"^train\.schedule must be one of cosine, step, constant, got 'linear'"),
+        ("model:\n  encoder: {kernels: [10, 8, four, 4, 4]}\n", r"bad\.yaml\.model\.encoder\.kernels\[2\]: expected int, got 'four'"),
+        ("data:\n  augment: {transforms: speed}\n", r"bad\.yaml\.data\.augment\.transforms: expected a list, got 'speed'"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message + "$"):
+            load_config(PretrainConfig, bad)
+    # the same checks for a config built in Python, with the dotted key
+    cfg = PretrainConfig()
+    cfg.model.context.kind = "rnn"
+    with pytest.raises(ValueError, match=r"^context\.kind must be one of gru, lstm, transformer, got 'rnn'$"):
+        cfg.validate()

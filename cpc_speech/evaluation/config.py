@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from cpc_speech.settings import check_flag_limits, require, setting
+from cpc_speech.settings import check_choices, check_flag_limits, require, setting
 
 DISTANCES = ("cosine", "kl", "kl_symmetric")
 FRAME_RULES = ("libri-light", "centre")
@@ -64,6 +64,7 @@ class AbxRunConfig:
             raise ValueError("give exactly one of --features and --model" + (" (both given)" if self.features else ""))
         require(self, ("item", "out"))
         check_flag_limits(self, self.LIMITS)
+        check_choices(self, flags=True)
         if self.model and not self.manifest:
             raise ValueError("--model needs --manifest (the utterances of the item file)")
         self.scoring()
@@ -102,6 +103,7 @@ class QuantizeConfig:
         if self.units is None:
             raise ValueError("--units is required")
         check_flag_limits(self, self.LIMITS)
+        check_choices(self, flags=True)
         if self.max_fit_frames < 1:
             raise ValueError(f"--max-fit-frames must be positive, got {self.max_fit_frames}")
         return self

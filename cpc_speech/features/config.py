@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from cpc_speech.settings import check_flag_limits, require, setting
+from cpc_speech.settings import check_choices, check_flag_limits, require, setting
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -35,4 +35,5 @@ class ExtractConfig:
     def validate(self) -> "ExtractConfig":
         require(self, ("model", "manifest", "out"))
         check_flag_limits(self, self.LIMITS)
+        check_choices(self, flags=True)
         return self

@@ -7,7 +7,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from cpc_speech.settings import check_flag_limits, require, setting
+from cpc_speech.settings import check_choices, check_flag_limits, require, setting
 from cpc_speech.probes.common import BASELINES, parse_baselines
 
 LABEL_FILES = {  # looked for next to the manifest when not given
@@ -63,6 +63,7 @@ class ProbeConfig:
     def validate(self) -> "ProbeConfig":
         require(self, ("model", "manifest", "out"))
         check_flag_limits(self, self.LIMITS)  # "--dev-fraction must be in [0, 1), got 1.5"
+        check_choices(self, flags=True)
         if self.weight_decays is not None and not self.weight_decays:
             raise ValueError("--weight-decays: give at least one number")
         return self

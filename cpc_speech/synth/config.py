@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from cpc_speech.settings import check_flag_limits, setting
+from cpc_speech.settings import check_choices, check_flag_limits, setting
 from cpc_speech.synth.conditions import CHANNELS
 from cpc_speech.synth.layouts import LAYOUTS
 
@@ -40,6 +40,7 @@ class SynthConfig:
         if not self.out_dir:
             raise ValueError("OUT_DIR is required")
         check_flag_limits(self, {"seed": ">= 0"})
+        check_choices(self, flags=True)
         self.conditions()
         return self
 
