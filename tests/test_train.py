@@ -305,3 +305,102 @@ def test_best_follows_the_final_model_without_validation_also_when_extended(tone
     assert read_checkpoint(run / "checkpoints" / "best.pt")["step"] == 4
     pretrain(small_config("train.max_steps=6", "train.checkpoint_every=2"), str(tone_corpus), str(run), progress=False)
     assert read_checkpoint(run / "checkpoints" / "best.pt")["step"] == 6
+
+
+# ------------------------------------------------------------------------------ time budget
+def fake_clock(monkeypatch, *readings):
+    """``budget.clock`` returning ``readings`` in turn; any further call fails the test."""
+    from cpc_speech.train import budget
+
+    it = iter(readings)
+
+    def clock():
+        try:
+            return next(it)
+        except StopIteration:
+            raise AssertionError("the budget read the clock again after measuring the rate") from None
+
+    monkeypatch.setattr(budget, "clock", clock)
+
+
+def test_step_budget_buys_the_steps_its_minutes_pay_for(monkeypatch):
+    from cpc_speech.train.budget import FIRST_STEP, LAST_STEP, StepBudget
+
+    fake_clock(monkeypatch, 100.0, 115.0)  # 30 steps in 15 s: 0.5 s per step
+    b = StepBudget(minutes=0.75)
+    assert [b.after_step(s) for s in range(1, LAST_STEP)] == [None] * (LAST_STEP - 1)
+    assert b.after_step(LAST_STEP) == 90 and b.seconds_per_step == pytest.approx(0.5)  # 45 s / 0.5 s
+    assert b.after_step(LAST_STEP + 1) == 90
+    assert StepBudget.resumed(0.75, b.state()).steps == 90  # the same budget: the recorded count
+    assert StepBudget.resumed(1.5, b.state()).steps == 180  # a new budget, at the recorded rate
+    assert StepBudget.resumed(0.01, b.state()).steps == LAST_STEP  # never before the rate is known
+    assert StepBudget.resumed(0.75, None).steps is None  # nothing recorded: measured again
+    fake_clock(monkeypatch, 0.0, 3.0)  # resumed at step 25: measures steps 25..55
+    late = StepBudget(minutes=0.05)
+    assert [late.after_step(s) for s in (25, 40, 54)] == [None] * 3
+    assert late.after_step(25 + LAST_STEP - FIRST_STEP) == 40 and late.seconds_per_step == pytest.approx(0.1)
+
+
+def test_a_time_budget_sets_the_steps_once_and_resumes_exactly(tone_corpus, tmp_path, monkeypatch):
+    """``train.max_minutes``: the measured rate (0.5 s per step, from the fake clock) makes
+    0.375 minutes 45 steps; the schedule ends there; a resumed run with a larger budget converts
+    it at the recorded rate without timing again; a cap below the budget wins."""
+    fake_clock(monkeypatch, 0.0, 15.0)
+    cfg = small_config("train.max_minutes=0.375", "train.max_steps=1000", "train.log_every=5", "train.checkpoint_every=20")
+    run = tmp_path / "budget"
+    summary = pretrain(cfg, str(tone_corpus), str(run), progress=False)
+    assert summary["step"] == 45 and summary["finished"]
+    assert cfg.train.max_steps == 1000  # the caller's config is left as it was
+    records = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    info = [r for r in records if "budget_steps" in r]
+    assert len(info) == 1 and info[0]["step"] == 40 and info[0]["budget_steps"] == 45 and info[0]["max_steps"] == 45
+    last_lr = [r["lr"] for r in records if r["split"] == "train"][-1]
+    assert last_lr == pytest.approx(cfg.train.lr * cfg.train.min_lr_ratio)  # the cosine ended with the run
+    state = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["budget"] == {"max_minutes": 0.375, "seconds_per_step": 0.5, "steps": 45}
+    # twice the budget: 90 steps at the recorded rate, no new measurement (the clock is exhausted)
+    longer = small_config("train.max_minutes=0.75", "train.max_steps=1000", "train.log_every=5", "train.checkpoint_every=20")
+    assert pretrain(longer, str(tone_corpus), str(run), progress=False)["step"] == 90
+    from cpc_speech.report import write_report
+
+    report = write_report(run, plots=False, log=lambda m: None)
+    section = report["pretraining"]
+    assert section["finished"] and section["max_steps"] == 90
+    assert section["time_budget"] == {"minutes": 0.75, "seconds_per_step": 0.5, "steps": 90}
+    assert "| Time budget (train.max_minutes) | 0.75 min: 90 steps at 0.500 s per step |" in (run / "report.md").read_text()
+    # a cap below the budget wins
+    fake_clock(monkeypatch, 0.0, 15.0)
+    capped = small_config("train.max_minutes=10", "train.max_steps=42", "train.log_every=5")
+    assert pretrain(capped, str(tone_corpus), str(tmp_path / "capped"), progress=False)["step"] == 42
+
+
+BUDGET_DDP_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from cpc_speech.config import PretrainConfig, config_from_dict
+from cpc_speech.train import budget
+from cpc_speech.train.trainer import pretrain
+
+manifest, run, *overrides = sys.argv[1:]
+rank = int(os.environ["RANK"])
+readings = iter([0.0, 15.0 if rank == 0 else 7.5])  # rank 0: 0.5 s per step, rank 1: 0.25 s
+budget.clock = lambda: next(readings)
+summary = pretrain(config_from_dict(PretrainConfig, {}, overrides), manifest, run, progress=False)
+Path(run, f"final-rank{rank}.json").write_text(json.dumps(summary))
+"""
+
+
+def test_distributed_ranks_share_rank_zeros_budget(tone_corpus, tmp_path):
+    """Two gloo processes whose clocks disagree (rank 1 would buy 90 steps) both stop at rank 0's
+    45 steps, and the run ends instead of hanging."""
+    run = tmp_path / "ddp_budget"
+    script = tmp_path / "ddp_budget.py"
+    script.write_text(BUDGET_DDP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29523",
+           str(script), str(tone_corpus), str(run), *SMALL, "data.batch_size=2", "train.max_minutes=0.375",
+           "train.max_steps=1000", "train.log_every=5"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [json.loads((run / f"final-rank{r}.json").read_text())["step"] for r in (0, 1)] == [45, 45]
+    assert "time budget 0.375 min: 45 steps at 0.500 s per step" in done.stderr

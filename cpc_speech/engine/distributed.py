@@ -49,6 +49,15 @@ def broadcast_choice(value: str, choices: "tuple[str, ...]", info: DistInfo, dev
     return choices[int(index.item())]
 
 
+def broadcast_int(value: int, info: DistInfo, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank (e.g. the step count a time budget buys)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([int(value)], dtype=torch.long, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
 def all_gather_windows(z: torch.Tensor, speaker: torch.Tensor, utterance: torch.Tensor, info: DistInfo):
     """Encoder frames and ids of the *other* ranks' windows, without gradient.
 

@@ -186,7 +186,7 @@ def pretraining_tables(p: Dict[str, Any]) -> str:
     fa = p.get("final_accuracy") or {}
     rows = [
         ["Steps trained", integer(p.get("steps"))],
-        ["Max steps (config)", integer(p.get("max_steps"))],
+        ["Max steps (config)" if not p.get("time_budget") else "Max steps (the time budget's)", integer(p.get("max_steps"))],
         [f"Final train loss (step {p.get('final_train_step')})", loss(p.get("final_train_loss"))],
         [f"Best train loss (step {p.get('best_train_step')})", loss(p.get("best_train_loss"))],
         [f"Final valid loss (step {p.get('final_valid_step')})", loss(p.get("final_valid_loss"))],
@@ -198,6 +198,10 @@ def pretraining_tables(p: Dict[str, Any]) -> str:
         ["Parameters", integer(p.get("parameters"))],
         ["Train utterances", integer(p.get("train_utterances"))],
     ]
+    tb = p.get("time_budget")
+    if tb:
+        rows.insert(2, ["Time budget (train.max_minutes)",
+                        f"{tb['minutes']:g} min: {integer(tb['steps'])} steps at {fixed(tb['seconds_per_step'], 3)} s per step"])
     parts = [table(["Quantity", "Value"], rows)]
     acc_rows = []
     for split in ("valid", "train"):

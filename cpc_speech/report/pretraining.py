@@ -74,6 +74,10 @@ def pretraining_section(events: Sequence[Dict[str, Any]], bad_lines: int, config
     train, valid = series["train"], series["valid"]
     info = next((e for e in events if e.get("split") == "info"), {})
     max_steps = (config.get("train") or {}).get("max_steps") if isinstance(config.get("train"), dict) else None
+    # a time budget (train.max_minutes) sets the steps when it has measured the rate: its last word counts
+    budget = next((e for e in reversed(events) if e.get("split") == "info" and "budget_steps" in e), None)
+    if budget is not None:
+        max_steps = budget["max_steps"]
     steps = max([e["step"] for e in train + valid], default=0)
 
     def best(seq):
@@ -109,6 +113,10 @@ def pretraining_section(events: Sequence[Dict[str, Any]], bad_lines: int, config
     return {
         "steps": steps,
         "max_steps": max_steps,
+        "time_budget": None if budget is None else {
+            "minutes": finite(budget.get("budget_minutes")), "seconds_per_step": finite(budget.get("seconds_per_step")),
+            "steps": budget.get("budget_steps"),
+        },
         "finished": bool(max_steps is not None and steps >= max_steps),
         "train_events": len(train),
         "valid_events": len(valid),

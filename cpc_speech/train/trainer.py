@@ -19,6 +19,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -35,12 +36,13 @@ from cpc_speech.settings import to_dict
 from cpc_speech.corpora.manifest import open_training_manifest
 from cpc_speech.engine.checkpoint import CheckpointError, checkpoint_state, read_checkpoint, upgrade_saved_config
 from cpc_speech.engine.device import pick_device, set_threads
-from cpc_speech.engine.distributed import DistInfo, cleanup, init_distributed, is_main_process
+from cpc_speech.engine.distributed import DistInfo, broadcast_int, cleanup, init_distributed, is_main_process
 from cpc_speech.engine.run_dir import RunDir, check_resumable
+from cpc_speech.train.budget import StepBudget
 from cpc_speech.train.step import PretrainStep
 
 # config fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"train.max_steps", "train.log_every", "train.valid_every", "train.checkpoint_every",
+RESUMABLE_CHANGES = {"train.max_steps", "train.max_minutes", "train.log_every", "train.valid_every", "train.checkpoint_every",
                      "train.keep_last", "train.device", "train.threads", "data.num_workers", "train.valid_batches",
                      "train.compile", "train.amp"}
 
@@ -63,7 +65,11 @@ class Trainer:
         trust_manifest: bool = False,
         on_step: Optional[StepCallback] = None,
     ):
-        self.cfg = cfg.validate()
+        # a copy: a time budget sets the copy's train.max_steps, which the schedule reads
+        self.cfg = cfg = copy.deepcopy(cfg).validate()
+        self.step_cap = cfg.train.max_steps
+        self.budget: Optional[StepBudget] = StepBudget(cfg.train.max_minutes) if cfg.train.max_minutes else None
+        self.budget_applied = False  # max_steps already set from the budget (measured, or resumed)
         self.progress = progress
         self.on_step = on_step
         tc = cfg.train
@@ -133,6 +139,11 @@ class Trainer:
                             "use another --output-dir or pass --restart to start over")
             self.pretrain_step.load_state_dict(state)
             self.best_valid = float(state.get("best_valid", math.inf))
+            if self.budget is not None:
+                self.budget = StepBudget.resumed(self.budget.minutes, state.get("budget"))
+                if self.budget.steps is not None:
+                    self.cfg.train.max_steps = min(self.step_cap, self.budget.steps)
+                    self.budget_applied = True
             if self.dist.is_main:
                 print(f"resuming {self.out} from step {self.step}", file=sys.stderr)
         if self.dist.is_main:
@@ -159,6 +170,7 @@ class Trainer:
         state = checkpoint_state(
             self.model, self.cfg, **self.pretrain_step.state_dict(),
             epoch=self.step // max(1, len(self.sampler)), best_valid=self.best_valid,
+            budget=self.budget.state() if self.budget else None,
             rng={"torch": torch.get_rng_state()}, cpc_speech_version=__version__,
         )
         self.checkpoints.save_step(self.step, state, self.cfg.train.keep_last, is_best=is_best)
@@ -236,6 +248,8 @@ class Trainer:
         else:  # a resumption may run in another precision (another machine, or train.amp changed)
             self.log_event(split="info", step=self.step, resumed=True, device=str(self.device),
                            precision=self.precision.name, precision_reason=self.precision.reason)
+        if self.budget_applied:  # a resumed budget, perhaps converted to a new max_minutes
+            self._log_budget()
 
     def _validate_and_save(self) -> None:
         """After a step: validate every ``valid_every`` steps (a better loss makes ``best.pt``) and
@@ -255,6 +269,34 @@ class Trainer:
                 is_best = True  # no validation data: the final model is the best we know (also when extended)
         if self.step % tc.checkpoint_every == 0 or self.step == tc.max_steps or is_best:
             self.save(is_best=is_best)
+
+    def _apply_budget(self, bar) -> None:
+        """After a step: once the time budget has measured the step rate, the run's
+        ``max_steps`` becomes the steps it buys (rank 0's count on every rank), said once."""
+        budget, tc = self.budget, self.cfg.train
+        if budget is None or self.budget_applied:
+            return
+        steps = budget.after_step(self.step)
+        if steps is None:
+            return
+        budget.steps = steps = broadcast_int(steps, self.dist, self.device)
+        tc.max_steps = max(self.step, min(self.step_cap, steps))
+        self.budget_applied = True
+        if bar:
+            bar.total = tc.max_steps
+            bar.refresh()
+        self._log_budget()
+
+    def _log_budget(self) -> None:
+        """Say (stderr, ``log.jsonl``) the steps the time budget buys; the report reads the last one."""
+        budget, max_steps = self.budget, self.cfg.train.max_steps
+        if not self.dist.is_main:
+            return
+        capped = f", capped at train.max_steps={self.step_cap}" if budget.steps > self.step_cap else ""
+        print(f"time budget {budget.minutes:g} min: {budget.steps} steps at {budget.seconds_per_step:.3f} s per step{capped}",
+              file=sys.stderr)
+        self.log_event(split="info", step=self.step, budget_minutes=budget.minutes,
+                       seconds_per_step=budget.seconds_per_step, budget_steps=budget.steps, max_steps=max_steps)
 
     def _report_skipped(self) -> None:
         """Say (stderr and ``log.jsonl``) what this run left out: unreadable or partnerless windows."""
@@ -323,6 +365,7 @@ class Trainer:
                             bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{sum(stats['accuracy']) / len(stats['accuracy']):.3f}")
                     if bar:
                         bar.update(1)
+                    self._apply_budget(bar)
                     if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                         now = time.time()
                         if running:
