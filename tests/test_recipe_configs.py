@@ -105,7 +105,7 @@ def test_every_pretraining_config_loads_and_cpu1h_is_demo_aug_for_longer():
     # every pretraining config name (except pretrain.yaml = 'default') has its probe and fine-tuning sections
     assert {section for (_, _, section) in OLD_OPTIONS} == (set(names) - {"pretrain"}) | {"default"}
     aug, hour = configs["demo_aug"], configs["cpu1h"]
-    assert hour["train"]["max_steps"] == 19500 and aug["train"]["max_steps"] == 1000
-    periodic = ("max_steps", "log_every", "valid_every", "checkpoint_every")
+    assert hour["train"]["max_minutes"] == 60 and aug["train"]["max_minutes"] is None and aug["train"]["max_steps"] == 1000
+    periodic = ("max_steps", "max_minutes", "log_every", "valid_every", "checkpoint_every")
     assert {k: v for k, v in hour["train"].items() if k not in periodic} == {k: v for k, v in aug["train"].items() if k not in periodic}
     assert {k: v for k, v in hour.items() if k != "train"} == {k: v for k, v in aug.items() if k != "train"}
