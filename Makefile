@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m ruff check cpc_speech tests benchmarks recipes examples
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.run
