@@ -135,16 +135,22 @@ pretrain(cfg, manifest, run, progress=False, on_step=record)
 """
 
 
+def torchrun_two(script_text, tmp_path, port, *args, timeout=600):
+    """Run ``script_text`` in two gloo processes with ``torch.distributed.run``; must exit 0."""
+    script = tmp_path / f"ddp_{port}.py"
+    script.write_text(script_text)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           str(script), *map(str, args)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 def test_distributed_two_gloo_processes(tone_corpus, tmp_path):
     run = tmp_path / "ddp"
-    script = tmp_path / "ddp_pretrain.py"
-    script.write_text(DDP_SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           str(script), str(tone_corpus), str(run), *SMALL, "data.batch_size=2", "train.max_steps=24",
-           "loss.gather_across_ranks=true", "train.lr=3e-3"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+    torchrun_two(DDP_SCRIPT, tmp_path, 29517, tone_corpus, run, *SMALL, "data.batch_size=2", "train.max_steps=24",
+                 "loss.gather_across_ranks=true", "train.lr=3e-3")
     seen = {}
     for rank in (0, 1):
         lines = [json.loads(ln) for ln in (run / f"batches-rank{rank}.jsonl").read_text().splitlines()]
@@ -184,17 +190,11 @@ def test_distributed_validation_when_one_rank_has_no_batch(tone_corpus, tmp_path
 
     valid = write_manifest(read_manifest(tone_corpus)[:1], tmp_path / "valid.tsv")  # 5 windows: one batch of 4
     run = tmp_path / "ddp"
-    script = tmp_path / "ddp_valid.py"
-    script.write_text(
+    torchrun_two(
         "import sys\nfrom cpc_speech.config import PretrainConfig, config_from_dict\nfrom cpc_speech.train.trainer import pretrain\n"
         "train, valid, run, *overrides = sys.argv[1:]\n"
-        "pretrain(config_from_dict(PretrainConfig, {}, overrides), train, run, valid_manifest=valid, progress=False)\n"
-    )
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
-           str(script), str(tone_corpus), str(valid), str(run), *SMALL, "train.max_steps=4", "train.valid_every=2"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
+        "pretrain(config_from_dict(PretrainConfig, {}, overrides), train, run, valid_manifest=valid, progress=False)\n",
+        tmp_path, 29519, tone_corpus, valid, run, *SMALL, "train.max_steps=4", "train.valid_every=2", timeout=300)
     records = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
     valid_records = [r for r in records if r.get("split") == "valid"]
     assert [r["step"] for r in valid_records] == [2, 4]
@@ -394,13 +394,7 @@ def test_distributed_ranks_share_rank_zeros_budget(tone_corpus, tmp_path):
     """Two gloo processes whose clocks disagree (rank 1 would buy 90 steps) both stop at rank 0's
     45 steps, and the run ends instead of hanging."""
     run = tmp_path / "ddp_budget"
-    script = tmp_path / "ddp_budget.py"
-    script.write_text(BUDGET_DDP_SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29523",
-           str(script), str(tone_corpus), str(run), *SMALL, "data.batch_size=2", "train.max_minutes=0.375",
-           "train.max_steps=1000", "train.log_every=5"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = torchrun_two(BUDGET_DDP_SCRIPT, tmp_path, 29523, tone_corpus, run, *SMALL, "data.batch_size=2",
+                        "train.max_minutes=0.375", "train.max_steps=1000", "train.log_every=5")
     assert [json.loads((run / f"final-rank{r}.json").read_text())["step"] for r in (0, 1)] == [45, 45]
     assert "time budget 0.375 min: 45 steps at 0.500 s per step" in done.stderr
