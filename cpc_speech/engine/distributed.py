@@ -42,11 +42,7 @@ def init_distributed(device_kind: str) -> DistInfo:
 def broadcast_choice(value: str, choices: "tuple[str, ...]", info: DistInfo, device: torch.device) -> str:
     """Rank 0's ``value`` (one of ``choices``) on every rank: a decision every rank must share,
     such as the precision that ``auto`` picked from a timing."""
-    if not info.enabled:
-        return value
-    index = torch.tensor([choices.index(value)], dtype=torch.long, device=device)
-    dist.broadcast(index, src=0)
-    return choices[int(index.item())]
+    return choices[broadcast_int(choices.index(value), info, device)]
 
 
 def broadcast_int(value: int, info: DistInfo, device: torch.device) -> int:
