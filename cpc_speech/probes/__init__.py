@@ -3,12 +3,13 @@
 Entry points: :func:`cpc_speech.probes.phone.run_phone_probe`,
 :func:`cpc_speech.probes.speaker.run_speaker_probe`, and ``cpc-speech probe {phone,speaker}``.
 
-Result JSON (written to ``--out``; the report code relies on this layout)::
+Result JSON (written to ``--out``; read back, checked key by key, as
+:class:`cpc_speech.results.probe.ProbeResult`, which the report uses)::
 
     {
       "task": "phone" | "speaker",
       "protocol": "frame" | "frame+-N" (phone) | "utterance" | "window" (speaker),
-      "layer": "context" | "encoder",
+      "layer": "context" | "encoder" | "context.N" | "encoder+context",
       "results": {
         "model":       ENTRY,
         "mfcc":        ENTRY,          # baselines present unless disabled
