@@ -335,6 +335,17 @@ def test_step_budget_buys_the_steps_its_minutes_pay_for(monkeypatch):
     assert StepBudget.resumed(1.5, b.state()).steps == 180  # a new budget, at the recorded rate
     assert StepBudget.resumed(0.01, b.state()).steps == LAST_STEP  # never before the rate is known
     assert StepBudget.resumed(0.75, None).steps is None  # nothing recorded: measured again
+    fake_clock(monkeypatch, 0.0, 4.0, 9.0, 20.0)  # 5 s of validation inside the window are not a step's
+    paused = StepBudget(minutes=0.75)
+    with paused.paused():  # before the window: the clock is not read
+        pass
+    assert [paused.after_step(s) for s in range(1, 20)] == [None] * 19
+    with paused.paused():
+        pass
+    assert [paused.after_step(s) for s in range(20, LAST_STEP)] == [None] * (LAST_STEP - 20)
+    assert paused.after_step(LAST_STEP) == 90 and paused.seconds_per_step == pytest.approx(0.5)  # (20 - 5) s / 30
+    with paused.paused():  # measured: the clock is not read again
+        pass
     fake_clock(monkeypatch, 0.0, 3.0)  # resumed at step 25: measures steps 25..55
     late = StepBudget(minutes=0.05)
     assert [late.after_step(s) for s in (25, 40, 54)] == [None] * 3
@@ -343,9 +354,10 @@ def test_step_budget_buys_the_steps_its_minutes_pay_for(monkeypatch):
 
 def test_a_time_budget_sets_the_steps_once_and_resumes_exactly(tone_corpus, tmp_path, monkeypatch):
     """``train.max_minutes``: the measured rate (0.5 s per step, from the fake clock) makes
-    0.375 minutes 45 steps; the schedule ends there; a resumed run with a larger budget converts
-    it at the recorded rate without timing again; a cap below the budget wins."""
-    fake_clock(monkeypatch, 0.0, 15.0)
+    0.375 minutes 45 steps, the 5 s of the step-20 checkpoint left out; the schedule ends there; a
+    resumed run with a larger budget converts it at the recorded rate without timing again; a cap
+    below the budget wins."""
+    fake_clock(monkeypatch, 0.0, 6.0, 11.0, 20.0)  # steps 10..40 in 20 s, the checkpoint at step 20 in 5 of them
     cfg = small_config("train.max_minutes=0.375", "train.max_steps=1000", "train.log_every=5", "train.checkpoint_every=20")
     run = tmp_path / "budget"
     summary = pretrain(cfg, str(tone_corpus), str(run), progress=False)

@@ -6,16 +6,19 @@ the first steps' start-up excluded; a run resumed before that measures its first
 buys at that rate, ``floor(max_minutes * 60 / seconds_per_step)``, capped at ``train.max_steps``.
 The count is fixed once: the learning-rate schedule ends where the run ends, checkpoints record
 the count and the measured rate, and a resumed run keeps them (a changed ``max_minutes`` is
-converted at the recorded rate), so a budgeted run resumes exactly. Validation, checkpoints and
-start-up add their own time to the wall time of the run. Under DDP every rank takes rank 0's count.
+converted at the recorded rate), so a budgeted run resumes exactly. The budget pays for training
+steps only: a validation or checkpoint inside the measured window is timed apart (``paused``) and left
+out of the rate, and validation, checkpoints and start-up add their own time to the wall time of the
+run. Under DDP every rank takes rank 0's count.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 FIRST_STEP = 10  # steps before it: the loader's and the allocator's start-up
 LAST_STEP = 40  # the rate is measured over steps FIRST_STEP..LAST_STEP
@@ -34,6 +37,7 @@ class StepBudget:
     seconds_per_step: Optional[float] = None
     steps: Optional[int] = None
     _start: Optional[tuple] = None  # (step, clock) where the measurement began
+    _paused: float = 0.0  # seconds of the window spent in ``paused`` blocks (validation, checkpoints)
 
     def after_step(self, step: int) -> Optional[int]:
         if self.steps is not None:
@@ -42,9 +46,22 @@ class StepBudget:
             if step >= FIRST_STEP:  # a run resumed past FIRST_STEP measures from where it resumed
                 self._start = (step, clock())
         elif step - self._start[0] >= LAST_STEP - FIRST_STEP:
-            self.seconds_per_step = (clock() - self._start[1]) / (step - self._start[0])
+            self.seconds_per_step = (clock() - self._start[1] - self._paused) / (step - self._start[0])
             self.steps = self.steps_at_rate()
         return self.steps
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """A block whose time is not a training step's (validation, a checkpoint): while the rate
+        is being measured its seconds are left out of it; otherwise the clock is not read."""
+        if self._start is None or self.steps is not None:
+            yield
+            return
+        began = clock()
+        try:
+            yield
+        finally:
+            self._paused += clock() - began
 
     def steps_at_rate(self) -> int:
         """The steps ``minutes`` buy at the measured rate; never fewer than ``LAST_STEP``

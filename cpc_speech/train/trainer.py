@@ -24,6 +24,7 @@ import math
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from typing import Callable, Dict, Optional
 
 import torch
@@ -255,8 +256,17 @@ class Trainer:
         """After a step: validate every ``valid_every`` steps (a better loss makes ``best.pt``) and
         checkpoint every ``checkpoint_every`` steps, both also at ``max_steps``."""
         tc = self.cfg.train
+        validate = self.step % tc.valid_every == 0 or self.step == tc.max_steps
+        if not (validate or self.step % tc.checkpoint_every == 0):
+            return
+        # a time budget still measuring the step rate leaves this block's time out of it
+        with self.budget.paused() if self.budget is not None and not self.budget_applied else nullcontext():
+            self._validate_and_save_now(validate)
+
+    def _validate_and_save_now(self, validate: bool) -> None:
+        tc = self.cfg.train
         is_best = False
-        if self.step % tc.valid_every == 0 or self.step == tc.max_steps:
+        if validate:
             v = self.validate()
             if v is not None:
                 self.log_event(split="valid", step=self.step, **v)
