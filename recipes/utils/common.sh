@@ -27,9 +27,6 @@ require_cli() {
   [ -x "$PY" ] || PY=python3
 }
 
-# newer_than A B: true when file A exists and is newer than B (or B does not exist).
-newer_than() { [ -e "$1" ] && { [ ! -e "$2" ] || [ "$1" -nt "$2" ]; }; }
-
 # parse_options "name1 name2 ..." "$@": --name-with-dashes VALUE (or --name=VALUE) sets $name_with_dashes
 # for the listed names; --demo and --force set demo=true / force=true; -h/--help calls usage.
 parse_options() {
