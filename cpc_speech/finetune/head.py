@@ -5,8 +5,9 @@ Kinds:
 * ``linear``: one linear layer per frame;
 * ``conv``: ``layers`` 1-D convolutions over frames (``hidden`` channels, ``kernel`` frames,
   centred, the first with ``stride``), each followed by ReLU, then a linear layer (receptive field
-  ``kernel + (layers - 1) * (kernel - 1) * stride`` frames); with ``residual`` every conv after the first adds its output to its input, so the
-  head starts as (and trains like) a one-layer head and grows into the deep one;
+  ``kernel + (layers - 1) * (kernel - 1) * stride`` frames); with ``residual`` every conv after the
+  first adds its output to its input, so the head starts as (and trains like) a one-layer head and
+  grows into the deep one;
 * ``conv-lstm`` / ``conv-gru``: the convolutions followed by a single-layer LSTM/GRU
   (optionally bidirectional), then a linear layer.
 
