@@ -257,13 +257,14 @@ class Trainer:
         checkpoint every ``checkpoint_every`` steps, both also at ``max_steps``."""
         tc = self.cfg.train
         validate = self.step % tc.valid_every == 0 or self.step == tc.max_steps
-        if not (validate or self.step % tc.checkpoint_every == 0):
+        checkpoint = self.step % tc.checkpoint_every == 0 or self.step == tc.max_steps
+        if not (validate or checkpoint):
             return
         # a time budget still measuring the step rate leaves this block's time out of it
         with self.budget.paused() if self.budget is not None and not self.budget_applied else nullcontext():
-            self._validate_and_save_now(validate)
+            self._validate_and_save_now(validate, checkpoint)
 
-    def _validate_and_save_now(self, validate: bool) -> None:
+    def _validate_and_save_now(self, validate: bool, checkpoint: bool) -> None:
         tc = self.cfg.train
         is_best = False
         if validate:
@@ -277,7 +278,7 @@ class Trainer:
                 self.log_event(split="info", step=self.step, valid_failed="no validation window could be read")
             elif self.step == tc.max_steps:
                 is_best = True  # no validation data: the final model is the best we know (also when extended)
-        if self.step % tc.checkpoint_every == 0 or self.step == tc.max_steps or is_best:
+        if checkpoint or is_best:
             self.save(is_best=is_best)
 
     def _apply_budget(self, bar) -> None:
